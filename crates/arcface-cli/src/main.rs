@@ -1,0 +1,278 @@
+//! `arcface`: inspect, import and run face-recognition backbones.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use iresnet::burn::tensor::backend::Backend;
+use iresnet::record::{self, Precision};
+use iresnet::{import, preprocess, Backbone, BackboneConfig, BackboneStats, INPUT_SIZE};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(
+    name = "arcface",
+    version,
+    about = "Face recognition in Rust: insightface's backbones on Burn",
+    long_about = "Face recognition in Rust: insightface's IResNet and MobileFaceNet backbones on Burn.\n\n\
+        Typical first steps:\n  \
+        arcface info --backbone r50                     # size and cost of an architecture\n  \
+        arcface import --from w600k_mbf.onnx --arch mbf --out mbf.arcface\n  \
+        arcface embed --model mbf.arcface face1.png face2.png   # JSON embeddings"
+)]
+struct Cli {
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Where to run: the CPU (Burn's flex backend) or, when built with `--features cuda`, a GPU.
+    #[arg(long, value_enum, default_value_t = Device::Cpu, global = true)]
+    device: Device,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Device {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parameter count, FLOPs at 112x112 and file size of an architecture or a model file.
+    Info {
+        /// Architecture name: r18, r34, r50, r100, r200, mbf, mbf_large.
+        #[arg(long, conflicts_with = "model", required_unless_present = "model")]
+        backbone: Option<String>,
+        /// A model file written by `arcface import` (reads its header and weights).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert insightface weights (ONNX model packs or arcface_torch `.pth` state dicts)
+    /// into an arcface-rs model file.
+    Import {
+        /// `.onnx` (e.g. w600k_mbf.onnx, w600k_r50.onnx, glintr100.onnx) or `.pth`/`.pt`.
+        #[arg(long = "from")]
+        from: PathBuf,
+        /// Architecture of the weights: r18, r34, r50, r100, r200, mbf, mbf_large.
+        /// (MobileFaceNet's head variant is read from ONNX graphs.)
+        #[arg(long)]
+        arch: String,
+        /// Output model file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Storage precision of the output (f16 halves the file; weights load back as f32).
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
+        /// Embedding size, when it differs from 512.
+        #[arg(long)]
+        embedding_dim: Option<usize>,
+    },
+    /// Embed already-aligned 112x112 RGB face images; prints JSON, one embedding per image.
+    Embed {
+        /// Model file written by `arcface import`.
+        #[arg(long)]
+        model: PathBuf,
+        /// Aligned 112x112 face images (PNG, JPEG or BMP).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// L2-normalise the embeddings (cosine similarity is then a dot product).
+        #[arg(long)]
+        l2: bool,
+        /// Faces per forward pass.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match cli.device {
+        Device::Cpu => run::<iresnet::CpuBackend>(cli.command, &Default::default()),
+        #[cfg(feature = "cuda")]
+        Device::Cuda => run::<iresnet::burn::backend::Cuda>(cli.command, &Default::default()),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run<B: Backend>(command: Command, device: &B::Device) -> Result<()> {
+    match command {
+        Command::Info {
+            backbone,
+            model,
+            json,
+        } => info::<B>(backbone, model, json, device),
+        Command::Import {
+            from,
+            arch,
+            out,
+            precision,
+            embedding_dim,
+        } => import_cmd::<B>(&from, &arch, &out, precision, embedding_dim, device),
+        Command::Embed {
+            model,
+            images,
+            l2,
+            batch_size,
+        } => embed::<B>(&model, &images, l2, batch_size, device),
+    }
+}
+
+#[derive(Serialize)]
+struct InfoReport {
+    #[serde(flatten)]
+    stats: BackboneStats,
+    embedding_dim: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    precision: Option<Precision>,
+}
+
+fn info<B: Backend>(backbone: Option<String>, model: Option<PathBuf>, json: bool, device: &B::Device) -> Result<()> {
+    let (net, file_bytes, precision) = match (backbone, model) {
+        (Some(name), _) => (BackboneConfig::from_name(&name)?.init::<B>(device)?, None, None),
+        (None, Some(path)) => {
+            let (net, header) = record::load_model::<B>(&path, device)?;
+            let size = std::fs::metadata(&path)?.len();
+            (net, Some(size), Some(header.precision))
+        }
+        (None, None) => bail!("give --backbone NAME or --model FILE"),
+    };
+    let report = InfoReport {
+        stats: BackboneStats::of(&net),
+        embedding_dim: net.embedding_dim(),
+        file_bytes,
+        precision,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let s = &report.stats;
+        println!("architecture   {}", s.arch);
+        println!("parameters     {} ({:.2} M)", s.params, s.params as f64 / 1e6);
+        println!("BN buffers     {}", s.buffers);
+        println!("MACs @112x112  {:.3} G   (FLOPs {:.3} G)", s.macs as f64 / 1e9, s.flops as f64 / 1e9);
+        println!("record size    {:.1} MiB f32, {:.1} MiB f16", mib(s.record_bytes_f32), mib(s.record_bytes_f16));
+        println!("embedding      {}-d", report.embedding_dim);
+        if let Some(bytes) = file_bytes {
+            println!("file           {:.1} MiB ({:?})", mib(bytes as usize), precision.unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn import_cmd<B: Backend>(
+    from: &Path,
+    arch: &str,
+    out: &Path,
+    precision: Precision,
+    embedding_dim: Option<usize>,
+    device: &B::Device,
+) -> Result<()> {
+    let mut spec = BackboneConfig::from_name(arch)?;
+    if let Some(d) = embedding_dim {
+        spec = match spec {
+            BackboneConfig::IResNet(c) => BackboneConfig::IResNet(c.with_embedding_dim(d)),
+            BackboneConfig::MobileFaceNet(c) => BackboneConfig::MobileFaceNet(c.with_embedding_dim(d)),
+        };
+    }
+    let net = import::import_file::<B>(from, &spec, device).with_context(|| format!("importing {}", from.display()))?;
+    let source = from.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let header = record::save_model(&net, out, precision, &source)?;
+    eprintln!(
+        "imported {} as {} -> {} ({:.1} MiB, {:?})",
+        from.display(),
+        header.backbone.describe(),
+        out.display(),
+        mib(std::fs::metadata(out)?.len() as usize),
+        precision
+    );
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct EmbedOutput {
+    model: String,
+    embedding_dim: usize,
+    l2_normalized: bool,
+    embeddings: Vec<ImageEmbedding>,
+}
+
+#[derive(Serialize)]
+struct ImageEmbedding {
+    image: String,
+    norm: f32,
+    embedding: Vec<f32>,
+}
+
+fn embed<B: Backend>(model: &Path, images: &[PathBuf], l2: bool, batch_size: usize, device: &B::Device) -> Result<()> {
+    let (net, header) = record::load_model::<B>(model, device)?;
+    let progress = indicatif::ProgressBar::new(images.len() as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} faces {elapsed}").expect("valid template"),
+    );
+    let mut embeddings = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch_size.max(1)) {
+        let pixels: Vec<Vec<u8>> = chunk.iter().map(|p| read_aligned_face(p)).collect::<Result<_>>()?;
+        let slices: Vec<&[u8]> = pixels.iter().map(Vec::as_slice).collect();
+        let batch = preprocess::faces_to_tensor::<B>(&slices, device)?;
+        let out = net.embed(batch).into_data().convert::<f32>();
+        let values = out.to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        for (path, row) in chunk.iter().zip(values.chunks(header.embedding_dim)) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let embedding = if l2 { row.iter().map(|v| v / norm.max(1e-12)).collect() } else { row.to_vec() };
+            embeddings.push(ImageEmbedding {
+                image: path.display().to_string(),
+                norm,
+                embedding,
+            });
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    let output = EmbedOutput {
+        model: model.display().to_string(),
+        embedding_dim: header.embedding_dim,
+        l2_normalized: l2,
+        embeddings,
+    };
+    println!("{}", serde_json::to_string(&output)?);
+    Ok(())
+}
+
+/// Decodes an aligned face; anything but 112x112 is refused rather than silently resized.
+fn read_aligned_face(path: &Path) -> Result<Vec<u8>> {
+    let image = image::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    if image.width() as usize != INPUT_SIZE || image.height() as usize != INPUT_SIZE {
+        bail!(
+            "{} is {}x{}; `arcface embed` takes faces already aligned to {INPUT_SIZE}x{INPUT_SIZE}",
+            path.display(),
+            image.width(),
+            image.height()
+        );
+    }
+    Ok(image.to_rgb8().into_raw())
+}

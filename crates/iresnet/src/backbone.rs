@@ -1,0 +1,214 @@
+//! The [`Backbone`] seam and the runtime-chosen [`AnyBackbone`].
+
+use burn::module::Module;
+use burn::tensor::{backend::Backend, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BackboneError, Result};
+use crate::iresnet::{IResNet, IResNetConfig, INPUT_SIZE};
+use crate::mobilefacenet::{MobileFaceNet, MobileFaceNetConfig};
+use crate::plan::Plan;
+
+/// A face-embedding network: aligned, normalised RGB faces `[N, 3, 112, 112]` in,
+/// embeddings `[N, D]` out (not L2-normalised; callers normalise for cosine scores).
+pub trait Backbone<B: Backend> {
+    fn embed(&self, faces: Tensor<B, 4>) -> Tensor<B, 2>;
+    /// D, the embedding size.
+    fn embedding_dim(&self) -> usize;
+    /// The architecture, enough to rebuild the module.
+    fn spec(&self) -> BackboneConfig;
+    /// Weighted layers in forward order (importers and FLOP counts use it).
+    fn plan(&self) -> Plan;
+}
+
+impl<B: Backend> Backbone<B> for IResNet<B> {
+    fn embed(&self, faces: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(faces)
+    }
+    fn embedding_dim(&self) -> usize {
+        self.fc.weight.dims()[1]
+    }
+    fn spec(&self) -> BackboneConfig {
+        BackboneConfig::IResNet(self.config())
+    }
+    fn plan(&self) -> Plan {
+        IResNet::plan(self)
+    }
+}
+
+impl<B: Backend> Backbone<B> for MobileFaceNet<B> {
+    fn embed(&self, faces: Tensor<B, 4>) -> Tensor<B, 2> {
+        MobileFaceNet::embed(self, faces)
+    }
+    fn embedding_dim(&self) -> usize {
+        self.fc.weight.dims()[1]
+    }
+    fn spec(&self) -> BackboneConfig {
+        BackboneConfig::MobileFaceNet(self.config())
+    }
+    fn plan(&self) -> Plan {
+        MobileFaceNet::plan(self)
+    }
+}
+
+/// Which backbone to build: what model files record in their header and what
+/// `--arch` names select.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "family", rename_all = "snake_case")]
+pub enum BackboneConfig {
+    IResNet(IResNetConfig),
+    MobileFaceNet(MobileFaceNetConfig),
+}
+
+/// The architecture names users type, with a one-line description for `--help` and `info`.
+pub const ARCH_NAMES: &[(&str, &str)] = &[
+    ("r18", "IResNet-18, blocks [2,2,2,2]"),
+    ("r34", "IResNet-34, blocks [3,4,6,3]"),
+    ("r50", "IResNet-50, blocks [3,4,14,3]"),
+    ("r100", "IResNet-100, blocks [3,13,30,3]"),
+    ("r200", "IResNet-200, blocks [6,26,60,6]"),
+    ("mbf", "MobileFaceNet, blocks (1,4,6,2), scale 2, GDC head"),
+    ("mbf_large", "MobileFaceNet, blocks (2,8,12,4), scale 4, GDC head"),
+];
+
+impl BackboneConfig {
+    /// `r18`, `r34`, `r50`, `r100`, `r200`, `mbf`, `mbf_large` (with the default 512-d embedding).
+    pub fn from_name(name: &str) -> Result<Self> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "r18" | "iresnet18" => Self::IResNet(IResNetConfig::r18()),
+            "r34" | "iresnet34" => Self::IResNet(IResNetConfig::r34()),
+            "r50" | "iresnet50" => Self::IResNet(IResNetConfig::r50()),
+            "r100" | "iresnet100" => Self::IResNet(IResNetConfig::r100()),
+            "r200" | "iresnet200" => Self::IResNet(IResNetConfig::r200()),
+            "mbf" | "mobilefacenet" => Self::MobileFaceNet(MobileFaceNetConfig::mbf()),
+            "mbf_large" => Self::MobileFaceNet(MobileFaceNetConfig::mbf_large()),
+            _ => return Err(BackboneError::UnknownArch(name.to_string())),
+        })
+    }
+
+    /// A short human name, e.g. `IResNet [3,4,14,3] widths [64,128,256,512] D=512`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::IResNet(c) => format!(
+                "IResNet blocks {:?} widths {:?} D={}",
+                c.layers, c.widths, c.embedding_dim
+            ),
+            Self::MobileFaceNet(c) => format!(
+                "MobileFaceNet blocks {:?} scale {} head {:?} D={}",
+                c.blocks, c.scale, c.head, c.embedding_dim
+            ),
+        }
+    }
+
+    pub fn embedding_dim(&self) -> usize {
+        match self {
+            Self::IResNet(c) => c.embedding_dim,
+            Self::MobileFaceNet(c) => c.embedding_dim,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Self::IResNet(c) => c.validate(),
+            Self::MobileFaceNet(c) => c.validate(),
+        }
+        .map_err(BackboneError::InvalidConfig)
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<AnyBackbone<B>> {
+        self.validate()?;
+        Ok(match self {
+            Self::IResNet(c) => AnyBackbone::IResNet(c.init(device)),
+            Self::MobileFaceNet(c) => AnyBackbone::MobileFaceNet(c.init(device)),
+        })
+    }
+}
+
+/// Any backbone, chosen at run time (from a name, a config or a model file's header).
+#[derive(Module, Debug)]
+pub enum AnyBackbone<B: Backend> {
+    IResNet(IResNet<B>),
+    MobileFaceNet(MobileFaceNet<B>),
+}
+
+impl<B: Backend> Backbone<B> for AnyBackbone<B> {
+    fn embed(&self, faces: Tensor<B, 4>) -> Tensor<B, 2> {
+        match self {
+            Self::IResNet(m) => m.forward(faces),
+            Self::MobileFaceNet(m) => m.embed(faces),
+        }
+    }
+    fn embedding_dim(&self) -> usize {
+        match self {
+            Self::IResNet(m) => Backbone::embedding_dim(m),
+            Self::MobileFaceNet(m) => Backbone::embedding_dim(m),
+        }
+    }
+    fn spec(&self) -> BackboneConfig {
+        match self {
+            Self::IResNet(m) => Backbone::spec(m),
+            Self::MobileFaceNet(m) => Backbone::spec(m),
+        }
+    }
+    fn plan(&self) -> Plan {
+        match self {
+            Self::IResNet(m) => IResNet::plan(m),
+            Self::MobileFaceNet(m) => MobileFaceNet::plan(m),
+        }
+    }
+}
+
+impl<B: Backend> AnyBackbone<B> {
+    /// Embeds with a shape check first, for inputs that come from users.
+    pub fn try_embed(&self, faces: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
+        let dims = faces.dims();
+        if dims[1] != 3 || dims[2] != INPUT_SIZE || dims[3] != INPUT_SIZE {
+            return Err(BackboneError::BadInput(dims.to_vec()));
+        }
+        Ok(self.embed(faces))
+    }
+}
+
+/// Size and cost figures of a backbone, as `arcface info` prints them.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackboneStats {
+    pub arch: String,
+    /// Trainable and frozen parameters, counted as PyTorch's `sum(p.numel())` does.
+    pub params: usize,
+    /// BatchNorm running statistics (stored, not parameters).
+    pub buffers: usize,
+    /// Multiply-accumulates at 112x112 (convolutions and linear layers).
+    pub macs: u64,
+    /// `2 * macs`.
+    pub flops: u64,
+    /// Tensor bytes of an f32 model file (the header adds a few hundred bytes).
+    pub record_bytes_f32: usize,
+    pub record_bytes_f16: usize,
+}
+
+impl BackboneStats {
+    pub fn of<B: Backend, M: Backbone<B> + Module<B>>(model: &M) -> Self {
+        // Burn's `num_params` also visits BatchNorm running statistics; PyTorch does not count them.
+        let buffers: usize = model
+            .plan()
+            .layers
+            .iter()
+            .map(|l| match l.kind {
+                crate::plan::LayerKind::BatchNorm { channels } => 2 * channels,
+                _ => 0,
+            })
+            .sum();
+        let tensors = model.num_params();
+        let params = tensors - buffers;
+        let macs = model.plan().macs();
+        Self {
+            arch: model.spec().describe(),
+            params,
+            buffers,
+            macs,
+            flops: 2 * macs,
+            record_bytes_f32: tensors * 4,
+            record_bytes_f16: tensors * 2,
+        }
+    }
+}

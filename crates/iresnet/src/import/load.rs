@@ -1,0 +1,237 @@
+use burn::module::{Module, ParamId};
+use burn::tensor::{backend::Backend, TensorData};
+use burn_store::{ModuleSnapshot, TensorSnapshot};
+
+use crate::error::{BackboneError, Result};
+use crate::plan::{LayerKind, Plan};
+
+/// A dense f32 tensor read from a weight file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl Array {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Self { shape, data }
+    }
+    fn filled(n: usize, value: f32) -> Self {
+        Self::new(vec![n], vec![value; n])
+    }
+    fn len(&self) -> usize {
+        self.data.len()
+    }
+    /// `[r, c]` to `[c, r]`; other ranks are returned as they are (the shape check reports them).
+    pub(crate) fn transposed(&self) -> Array {
+        if self.shape.len() != 2 {
+            return self.clone();
+        }
+        let (rows, cols) = (self.shape[0], self.shape[1]);
+        let mut data = vec![0.0; self.data.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                data[c * rows + r] = self.data[r * cols + c];
+            }
+        }
+        Array::new(vec![cols, rows], data)
+    }
+}
+
+/// The weights of one layer as a file stores them (PyTorch layouts).
+#[derive(Debug, Clone)]
+pub enum LayerWeights {
+    Conv {
+        weight: Array,
+        bias: Option<Array>,
+    },
+    BatchNorm {
+        gamma: Array,
+        beta: Array,
+        mean: Array,
+        var: Array,
+        eps: f64,
+    },
+    PRelu {
+        slope: Array,
+    },
+    /// `weight` is `[out, in]` as PyTorch and ONNX `Gemm(transB=1)` store it.
+    Linear {
+        weight: Array,
+        bias: Option<Array>,
+    },
+}
+
+/// Weights plus the name they had in the file, for error messages.
+#[derive(Debug, Clone)]
+pub struct SourcedWeights {
+    pub source: String,
+    pub weights: LayerWeights,
+}
+
+/// Writes `layers` (one entry per plan layer; `None` for a BatchNorm folded away by the exporter)
+/// into `module`, checking every shape against the module's own. `model_eps` is the epsilon of
+/// the module's BatchNorms; a file's own epsilon is folded into the running variance.
+pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
+    module: &mut M,
+    plan: &Plan,
+    layers: Vec<Option<SourcedWeights>>,
+    model_eps: f64,
+) -> Result<()> {
+    assert_eq!(plan.layers.len(), layers.len(), "one entry per plan layer");
+    let expected: std::collections::HashMap<String, Vec<usize>> = module
+        .collect(None, None, true)
+        .into_iter()
+        .map(|s| (s.full_path(), s.shape.to_vec()))
+        .collect();
+    let mut out: Vec<(String, String, Array)> = Vec::new();
+    let mut put = |target: String, source: &str, array: Array| -> Result<()> {
+        let want = expected
+            .get(&target)
+            .ok_or_else(|| BackboneError::GraphMismatch(format!("the model has no tensor `{target}`")))?;
+        if *want != array.shape {
+            return Err(BackboneError::ShapeMismatch {
+                source_name: source.to_string(),
+                target,
+                expected: want.clone(),
+                found: array.shape,
+            });
+        }
+        out.push((target, source.to_string(), array));
+        Ok(())
+    };
+    // A bias the file has where our module has none, carried into the next BatchNorm.
+    let mut pending_bias: Option<(Array, String)> = None;
+
+    for (layer, weights) in plan.layers.iter().zip(layers) {
+        let p = |n: &str| format!("{}.{n}", layer.burn);
+        if pending_bias.is_some() && !matches!(layer.kind, LayerKind::BatchNorm { .. }) {
+            return Err(BackboneError::GraphMismatch(format!(
+                "a bias before `{}` has no BatchNorm to fold into",
+                layer.burn
+            )));
+        }
+        match (&layer.kind, weights) {
+            (LayerKind::Conv { .. }, Some(SourcedWeights { source, weights: LayerWeights::Conv { weight, bias } })) => {
+                put(p("weight"), &source, weight)?;
+                pending_bias = bias.map(|b| (reshape_vector(b, &source), source));
+            }
+            (LayerKind::BatchNorm { channels }, weights) => {
+                let c = *channels;
+                let (mut bn, source, src_eps) = match weights {
+                    Some(SourcedWeights { source, weights: LayerWeights::BatchNorm { gamma, beta, mean, var, eps } }) => {
+                        ([gamma, beta, mean, var], source, Some(eps))
+                    }
+                    None => {
+                        // Folded into the preceding layer by the exporter: an identity BatchNorm
+                        // that adds the preceding layer's bias.
+                        let Some((bias, source)) = pending_bias.take() else {
+                            return Err(BackboneError::MissingWeight(layer.torch.clone()));
+                        };
+                        let identity = [Array::filled(c, 1.0), bias, Array::filled(c, 0.0), Array::filled(c, 1.0)];
+                        (identity, source, None)
+                    }
+                    Some(other) => return Err(wrong_kind(&layer.burn, &other)),
+                };
+                // y = (x + b - mean) / sqrt(var + eps): fold the bias into the mean.
+                if let Some((bias, _)) = pending_bias.take() {
+                    check_len(&bias, c, &source, &p("running_mean"))?;
+                    for (m, b) in bn[2].data.iter_mut().zip(&bias.data) {
+                        *m -= b;
+                    }
+                }
+                // Same denominator with our epsilon: var' = var + eps_file - eps_ours.
+                let eps_file = src_eps.unwrap_or(model_eps);
+                let shift = (eps_file - model_eps) as f32;
+                if src_eps.is_none() {
+                    bn[3].data.iter_mut().for_each(|v| *v = 1.0 - model_eps as f32);
+                } else if shift != 0.0 {
+                    bn[3].data.iter_mut().for_each(|v| *v += shift);
+                }
+                let [gamma, beta, mean, var] = bn;
+                put(p("gamma"), &source, reshape_vector(gamma, &source))?;
+                put(p("beta"), &source, reshape_vector(beta, &source))?;
+                put(p("running_mean"), &source, reshape_vector(mean, &source))?;
+                put(p("running_var"), &source, reshape_vector(var, &source))?;
+            }
+            (LayerKind::PRelu { .. }, Some(SourcedWeights { source, weights: LayerWeights::PRelu { slope } })) => {
+                put(p("alpha"), &source, reshape_vector(slope, &source))?;
+            }
+            (LayerKind::Linear { bias: has_bias, d_output, .. }, Some(SourcedWeights { source, weights: LayerWeights::Linear { weight, bias } })) => {
+                if weight.shape.len() != 2 {
+                    return Err(BackboneError::ShapeMismatch {
+                        source_name: source,
+                        target: p("weight"),
+                        expected: expected.get(&p("weight")).cloned().unwrap_or_default(),
+                        found: weight.shape,
+                    });
+                }
+                put(p("weight"), &source, weight.transposed())?;
+                match (has_bias, bias) {
+                    (true, Some(b)) => put(p("bias"), &source, reshape_vector(b, &source))?,
+                    (true, None) => put(p("bias"), &source, Array::filled(*d_output, 0.0))?,
+                    (false, Some(b)) => pending_bias = Some((reshape_vector(b, &source), source)),
+                    (false, None) => {}
+                }
+            }
+            (_, None) => return Err(BackboneError::MissingWeight(layer.torch.clone())),
+            (_, Some(other)) => return Err(wrong_kind(&layer.burn, &other)),
+        }
+    }
+    if let Some((_, source)) = pending_bias {
+        return Err(BackboneError::GraphMismatch(format!("bias `{source}` is left over at the end")));
+    }
+
+    let snapshots = out
+        .into_iter()
+        .map(|(target, _, array)| {
+            let path: Vec<String> = target.split('.').map(str::to_string).collect();
+            let containers = vec![String::new(); path.len()];
+            TensorSnapshot::from_data(TensorData::new(array.data, array.shape), path, containers, ParamId::new())
+        })
+        .collect();
+    let result = module.apply(snapshots, None, None, true);
+    if !result.errors.is_empty() {
+        let msg: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+        return Err(BackboneError::GraphMismatch(msg.join("; ")));
+    }
+    if !result.missing.is_empty() {
+        let names: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
+        return Err(BackboneError::MissingWeight(names.join(", ")));
+    }
+    Ok(())
+}
+
+fn wrong_kind(target: &str, got: &SourcedWeights) -> BackboneError {
+    let kind = match got.weights {
+        LayerWeights::Conv { .. } => "a convolution",
+        LayerWeights::BatchNorm { .. } => "a BatchNorm",
+        LayerWeights::PRelu { .. } => "a PReLU",
+        LayerWeights::Linear { .. } => "a linear layer",
+    };
+    BackboneError::GraphMismatch(format!("`{}` is {kind} but the model expects `{target}` here", got.source))
+}
+
+fn check_len(a: &Array, n: usize, source: &str, target: &str) -> Result<()> {
+    if a.len() != n {
+        return Err(BackboneError::ShapeMismatch {
+            source_name: source.to_string(),
+            target: target.to_string(),
+            expected: vec![n],
+            found: a.shape.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Per-channel vectors arrive as `[C]`, `[C,1,1]` (ONNX PReLU) or `[1,C]`: make them `[C]`
+/// when they have no other extent, and leave them for the shape check otherwise.
+fn reshape_vector(a: Array, _source: &str) -> Array {
+    if a.shape.iter().filter(|&&d| d != 1).count() <= 1 {
+        Array::new(vec![a.data.len()], a.data)
+    } else {
+        a
+    }
+}
+

@@ -1,0 +1,66 @@
+//! Bringing insightface's published weights into our modules.
+//!
+//! Both importers produce the same thing, one [`LayerWeights`] per weighted layer of the
+//! backbone's [`Plan`](crate::plan::Plan), and share one loader that checks every shape, folds
+//! biases into the following BatchNorm (our convolutions have none, exported graphs often do)
+//! and writes the tensors into the module.
+
+mod load;
+pub mod onnx;
+pub mod torch;
+
+pub use load::{load_layers, Array, LayerWeights, SourcedWeights};
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+
+use crate::backbone::{AnyBackbone, BackboneConfig};
+use crate::error::{BackboneError, Result};
+
+/// Weight files `import_file` understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// An ONNX model (`.onnx`).
+    Onnx,
+    /// A PyTorch state dict (`.pth`, `.pt`, `.bin`).
+    Torch,
+}
+
+impl WeightFormat {
+    pub fn from_path(path: &Path) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("onnx") => Ok(Self::Onnx),
+            Some("pth" | "pt" | "bin") => Ok(Self::Torch),
+            _ => Err(BackboneError::InvalidConfig(format!(
+                "{}: expected a .onnx model or a .pth/.pt PyTorch state dict",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// Builds `arch` and fills it from an insightface weight file (format by extension).
+///
+/// For MobileFaceNet ONNX files the head is read off the graph, so `--arch mbf` imports both
+/// the current GDC-head models and the released `w600k_mbf` (conv-fc head).
+pub fn import_file<B: Backend>(path: &Path, arch: &BackboneConfig, device: &B::Device) -> Result<AnyBackbone<B>> {
+    match WeightFormat::from_path(path)? {
+        WeightFormat::Onnx => {
+            let graph = onnx::OnnxModel::open(path)?;
+            tracing::info!(file = %path.display(), graph = %graph.summary(), "importing ONNX weights");
+            let arch = match arch {
+                BackboneConfig::MobileFaceNet(c) => BackboneConfig::MobileFaceNet(c.clone().with_head(graph.mbf_head()?)),
+                other => other.clone(),
+            };
+            match arch.init::<B>(device)? {
+                AnyBackbone::IResNet(mut m) => onnx::load_onnx(&mut m, &graph).map(|_| AnyBackbone::IResNet(m)),
+                AnyBackbone::MobileFaceNet(mut m) => onnx::load_onnx(&mut m, &graph).map(|_| AnyBackbone::MobileFaceNet(m)),
+            }
+        }
+        WeightFormat::Torch => match arch.init::<B>(device)? {
+            AnyBackbone::IResNet(mut m) => torch::load_pth(&mut m, path).map(|_| AnyBackbone::IResNet(m)),
+            AnyBackbone::MobileFaceNet(mut m) => torch::load_pth(&mut m, path).map(|_| AnyBackbone::MobileFaceNet(m)),
+        },
+    }
+}

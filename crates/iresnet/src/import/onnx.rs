@@ -1,0 +1,429 @@
+//! insightface's ONNX model packs (`w600k_mbf.onnx`, `w600k_r50.onnx`, `glintr100.onnx`, ...).
+//!
+//! The initializers of these graphs carry numeric names and the exporter folded most
+//! BatchNorms into the preceding convolutions (which then have a bias), while the BatchNorms
+//! that precede a convolution (IResNet's `bn1`) or follow the embedding layer stay as nodes.
+//! So the importer walks the weighted nodes in graph order against the backbone's plan and
+//! follows the data flow to tell a folded BatchNorm from the next layer's own.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn_store::ModuleSnapshot;
+use prost::Message;
+
+use super::load::{load_layers, Array, LayerWeights, SourcedWeights};
+use super::torch::model_eps;
+use crate::backbone::Backbone;
+use crate::error::{BackboneError, Result};
+use crate::mobilefacenet::MbfHead;
+use crate::plan::LayerKind;
+
+/// The subset of `onnx.proto` the importer reads (field numbers as in the ONNX spec).
+mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelProto {
+        #[prost(int64, tag = "1")]
+        pub ir_version: i64,
+        #[prost(string, tag = "2")]
+        pub producer_name: String,
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<GraphProto>,
+        #[prost(message, repeated, tag = "8")]
+        pub opset_import: Vec<OperatorSetId>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct OperatorSetId {
+        #[prost(string, tag = "1")]
+        pub domain: String,
+        #[prost(int64, tag = "2")]
+        pub version: i64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GraphProto {
+        #[prost(message, repeated, tag = "1")]
+        pub node: Vec<NodeProto>,
+        #[prost(string, tag = "2")]
+        pub name: String,
+        #[prost(message, repeated, tag = "5")]
+        pub initializer: Vec<TensorProto>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct NodeProto {
+        #[prost(string, repeated, tag = "1")]
+        pub input: Vec<String>,
+        #[prost(string, repeated, tag = "2")]
+        pub output: Vec<String>,
+        #[prost(string, tag = "3")]
+        pub name: String,
+        #[prost(string, tag = "4")]
+        pub op_type: String,
+        #[prost(message, repeated, tag = "5")]
+        pub attribute: Vec<AttributeProto>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AttributeProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(float, tag = "2")]
+        pub f: f32,
+        #[prost(int64, tag = "3")]
+        pub i: i64,
+        #[prost(message, optional, tag = "5")]
+        pub t: Option<TensorProto>,
+        #[prost(int64, repeated, tag = "8")]
+        pub ints: Vec<i64>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorProto {
+        #[prost(int64, repeated, tag = "1")]
+        pub dims: Vec<i64>,
+        #[prost(int32, tag = "2")]
+        pub data_type: i32,
+        #[prost(float, repeated, tag = "4")]
+        pub float_data: Vec<f32>,
+        #[prost(int32, repeated, tag = "5")]
+        pub int32_data: Vec<i32>,
+        #[prost(int64, repeated, tag = "7")]
+        pub int64_data: Vec<i64>,
+        #[prost(string, tag = "8")]
+        pub name: String,
+        #[prost(bytes = "vec", tag = "9")]
+        pub raw_data: Vec<u8>,
+        #[prost(double, repeated, tag = "10")]
+        pub double_data: Vec<f64>,
+        #[prost(int32, tag = "14")]
+        pub data_location: i32,
+    }
+}
+
+/// A parsed ONNX model: its nodes in graph order and its constant tensors.
+pub struct OnnxModel {
+    path: PathBuf,
+    nodes: Vec<proto::NodeProto>,
+    constants: HashMap<String, proto::TensorProto>,
+    pub producer: String,
+    pub opset: i64,
+}
+
+impl OnnxModel {
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| BackboneError::io(path, e))?;
+        let model = proto::ModelProto::decode(bytes.as_slice()).map_err(|e| BackboneError::Onnx {
+            path: path.to_path_buf(),
+            message: format!("protobuf decoding failed ({e}); is this an .onnx file?"),
+        })?;
+        let graph = model.graph.ok_or_else(|| BackboneError::Onnx {
+            path: path.to_path_buf(),
+            message: "the model has no graph".into(),
+        })?;
+        let mut constants: HashMap<String, proto::TensorProto> = graph
+            .initializer
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        for node in graph.node.iter().filter(|n| n.op_type == "Constant") {
+            if let (Some(out), Some(t)) = (node.output.first(), node.attribute.iter().find_map(|a| a.t.clone())) {
+                constants.insert(out.clone(), t);
+            }
+        }
+        let opset = model
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map_or(0, |o| o.version);
+        Ok(Self {
+            path: path.to_path_buf(),
+            nodes: graph.node,
+            constants,
+            producer: model.producer_name,
+            opset,
+        })
+    }
+
+    fn err(&self, message: impl Into<String>) -> BackboneError {
+        BackboneError::Onnx {
+            path: self.path.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// The MobileFaceNet head this graph was exported with: a linear layer over `64*7*7`
+    /// features is the `w600k_mbf` conv-fc head, over 512 the GDC head.
+    pub fn mbf_head(&self) -> Result<MbfHead> {
+        for node in &self.nodes {
+            if matches!(node.op_type.as_str(), "Gemm" | "MatMul") {
+                let w = self.tensor(node.input.get(1).map(String::as_str).unwrap_or(""))?;
+                let trans_b = node.op_type == "Gemm" && Self::attr(node, "transB").is_some_and(|a| a.i != 0);
+                let d_input = if trans_b { w.shape.get(1) } else { w.shape.first() };
+                return Ok(if d_input == Some(&(64 * 49)) {
+                    MbfHead::ConvFc
+                } else {
+                    MbfHead::Gdc
+                });
+            }
+        }
+        Err(self.err("the graph has no Gemm/MatMul embedding layer"))
+    }
+
+    /// Number of weighted layers per kind, for `arcface import` to report.
+    pub fn summary(&self) -> String {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for node in &self.nodes {
+            match counts.iter_mut().find(|(op, _)| *op == node.op_type) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((node.op_type.clone(), 1)),
+            }
+        }
+        let ops: Vec<String> = counts.iter().map(|(op, n)| format!("{op} x{n}")).collect();
+        format!("producer `{}`, opset {}, {}", self.producer, self.opset, ops.join(", "))
+    }
+
+    fn tensor(&self, name: &str) -> Result<Array> {
+        let t = self
+            .constants
+            .get(name)
+            .ok_or_else(|| self.err(format!("`{name}` is computed in the graph, not a stored weight")))?;
+        tensor_to_array(t).map_err(|m| self.err(format!("tensor `{name}`: {m}")))
+    }
+
+    fn attr<'a>(node: &'a proto::NodeProto, name: &str) -> Option<&'a proto::AttributeProto> {
+        node.attribute.iter().find(|a| a.name == name)
+    }
+
+    /// The weighted layers in graph order, each with the value it reads and the one it writes.
+    fn weighted_layers(&self) -> Result<Vec<OnnxLayer>> {
+        let mut layers = Vec::new();
+        let mut bias_adds: HashSet<usize> = HashSet::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let name = if node.name.is_empty() {
+                format!("{} node #{i}", node.op_type)
+            } else {
+                node.name.clone()
+            };
+            let input = |k: usize| node.input.get(k).filter(|s| !s.is_empty());
+            let output = node.output.first().cloned().unwrap_or_default();
+            let reads = input(0).cloned().unwrap_or_default();
+            let source = |k: usize| format!("{name} ({})", input(k).map_or("", |s| s.as_str()));
+            let weights = match node.op_type.as_str() {
+                "Conv" => {
+                    let ints = |a: &str| Self::attr(node, a).map(|a| a.ints.clone()).unwrap_or_default();
+                    let weight = self.tensor(input(1).ok_or_else(|| self.err(format!("{name} has no weight")))?)?;
+                    let bias = input(2).map(|b| self.tensor(b)).transpose()?;
+                    let geometry = ConvGeometry {
+                        stride: ints("strides").first().copied().unwrap_or(1) as usize,
+                        padding: ints("pads").first().copied().unwrap_or(0) as usize,
+                        groups: Self::attr(node, "group").map_or(1, |a| a.i) as usize,
+                        symmetric: ints("pads").windows(2).all(|w| w[0] == w[1])
+                            && ints("strides").windows(2).all(|w| w[0] == w[1]),
+                    };
+                    layers.push(OnnxLayer {
+                        weights: SourcedWeights {
+                            source: source(1),
+                            weights: LayerWeights::Conv { weight, bias },
+                        },
+                        reads,
+                        writes: output,
+                        conv: Some(geometry),
+                    });
+                    continue;
+                }
+                "BatchNormalization" => {
+                    let t = |k: usize| {
+                        self.tensor(input(k).ok_or_else(|| self.err(format!("{name} lacks input {k}")))?)
+                    };
+                    LayerWeights::BatchNorm {
+                        gamma: t(1)?,
+                        beta: t(2)?,
+                        mean: t(3)?,
+                        var: t(4)?,
+                        eps: Self::attr(node, "epsilon").map_or(1e-5, |a| a.f as f64),
+                    }
+                }
+                "PRelu" => LayerWeights::PRelu {
+                    slope: self.tensor(input(1).ok_or_else(|| self.err(format!("{name} has no slope")))?)?,
+                },
+                "Gemm" => {
+                    for (attr, want) in [("alpha", 1.0), ("beta", 1.0)] {
+                        if let Some(a) = Self::attr(node, attr) {
+                            if a.f != want {
+                                return Err(self.err(format!("{name}: Gemm {attr}={} is not supported", a.f)));
+                            }
+                        }
+                    }
+                    if Self::attr(node, "transA").is_some_and(|a| a.i != 0) {
+                        return Err(self.err(format!("{name}: Gemm transA=1 is not supported")));
+                    }
+                    let w = self.tensor(input(1).ok_or_else(|| self.err(format!("{name} has no weight")))?)?;
+                    let trans_b = Self::attr(node, "transB").is_some_and(|a| a.i != 0);
+                    LayerWeights::Linear {
+                        weight: if trans_b { w } else { w.transposed() },
+                        bias: input(2).map(|b| self.tensor(b)).transpose()?,
+                    }
+                }
+                "MatMul" => {
+                    let w = self.tensor(input(1).ok_or_else(|| self.err(format!("{name} has no weight")))?)?;
+                    // A following `Add` of a stored vector is this layer's bias.
+                    let add = self.nodes.iter().enumerate().find(|(_, n)| {
+                        n.op_type == "Add" && n.input.contains(&output) && n.input.iter().any(|i| self.constants.contains_key(i))
+                    });
+                    let (bias, writes) = match add {
+                        Some((k, n)) => {
+                            bias_adds.insert(k);
+                            let b = n.input.iter().find(|i| self.constants.contains_key(*i)).unwrap();
+                            (Some(self.tensor(b)?), n.output.first().cloned().unwrap_or_default())
+                        }
+                        None => (None, output),
+                    };
+                    layers.push(OnnxLayer {
+                        weights: SourcedWeights {
+                            source: source(1),
+                            weights: LayerWeights::Linear {
+                                weight: w.transposed(),
+                                bias,
+                            },
+                        },
+                        reads,
+                        writes,
+                        conv: None,
+                    });
+                    continue;
+                }
+                "Add" if bias_adds.contains(&i) => continue,
+                "Add" | "Sub" | "Mul" | "Div" if node.input.iter().any(|i| self.constants.contains_key(i)) => {
+                    return Err(self.err(format!(
+                        "{name}: an {} with a stored operand is not part of these backbones (input \
+                         normalisation inside the graph is not supported; feed (x-127.5)/127.5)",
+                        node.op_type
+                    )));
+                }
+                "Add" | "Flatten" | "Reshape" | "Dropout" | "Identity" | "Constant" | "Shape" | "Gather"
+                | "Unsqueeze" | "Concat" | "Cast" => continue,
+                other => {
+                    return Err(self.err(format!(
+                        "{name}: operator `{other}` does not occur in IResNet or MobileFaceNet"
+                    )))
+                }
+            };
+            layers.push(OnnxLayer {
+                weights: SourcedWeights { source: source(1), weights },
+                reads,
+                writes: output,
+                conv: None,
+            });
+        }
+        Ok(layers)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConvGeometry {
+    stride: usize,
+    padding: usize,
+    groups: usize,
+    symmetric: bool,
+}
+
+struct OnnxLayer {
+    weights: SourcedWeights,
+    reads: String,
+    writes: String,
+    conv: Option<ConvGeometry>,
+}
+
+/// Loads the graph's weights into `model`, matching weighted nodes to the plan in order.
+pub fn load_onnx<B, M>(model: &mut M, onnx: &OnnxModel) -> Result<()>
+where
+    B: Backend,
+    M: Backbone<B> + Module<B> + ModuleSnapshot<B>,
+{
+    let plan = model.plan();
+    let found = onnx.weighted_layers()?;
+    let mut next = found.into_iter().peekable();
+    let mut previous_output: Option<String> = None;
+    let mut layers = Vec::with_capacity(plan.layers.len());
+    for layer in &plan.layers {
+        let is_bn = |l: &OnnxLayer| matches!(l.weights.weights, LayerWeights::BatchNorm { .. });
+        let item = match layer.kind {
+            // A BatchNorm right after a conv/linear is the graph's own only if it reads that
+            // layer's output; otherwise the exporter folded it.
+            LayerKind::BatchNorm { .. } => match (&previous_output, next.peek()) {
+                (Some(prev), Some(l)) if is_bn(l) && &l.reads != prev => None,
+                (Some(_), Some(l)) if !is_bn(l) => None,
+                (Some(_), None) => None,
+                _ => next.next(),
+            },
+            _ => Some(next.next().ok_or_else(|| {
+                BackboneError::GraphMismatch(format!(
+                    "the graph ends before `{}`: is this the right architecture?",
+                    layer.burn
+                ))
+            })?),
+        };
+        if let (LayerKind::Conv { stride, padding, groups, .. }, Some(OnnxLayer { conv: Some(g), weights, .. })) =
+            (&layer.kind, &item)
+        {
+            if !g.symmetric || (g.stride, g.padding, g.groups) != (*stride, *padding, *groups) {
+                return Err(BackboneError::GraphMismatch(format!(
+                    "`{}` has stride {}, padding {}, groups {} but `{}` needs stride {stride}, padding {padding}, groups {groups}",
+                    weights.source, g.stride, g.padding, g.groups, layer.burn
+                )));
+            }
+        }
+        previous_output = match (&layer.kind, &item) {
+            (LayerKind::Conv { .. } | LayerKind::Linear { .. }, Some(l)) => Some(l.writes.clone()),
+            _ => None,
+        };
+        layers.push(item.map(|l| l.weights));
+    }
+    if let Some(extra) = next.next() {
+        return Err(BackboneError::GraphMismatch(format!(
+            "the graph has more weighted layers than the architecture, starting at `{}`",
+            extra.weights.source
+        )));
+    }
+    let eps = model_eps(model);
+    load_layers(model, &plan, layers, eps)
+}
+
+fn tensor_to_array(t: &proto::TensorProto) -> std::result::Result<Array, String> {
+    if t.data_location == 1 {
+        return Err("stored in an external data file, which is not supported".into());
+    }
+    let shape: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let n: usize = shape.iter().product();
+    let raw = &t.raw_data;
+    let data: Vec<f32> = match t.data_type {
+        1 if !raw.is_empty() => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        1 => t.float_data.clone(),
+        10 | 16 => {
+            let bits: Vec<u16> = if raw.is_empty() {
+                t.int32_data.iter().map(|&v| v as u16).collect()
+            } else {
+                raw.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()
+            };
+            if t.data_type == 10 {
+                bits.into_iter().map(|b| half::f16::from_bits(b).to_f32()).collect()
+            } else {
+                bits.into_iter().map(|b| half::bf16::from_bits(b).to_f32()).collect()
+            }
+        }
+        11 if !raw.is_empty() => raw
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+            .collect(),
+        11 => t.double_data.iter().map(|&v| v as f32).collect(),
+        7 if !raw.is_empty() => raw
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
+            .collect(),
+        7 => t.int64_data.iter().map(|&v| v as f32).collect(),
+        other => return Err(format!("data type {other} is not a float type")),
+    };
+    if data.len() != n {
+        return Err(format!("holds {} values but its shape {shape:?} needs {n}", data.len()));
+    }
+    Ok(Array::new(shape, data))
+}

