@@ -147,9 +147,18 @@ struct InfoReport {
     precision: Option<Precision>,
 }
 
-fn info<B: Backend>(backbone: Option<String>, model: Option<PathBuf>, json: bool, device: &B::Device) -> Result<()> {
+fn info<B: Backend>(
+    backbone: Option<String>,
+    model: Option<PathBuf>,
+    json: bool,
+    device: &B::Device,
+) -> Result<()> {
     let (net, file_bytes, precision) = match (backbone, model) {
-        (Some(name), _) => (BackboneConfig::from_name(&name)?.init::<B>(device)?, None, None),
+        (Some(name), _) => (
+            BackboneConfig::from_name(&name)?.init::<B>(device)?,
+            None,
+            None,
+        ),
         (None, Some(path)) => {
             let (net, header) = record::load_model::<B>(&path, device)?;
             let size = std::fs::metadata(&path)?.len();
@@ -168,13 +177,29 @@ fn info<B: Backend>(backbone: Option<String>, model: Option<PathBuf>, json: bool
     } else {
         let s = &report.stats;
         println!("architecture   {}", s.arch);
-        println!("parameters     {} ({:.2} M)", s.params, s.params as f64 / 1e6);
+        println!(
+            "parameters     {} ({:.2} M)",
+            s.params,
+            s.params as f64 / 1e6
+        );
         println!("BN buffers     {}", s.buffers);
-        println!("MACs @112x112  {:.3} G   (FLOPs {:.3} G)", s.macs as f64 / 1e9, s.flops as f64 / 1e9);
-        println!("record size    {:.1} MiB f32, {:.1} MiB f16", mib(s.record_bytes_f32), mib(s.record_bytes_f16));
+        println!(
+            "MACs @112x112  {:.3} G   (FLOPs {:.3} G)",
+            s.macs as f64 / 1e9,
+            s.flops as f64 / 1e9
+        );
+        println!(
+            "record size    {:.1} MiB f32, {:.1} MiB f16",
+            mib(s.record_bytes_f32),
+            mib(s.record_bytes_f16)
+        );
         println!("embedding      {}-d", report.embedding_dim);
         if let Some(bytes) = file_bytes {
-            println!("file           {:.1} MiB ({:?})", mib(bytes as usize), precision.unwrap_or_default());
+            println!(
+                "file           {:.1} MiB ({:?})",
+                mib(bytes as usize),
+                precision.unwrap_or_default()
+            );
         }
     }
     Ok(())
@@ -196,11 +221,17 @@ fn import_cmd<B: Backend>(
     if let Some(d) = embedding_dim {
         spec = match spec {
             BackboneConfig::IResNet(c) => BackboneConfig::IResNet(c.with_embedding_dim(d)),
-            BackboneConfig::MobileFaceNet(c) => BackboneConfig::MobileFaceNet(c.with_embedding_dim(d)),
+            BackboneConfig::MobileFaceNet(c) => {
+                BackboneConfig::MobileFaceNet(c.with_embedding_dim(d))
+            }
         };
     }
-    let net = import::import_file::<B>(from, &spec, device).with_context(|| format!("importing {}", from.display()))?;
-    let source = from.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let net = import::import_file::<B>(from, &spec, device)
+        .with_context(|| format!("importing {}", from.display()))?;
+    let source = from
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let header = record::save_model(&net, out, precision, &source)?;
     eprintln!(
         "imported {} as {} -> {} ({:.1} MiB, {:?})",
@@ -228,22 +259,36 @@ struct ImageEmbedding {
     embedding: Vec<f32>,
 }
 
-fn embed<B: Backend>(model: &Path, images: &[PathBuf], l2: bool, batch_size: usize, device: &B::Device) -> Result<()> {
+fn embed<B: Backend>(
+    model: &Path,
+    images: &[PathBuf],
+    l2: bool,
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<()> {
     let (net, header) = record::load_model::<B>(model, device)?;
     let progress = indicatif::ProgressBar::new(images.len() as u64);
     progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} faces {elapsed}").expect("valid template"),
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} faces {elapsed}")
+            .expect("valid template"),
     );
     let mut embeddings = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch_size.max(1)) {
-        let pixels: Vec<Vec<u8>> = chunk.iter().map(|p| read_aligned_face(p)).collect::<Result<_>>()?;
+        let pixels: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|p| read_aligned_face(p))
+            .collect::<Result<_>>()?;
         let slices: Vec<&[u8]> = pixels.iter().map(Vec::as_slice).collect();
         let batch = preprocess::faces_to_tensor::<B>(&slices, device)?;
         let out = net.embed(batch).into_data().convert::<f32>();
         let values = out.to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
         for (path, row) in chunk.iter().zip(values.chunks(header.embedding_dim)) {
             let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-            let embedding = if l2 { row.iter().map(|v| v / norm.max(1e-12)).collect() } else { row.to_vec() };
+            let embedding = if l2 {
+                row.iter().map(|v| v / norm.max(1e-12)).collect()
+            } else {
+                row.to_vec()
+            };
             embeddings.push(ImageEmbedding {
                 image: path.display().to_string(),
                 norm,
@@ -265,7 +310,8 @@ fn embed<B: Backend>(model: &Path, images: &[PathBuf], l2: bool, batch_size: usi
 
 /// Decodes an aligned face; anything but 112x112 is refused rather than silently resized.
 fn read_aligned_face(path: &Path) -> Result<Vec<u8>> {
-    let image = image::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    let image =
+        image::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
     if image.width() as usize != INPUT_SIZE || image.height() as usize != INPUT_SIZE {
         bail!(
             "{} is {}x{}; `arcface embed` takes faces already aligned to {INPUT_SIZE}x{INPUT_SIZE}",

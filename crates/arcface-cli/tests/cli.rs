@@ -10,7 +10,10 @@ fn root() -> PathBuf {
 }
 
 fn arcface(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_arcface")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "arcface {args:?} failed:\n{}",
@@ -20,18 +23,24 @@ fn arcface(args: &[&str]) -> std::process::Output {
 }
 
 fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[test]
 fn info_reports_the_exact_parameter_count_as_json() {
-    let counts: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("datasets/fixtures/backbones/param_counts.json")).unwrap())
-            .unwrap();
+    let counts: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("datasets/fixtures/backbones/param_counts.json"))
+            .unwrap(),
+    )
+    .unwrap();
     for arch in ["r50", "mbf"] {
         let report = json(&arcface(&["info", "--backbone", arch, "--json"]));
         assert_eq!(report["params"], counts["params"][arch], "{arch}");
-        assert!(report["flops"].as_u64().unwrap() > 0 && report["record_bytes_f32"].as_u64().unwrap() > 0);
+        assert!(
+            report["flops"].as_u64().unwrap() > 0
+                && report["record_bytes_f32"].as_u64().unwrap() > 0
+        );
     }
     let table = arcface(&["info", "--backbone", "r18"]);
     assert!(String::from_utf8_lossy(&table.stdout).contains("24025600"));
@@ -39,21 +48,47 @@ fn info_reports_the_exact_parameter_count_as_json() {
 
 #[test]
 fn import_then_embed_reproduces_onnx_runtime() {
-    let status = Command::new("python3").arg(root().join("datasets/fetch_real.py")).status().unwrap();
-    assert!(status.success(), "datasets/fetch_real.py failed; the test needs the real faces and weights");
+    let status = Command::new("python3")
+        .arg(root().join("datasets/fetch_real.py"))
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "datasets/fetch_real.py failed; the test needs the real faces and weights"
+    );
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("mbf.arcface");
     let onnx = root().join("datasets/cache/models/w600k_mbf.onnx");
-    arcface(&["import", "--from", onnx.to_str().unwrap(), "--arch", "mbf", "--out", model.to_str().unwrap()]);
+    arcface(&[
+        "import",
+        "--from",
+        onnx.to_str().unwrap(),
+        "--arch",
+        "mbf",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
 
     let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("datasets/fixtures/faces/w600k_mbf_reference.json")).unwrap(),
+        &std::fs::read_to_string(root().join("datasets/fixtures/faces/w600k_mbf_reference.json"))
+            .unwrap(),
     )
     .unwrap();
-    let faces: Vec<&serde_json::Value> = reference["faces"].as_array().unwrap().iter().take(4).collect();
+    let faces: Vec<&serde_json::Value> = reference["faces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(4)
+        .collect();
     let paths: Vec<String> = faces
         .iter()
-        .map(|f| root().join("datasets/cache/faces").join(f["face"].as_str().unwrap()).display().to_string())
+        .map(|f| {
+            root()
+                .join("datasets/cache/faces")
+                .join(f["face"].as_str().unwrap())
+                .display()
+                .to_string()
+        })
         .collect();
     let mut args = vec!["embed", "--model", model.to_str().unwrap()];
     args.extend(paths.iter().map(String::as_str));
@@ -61,17 +96,44 @@ fn import_then_embed_reproduces_onnx_runtime() {
     let embeddings = out["embeddings"].as_array().unwrap();
     assert_eq!(embeddings.len(), faces.len());
     for (ours, face) in embeddings.iter().zip(&faces) {
-        let a: Vec<f64> = ours["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        let b: Vec<f64> = face["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let a: Vec<f64> = ours["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let b: Vec<f64> = face["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        let cos = dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt() * b.iter().map(|x| x * x).sum::<f64>().sqrt());
+        let cos = dot
+            / (a.iter().map(|x| x * x).sum::<f64>().sqrt()
+                * b.iter().map(|x| x * x).sum::<f64>().sqrt());
         assert!(cos >= 0.9999, "{}: cosine {cos}", face["face"]);
     }
 
     // The same model stored as f16 still agrees closely.
     let half = dir.path().join("mbf16.arcface");
-    arcface(&["import", "--from", onnx.to_str().unwrap(), "--arch", "mbf", "--out", half.to_str().unwrap(), "--precision", "f16"]);
-    let info = json(&arcface(&["info", "--model", half.to_str().unwrap(), "--json"]));
+    arcface(&[
+        "import",
+        "--from",
+        onnx.to_str().unwrap(),
+        "--arch",
+        "mbf",
+        "--out",
+        half.to_str().unwrap(),
+        "--precision",
+        "f16",
+    ]);
+    let info = json(&arcface(&[
+        "info",
+        "--model",
+        half.to_str().unwrap(),
+        "--json",
+    ]));
     assert_eq!(info["precision"], "f16");
 }
 
@@ -86,7 +148,10 @@ fn bad_inputs_fail_with_a_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an arcface-rs model file"));
-    let out = Command::new(env!("CARGO_BIN_EXE_arcface")).args(["info", "--backbone", "r42"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args(["info", "--backbone", "r42"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown architecture"));
 }

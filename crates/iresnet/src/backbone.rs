@@ -68,7 +68,10 @@ pub const ARCH_NAMES: &[(&str, &str)] = &[
     ("r100", "IResNet-100, blocks [3,13,30,3]"),
     ("r200", "IResNet-200, blocks [6,26,60,6]"),
     ("mbf", "MobileFaceNet, blocks (1,4,6,2), scale 2, GDC head"),
-    ("mbf_large", "MobileFaceNet, blocks (2,8,12,4), scale 4, GDC head"),
+    (
+        "mbf_large",
+        "MobileFaceNet, blocks (2,8,12,4), scale 4, GDC head",
+    ),
 ];
 
 impl BackboneConfig {
@@ -125,6 +128,8 @@ impl BackboneConfig {
 }
 
 /// Any backbone, chosen at run time (from a name, a config or a model file's header).
+// Built once and moved rarely; boxing would only add an indirection to every forward call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum AnyBackbone<B: Backend> {
     IResNet(IResNet<B>),

@@ -3,7 +3,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong when building, importing, saving or loading a backbone.
 #[derive(Debug, thiserror::Error)]
 pub enum BackboneError {
-    #[error("unknown architecture `{0}` (expected one of: r18, r34, r50, r100, r200, mbf, mbf_large)")]
+    #[error(
+        "unknown architecture `{0}` (expected one of: r18, r34, r50, r100, r200, mbf, mbf_large)"
+    )]
     UnknownArch(String),
 
     #[error("invalid backbone config: {0}")]

@@ -59,7 +59,10 @@ impl IResNetConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         if self.layers.contains(&0) {
-            return Err(format!("every stage needs at least one block, got {:?}", self.layers));
+            return Err(format!(
+                "every stage needs at least one block, got {:?}",
+                self.layers
+            ));
         }
         if self.widths.contains(&0) || self.embedding_dim == 0 {
             return Err("widths and embedding_dim must be positive".into());
@@ -141,7 +144,9 @@ impl<B: Backend> IBasicBlock<B> {
             conv1: ConvSpec::k3(inplanes, planes).init(init, device),
             bn2: batch_norm(planes, eps, device),
             prelu: prelu(planes, device),
-            conv2: ConvSpec::k3(planes, planes).stride(stride).init(init, device),
+            conv2: ConvSpec::k3(planes, planes)
+                .stride(stride)
+                .init(init, device),
             bn3: batch_norm(planes, eps, device),
             downsample,
         }
@@ -166,7 +171,11 @@ impl<B: Backend> IBasicBlock<B> {
         plan.push(bn(inplanes), p("bn1"), p("bn1"));
         ConvSpec::k3(inplanes, planes).plan(plan, p("conv1"), p("conv1"), in_size);
         plan.push(bn(planes), p("bn2"), p("bn2"));
-        plan.push(LayerKind::PRelu { channels: planes }, p("prelu"), p("prelu"));
+        plan.push(
+            LayerKind::PRelu { channels: planes },
+            p("prelu"),
+            p("prelu"),
+        );
         let conv2 = ConvSpec::k3(planes, planes).stride(stride);
         conv2.plan(plan, p("conv2"), p("conv2"), in_size);
         plan.push(bn(planes), p("bn3"), p("bn3"));
@@ -258,7 +267,11 @@ impl<B: Backend> IResNet<B> {
             "fc",
             "fc",
         );
-        plan.push(LayerKind::BatchNorm { channels: d_output }, "features", "features");
+        plan.push(
+            LayerKind::BatchNorm { channels: d_output },
+            "features",
+            "features",
+        );
         plan
     }
 }

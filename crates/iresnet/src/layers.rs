@@ -72,13 +72,16 @@ impl ConvSpec {
             }
         };
         let p = self.padding;
-        Conv2dConfig::new([self.in_channels, self.out_channels], [self.kernel, self.kernel])
-            .with_stride([self.stride, self.stride])
-            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-            .with_groups(self.groups)
-            .with_bias(false)
-            .with_initializer(initializer)
-            .init(device)
+        Conv2dConfig::new(
+            [self.in_channels, self.out_channels],
+            [self.kernel, self.kernel],
+        )
+        .with_stride([self.stride, self.stride])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_groups(self.groups)
+        .with_bias(false)
+        .with_initializer(initializer)
+        .init(device)
     }
 
     pub fn plan(&self, plan: &mut Plan, burn: String, torch: String, in_size: usize) {
@@ -98,8 +101,14 @@ impl ConvSpec {
     }
 }
 
-pub(crate) fn batch_norm<B: Backend>(channels: usize, eps: f64, device: &B::Device) -> BatchNorm<B> {
-    BatchNormConfig::new(channels).with_epsilon(eps).init(device)
+pub(crate) fn batch_norm<B: Backend>(
+    channels: usize,
+    eps: f64,
+    device: &B::Device,
+) -> BatchNorm<B> {
+    BatchNormConfig::new(channels)
+        .with_epsilon(eps)
+        .init(device)
 }
 
 pub(crate) fn prelu<B: Backend>(channels: usize, device: &B::Device) -> PRelu<B> {

@@ -22,11 +22,11 @@ pub mod preprocess;
 pub mod record;
 
 pub use backbone::{AnyBackbone, Backbone, BackboneConfig, BackboneStats, ARCH_NAMES};
+pub use burn;
 pub use error::{BackboneError, Result};
 pub use iresnet::{IResNet, IResNetConfig, INPUT_SIZE};
 pub use layers::ConvBnAct;
 pub use mobilefacenet::{MbfHead, MobileFaceNet, MobileFaceNetConfig};
-pub use burn;
 
 /// The default CPU backend (Burn's `flex`, SIMD and threads on).
 pub type CpuBackend = burn::backend::Flex;

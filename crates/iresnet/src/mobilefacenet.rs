@@ -158,10 +158,15 @@ impl<B: Backend> DepthWise<B> {
     }
 
     fn plan(&self, plan: &mut Plan, burn: &str, torch: &str, size: usize) -> usize {
-        let size = self.expand.plan(plan, &join(burn, "expand"), &join(torch, "layers.0"), size);
         let size = self
-            .depthwise
-            .plan(plan, &join(burn, "depthwise"), &join(torch, "layers.1"), size);
+            .expand
+            .plan(plan, &join(burn, "expand"), &join(torch, "layers.0"), size);
+        let size = self.depthwise.plan(
+            plan,
+            &join(burn, "depthwise"),
+            &join(torch, "layers.1"),
+            size,
+        );
         self.project
             .plan(plan, &join(burn, "project"), &join(torch, "layers.2"), size)
     }
@@ -253,7 +258,12 @@ impl<B: Backend> MobileFaceNet<B> {
         }
         let residual = |plan: &mut Plan, name: &str, torch: &str, v: &[DepthWise<B>], mut size| {
             for (i, b) in v.iter().enumerate() {
-                size = b.plan(plan, &format!("{name}.{i}"), &format!("{torch}.layers.{i}"), size);
+                size = b.plan(
+                    plan,
+                    &format!("{name}.{i}"),
+                    &format!("{torch}.layers.{i}"),
+                    size,
+                );
             }
             size
         };
@@ -286,7 +296,11 @@ impl<B: Backend> MobileFaceNet<B> {
             "fc",
             fc_torch,
         );
-        plan.push(LayerKind::BatchNorm { channels: d_output }, "features", features_torch);
+        plan.push(
+            LayerKind::BatchNorm { channels: d_output },
+            "features",
+            features_torch,
+        );
         plan
     }
 }

@@ -18,8 +18,12 @@ pub enum LayerKind {
         /// Output height/width at a 112x112 input.
         out_size: usize,
     },
-    BatchNorm { channels: usize },
-    PRelu { channels: usize },
+    BatchNorm {
+        channels: usize,
+    },
+    PRelu {
+        channels: usize,
+    },
     Linear {
         d_input: usize,
         d_output: usize,
@@ -44,7 +48,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub(crate) fn push(&mut self, kind: LayerKind, burn: impl Into<String>, torch: impl Into<String>) {
+    pub(crate) fn push(
+        &mut self,
+        kind: LayerKind,
+        burn: impl Into<String>,
+        torch: impl Into<String>,
+    ) {
         self.layers.push(Layer {
             kind,
             burn: burn.into(),
@@ -65,8 +74,13 @@ impl Plan {
                     groups,
                     out_size,
                     ..
-                } => (out_size * out_size * out_channels * (in_channels / groups) * kernel * kernel) as u64,
-                LayerKind::Linear { d_input, d_output, .. } => (d_input * d_output) as u64,
+                } => {
+                    (out_size * out_size * out_channels * (in_channels / groups) * kernel * kernel)
+                        as u64
+                }
+                LayerKind::Linear {
+                    d_input, d_output, ..
+                } => (d_input * d_output) as u64,
                 _ => 0,
             })
             .sum()

@@ -97,15 +97,27 @@ pub fn read_header(path: &Path) -> Result<ModelHeader> {
 }
 
 /// Loads any model file, building the architecture its header names.
-pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<(AnyBackbone<B>, ModelHeader)> {
+pub fn load_model<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(AnyBackbone<B>, ModelHeader)> {
     let bytes = std::fs::read(path).map_err(|e| BackboneError::io(path, e))?;
     let (header, payload) = split(path, &bytes)?;
-    let model = load_payload(header.backbone.init::<B>(device)?, header.precision, payload, device)?;
+    let model = load_payload(
+        header.backbone.init::<B>(device)?,
+        header.precision,
+        payload,
+        device,
+    )?;
     Ok((model, header))
 }
 
 /// Loads a model file that must hold `expected`'s architecture.
-pub fn load_model_as<B: Backend>(path: &Path, expected: &BackboneConfig, device: &B::Device) -> Result<AnyBackbone<B>> {
+pub fn load_model_as<B: Backend>(
+    path: &Path,
+    expected: &BackboneConfig,
+    device: &B::Device,
+) -> Result<AnyBackbone<B>> {
     let header = read_header(path)?;
     if &header.backbone != expected {
         return Err(BackboneError::WrongArchitecture {
@@ -117,7 +129,12 @@ pub fn load_model_as<B: Backend>(path: &Path, expected: &BackboneConfig, device:
     load_model(path, device).map(|(m, _)| m)
 }
 
-fn load_payload<B: Backend, M: Module<B>>(module: M, precision: Precision, payload: &[u8], device: &B::Device) -> Result<M> {
+fn load_payload<B: Backend, M: Module<B>>(
+    module: M,
+    precision: Precision,
+    payload: &[u8],
+    device: &B::Device,
+) -> Result<M> {
     let bytes = payload.to_vec();
     let record = match precision {
         Precision::F32 => NamedMpkBytesRecorder::<FullPrecisionSettings>::new().load(bytes, device),
@@ -133,13 +150,21 @@ fn split<'a>(path: &Path, bytes: &'a [u8]) -> Result<(ModelHeader, &'a [u8])> {
         message: message.to_string(),
     };
     if bytes.len() < 12 || &bytes[..8] != MAGIC {
-        return Err(bad("missing the ARCFRSM1 signature (import ONNX or .pth files with `arcface import`)"));
+        return Err(bad(
+            "missing the ARCFRSM1 signature (import ONNX or .pth files with `arcface import`)",
+        ));
     }
     let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-    let json = bytes.get(12..12 + len).ok_or_else(|| bad("truncated header"))?;
-    let header: ModelHeader = serde_json::from_slice(json).map_err(|e| bad(&format!("unreadable header: {e}")))?;
+    let json = bytes
+        .get(12..12 + len)
+        .ok_or_else(|| bad("truncated header"))?;
+    let header: ModelHeader =
+        serde_json::from_slice(json).map_err(|e| bad(&format!("unreadable header: {e}")))?;
     if header.format_version != FORMAT_VERSION {
-        return Err(bad(&format!("format version {} is not supported", header.format_version)));
+        return Err(bad(&format!(
+            "format version {} is not supported",
+            header.format_version
+        )));
     }
     let payload = &bytes[12 + len..];
     if payload.len() as u64 != header.payload_bytes {

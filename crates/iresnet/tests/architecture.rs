@@ -9,16 +9,19 @@ use iresnet::plan::LayerKind;
 use iresnet::{Backbone, BackboneConfig, BackboneStats, MbfHead, MobileFaceNetConfig};
 
 fn count_for(name: &str) -> usize {
-    read_json("backbones/param_counts.json")["params"][name].as_u64().unwrap() as usize
+    read_json("backbones/param_counts.json")["params"][name]
+        .as_u64()
+        .unwrap() as usize
 }
 
 #[test]
 fn parameter_counts_equal_pytorch_exactly() {
     let device = Default::default();
-    let mut archs: Vec<(&str, BackboneConfig)> = ["r18", "r34", "r50", "r100", "r200", "mbf", "mbf_large"]
-        .iter()
-        .map(|n| (*n, BackboneConfig::from_name(n).unwrap()))
-        .collect();
+    let mut archs: Vec<(&str, BackboneConfig)> =
+        ["r18", "r34", "r50", "r100", "r200", "mbf", "mbf_large"]
+            .iter()
+            .map(|n| (*n, BackboneConfig::from_name(n).unwrap()))
+            .collect();
     archs.push((
         "mbf_conv_fc",
         BackboneConfig::MobileFaceNet(MobileFaceNetConfig::mbf().with_head(MbfHead::ConvFc)),
@@ -26,22 +29,37 @@ fn parameter_counts_equal_pytorch_exactly() {
     for (name, spec) in archs {
         let model = spec.init::<B>(&device).unwrap();
         let stats = BackboneStats::of(&model);
-        assert_eq!(stats.params, count_for(name), "{name}: parameter count differs from PyTorch");
+        assert_eq!(
+            stats.params,
+            count_for(name),
+            "{name}: parameter count differs from PyTorch"
+        );
         // The plan accounts for every parameter, so importers and FLOP counts see the whole model.
         let planned: usize = model
             .plan()
             .layers
             .iter()
             .map(|l| match l.kind {
-                LayerKind::Conv { in_channels, out_channels, kernel, groups, .. } => {
-                    out_channels * in_channels / groups * kernel * kernel
-                }
+                LayerKind::Conv {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    groups,
+                    ..
+                } => out_channels * in_channels / groups * kernel * kernel,
                 LayerKind::BatchNorm { channels } => 2 * channels,
                 LayerKind::PRelu { channels } => channels,
-                LayerKind::Linear { d_input, d_output, bias } => d_input * d_output + if bias { d_output } else { 0 },
+                LayerKind::Linear {
+                    d_input,
+                    d_output,
+                    bias,
+                } => d_input * d_output + if bias { d_output } else { 0 },
             })
             .sum();
-        assert_eq!(planned, stats.params, "{name}: plan does not cover the module");
+        assert_eq!(
+            planned, stats.params,
+            "{name}: plan does not cover the module"
+        );
     }
 }
 
@@ -59,14 +77,28 @@ fn plan_names_every_pytorch_state_dict_key_with_its_shape() {
     let keys = read_json("backbones/state_dict_keys.json");
     let device = Default::default();
     for name in ["r18", "mbf"] {
-        let model = BackboneConfig::from_name(name).unwrap().init::<B>(&device).unwrap();
+        let model = BackboneConfig::from_name(name)
+            .unwrap()
+            .init::<B>(&device)
+            .unwrap();
         let mut ours: Vec<(String, Vec<u64>)> = Vec::new();
         for l in model.plan().layers {
             let t = |p: &str| format!("{}.{p}", l.torch);
             match l.kind {
-                LayerKind::Conv { in_channels, out_channels, kernel, groups, .. } => ours.push((
+                LayerKind::Conv {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    groups,
+                    ..
+                } => ours.push((
                     t("weight"),
-                    vec![out_channels as u64, (in_channels / groups) as u64, kernel as u64, kernel as u64],
+                    vec![
+                        out_channels as u64,
+                        (in_channels / groups) as u64,
+                        kernel as u64,
+                        kernel as u64,
+                    ],
                 )),
                 LayerKind::BatchNorm { channels } => {
                     for p in ["weight", "bias", "running_mean", "running_var"] {
@@ -74,7 +106,11 @@ fn plan_names_every_pytorch_state_dict_key_with_its_shape() {
                     }
                 }
                 LayerKind::PRelu { channels } => ours.push((t("weight"), vec![channels as u64])),
-                LayerKind::Linear { d_input, d_output, bias } => {
+                LayerKind::Linear {
+                    d_input,
+                    d_output,
+                    bias,
+                } => {
                     ours.push((t("weight"), vec![d_output as u64, d_input as u64]));
                     if bias {
                         ours.push((t("bias"), vec![d_output as u64]));
@@ -88,7 +124,12 @@ fn plan_names_every_pytorch_state_dict_key_with_its_shape() {
             .iter()
             .map(|kv| {
                 let k = kv[0].as_str().unwrap().to_string();
-                let shape = kv[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+                let shape = kv[1]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap())
+                    .collect();
                 (k, shape)
             })
             .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
@@ -103,9 +144,17 @@ fn plan_names_every_pytorch_state_dict_key_with_its_shape() {
 fn feature_map_sizes_and_embedding_shapes() {
     let device = Default::default();
     for spec in [
-        BackboneConfig::IResNet(iresnet::IResNetConfig::r18().with_width_multiplier(0.125).with_embedding_dim(16)),
+        BackboneConfig::IResNet(
+            iresnet::IResNetConfig::r18()
+                .with_width_multiplier(0.125)
+                .with_embedding_dim(16),
+        ),
         BackboneConfig::MobileFaceNet(MobileFaceNetConfig::mbf().with_embedding_dim(16)),
-        BackboneConfig::MobileFaceNet(MobileFaceNetConfig::mbf().with_head(MbfHead::ConvFc).with_embedding_dim(16)),
+        BackboneConfig::MobileFaceNet(
+            MobileFaceNetConfig::mbf()
+                .with_head(MbfHead::ConvFc)
+                .with_embedding_dim(16),
+        ),
     ] {
         let model = spec.init::<B>(&device).unwrap();
         let out = model.embed(Tensor::zeros([2, 3, 112, 112], &device));
@@ -132,8 +181,13 @@ fn feature_map_sizes_and_embedding_shapes() {
 #[test]
 fn wrong_inputs_are_errors_not_panics() {
     let device = Default::default();
-    let model = BackboneConfig::from_name("mbf").unwrap().init::<B>(&device).unwrap();
-    let err = model.try_embed(Tensor::zeros([1, 3, 96, 96], &device)).unwrap_err();
+    let model = BackboneConfig::from_name("mbf")
+        .unwrap()
+        .init::<B>(&device)
+        .unwrap();
+    let err = model
+        .try_embed(Tensor::zeros([1, 3, 96, 96], &device))
+        .unwrap_err();
     assert!(err.to_string().contains("[1, 3, 96, 96]"), "{err}");
     assert!(BackboneConfig::from_name("r42").is_err());
     let bad = BackboneConfig::IResNet(iresnet::IResNetConfig::new([2, 0, 2, 2]));
@@ -145,7 +199,10 @@ fn macs_match_the_published_figures() {
     // insightface's model zoo lists r50 at 6.3 and r100 at 12.1 G(M)FLOPs for 112x112.
     let device = Default::default();
     for (name, gmacs, tol) in [("r50", 6.3, 0.1), ("r100", 12.1, 0.2)] {
-        let model = BackboneConfig::from_name(name).unwrap().init::<B>(&device).unwrap();
+        let model = BackboneConfig::from_name(name)
+            .unwrap()
+            .init::<B>(&device)
+            .unwrap();
         let got = BackboneStats::of(&model).macs as f64 / 1e9;
         assert!((got - gmacs).abs() < tol, "{name}: {got} GMACs");
     }

@@ -16,8 +16,10 @@ pub fn fixture(path: &str) -> PathBuf {
 
 pub fn read_json(path: &str) -> serde_json::Value {
     let p = fixture(path);
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
 }
 
 /// Runs `datasets/fetch_real.py` once per test binary; fails loudly when it cannot fetch.
@@ -44,7 +46,10 @@ pub fn fixed_input(n: usize) -> Vec<f32> {
         for c in 0..3 {
             for h in 0..112 {
                 for w in 0..112 {
-                    let v = 0.37 * (b + 1) as f64 + 0.11 * c as f64 + 0.013 * (h * (c + 1)) as f64 + 0.029 * w as f64;
+                    let v = 0.37 * (b + 1) as f64
+                        + 0.11 * c as f64
+                        + 0.013 * (h * (c + 1)) as f64
+                        + 0.029 * w as f64;
                     x.push(v.sin() as f32);
                 }
             }

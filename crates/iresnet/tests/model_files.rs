@@ -8,12 +8,19 @@ use iresnet::record::{load_model, load_model_as, read_header, save_model, Precis
 use iresnet::{Backbone, BackboneConfig, BackboneError, IResNetConfig, MobileFaceNetConfig};
 
 fn input() -> Tensor<B, 4> {
-    Tensor::from_data(TensorData::new(fixed_input(2), [2, 3, 112, 112]), &Default::default())
+    Tensor::from_data(
+        TensorData::new(fixed_input(2), [2, 3, 112, 112]),
+        &Default::default(),
+    )
 }
 
 fn small_specs() -> Vec<BackboneConfig> {
     vec![
-        BackboneConfig::IResNet(IResNetConfig::r18().with_width_multiplier(0.125).with_embedding_dim(32)),
+        BackboneConfig::IResNet(
+            IResNetConfig::r18()
+                .with_width_multiplier(0.125)
+                .with_embedding_dim(32),
+        ),
         BackboneConfig::MobileFaceNet(MobileFaceNetConfig::mbf().with_embedding_dim(64)),
     ]
 }
@@ -34,12 +41,28 @@ fn f32_round_trip_is_exact_and_f16_is_close() {
             let (loaded, _) = load_model::<B>(&path, &device).unwrap();
             let after = to_vec(loaded.embed(input()));
             let scale = before.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let worst = before.iter().zip(&after).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale;
-            assert!(worst <= tol, "{} {precision:?}: relative error {worst}", spec.describe());
+            let worst = before
+                .iter()
+                .zip(&after)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+                / scale;
+            assert!(
+                worst <= tol,
+                "{} {precision:?}: relative error {worst}",
+                spec.describe()
+            );
         }
-        let f32_size = std::fs::metadata(dir.path().join("m-F32.arcface")).unwrap().len();
-        let f16_size = std::fs::metadata(dir.path().join("m-F16.arcface")).unwrap().len();
-        assert!(f16_size * 10 < f32_size * 6, "f16 file {f16_size} vs f32 {f32_size}");
+        let f32_size = std::fs::metadata(dir.path().join("m-F32.arcface"))
+            .unwrap()
+            .len();
+        let f16_size = std::fs::metadata(dir.path().join("m-F16.arcface"))
+            .unwrap()
+            .len();
+        assert!(
+            f16_size * 10 < f32_size * 6,
+            "f16 file {f16_size} vs f32 {f32_size}"
+        );
     }
 }
 
@@ -68,12 +91,21 @@ fn damaged_or_foreign_files_are_refused() {
 
     let foreign = dir.path().join("foreign.arcface");
     std::fs::write(&foreign, b"PK\x03\x04 a zip file").unwrap();
-    assert!(matches!(load_model::<B>(&foreign, &device), Err(BackboneError::BadModelFile { .. })));
+    assert!(matches!(
+        load_model::<B>(&foreign, &device),
+        Err(BackboneError::BadModelFile { .. })
+    ));
 
     let other = BackboneConfig::from_name("mbf").unwrap();
     let err = load_model_as::<B>(&path, &other, &device).unwrap_err();
-    assert!(matches!(err, BackboneError::WrongArchitecture { .. }), "{err}");
-    assert!(err.to_string().contains("IResNet") && err.to_string().contains("MobileFaceNet"), "{err}");
+    assert!(
+        matches!(err, BackboneError::WrongArchitecture { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("IResNet") && err.to_string().contains("MobileFaceNet"),
+        "{err}"
+    );
 
     assert!(matches!(
         load_model::<B>(&dir.path().join("absent.arcface"), &device),

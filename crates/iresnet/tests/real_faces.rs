@@ -12,7 +12,10 @@ use iresnet::{Backbone, BackboneConfig, BackboneError, MbfHead};
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -26,7 +29,9 @@ fn w600k_mbf_matches_onnx_runtime_on_real_faces() {
     )
     .unwrap();
     match model.spec() {
-        BackboneConfig::MobileFaceNet(c) => assert_eq!(c.head, MbfHead::ConvFc, "head read off the graph"),
+        BackboneConfig::MobileFaceNet(c) => {
+            assert_eq!(c.head, MbfHead::ConvFc, "head read off the graph")
+        }
         other => panic!("{other:?}"),
     }
     let reference = read_json("faces/w600k_mbf_reference.json");
@@ -35,7 +40,10 @@ fn w600k_mbf_matches_onnx_runtime_on_real_faces() {
     let mut pixels = Vec::new();
     for face in faces {
         let name = face["face"].as_str().unwrap();
-        let rgb = image::open(cache.join("faces").join(name)).unwrap().to_rgb8().into_raw();
+        let rgb = image::open(cache.join("faces").join(name))
+            .unwrap()
+            .to_rgb8()
+            .into_raw();
         assert_eq!(
             sha256_hex(&rgb),
             face["rgb_sha256"].as_str().unwrap(),
@@ -48,13 +56,25 @@ fn w600k_mbf_matches_onnx_runtime_on_real_faces() {
         let slices: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
         let out = to_vec(model.embed(faces_to_tensor::<B>(&slices, &device).unwrap()));
         for (ours, face) in out.chunks(512).zip(refs) {
-            let theirs: Vec<f32> = face["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            let theirs: Vec<f32> = face["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
             let cos = cosine(ours, &theirs);
-            assert!(cos >= 0.9999, "{}: cosine {cos} to ONNX Runtime", face["face"]);
+            assert!(
+                cos >= 0.9999,
+                "{}: cosine {cos} to ONNX Runtime",
+                face["face"]
+            );
             worst = worst.min(cos);
         }
     }
-    eprintln!("w600k_mbf: {} faces, lowest cosine to ONNX Runtime {worst:.7}", faces.len());
+    eprintln!(
+        "w600k_mbf: {} faces, lowest cosine to ONNX Runtime {worst:.7}",
+        faces.len()
+    );
 }
 
 #[test]
@@ -68,7 +88,10 @@ fn importing_into_the_wrong_architecture_is_a_clear_error() {
     )
     .unwrap_err();
     assert!(
-        matches!(err, BackboneError::ShapeMismatch { .. } | BackboneError::GraphMismatch(_)),
+        matches!(
+            err,
+            BackboneError::ShapeMismatch { .. } | BackboneError::GraphMismatch(_)
+        ),
         "{err}"
     );
 }

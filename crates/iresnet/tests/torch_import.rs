@@ -11,7 +11,12 @@ use iresnet::{Backbone, BackboneConfig, BackboneError, IResNetConfig};
 fn tiny_config() -> BackboneConfig {
     let io = read_json("backbones/tiny_iresnet_io.json");
     let arr = |k: &str| -> [usize; 4] {
-        let v: Vec<usize> = io[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+        let v: Vec<usize> = io[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect();
         v.try_into().unwrap()
     };
     BackboneConfig::IResNet(
@@ -26,26 +31,46 @@ fn expected_outputs() -> Vec<Vec<f32>> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        })
         .collect()
 }
 
 /// Largest |ours - theirs| relative to the reference's largest magnitude.
 fn assert_matches_reference(model: &impl Backbone<B>, what: &str) {
     let device = Default::default();
-    let input = Tensor::<B, 4>::from_data(TensorData::new(fixed_input(2), [2, 3, 112, 112]), &device);
+    let input =
+        Tensor::<B, 4>::from_data(TensorData::new(fixed_input(2), [2, 3, 112, 112]), &device);
     let ours = to_vec(model.embed(input));
     let theirs: Vec<f32> = expected_outputs().concat();
     assert_eq!(ours.len(), theirs.len());
     let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale;
-    assert!(worst < 1e-4, "{what}: relative error {worst:e} against PyTorch");
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+        / scale;
+    assert!(
+        worst < 1e-4,
+        "{what}: relative error {worst:e} against PyTorch"
+    );
 }
 
 #[test]
 fn pth_import_matches_pytorch_forward() {
     let device = Default::default();
-    let model = import_file::<B>(&fixture("backbones/tiny_iresnet.pth"), &tiny_config(), &device).unwrap();
+    let model = import_file::<B>(
+        &fixture("backbones/tiny_iresnet.pth"),
+        &tiny_config(),
+        &device,
+    )
+    .unwrap();
     assert_matches_reference(&model, "tiny IResNet from .pth");
 }
 
@@ -54,37 +79,67 @@ fn onnx_export_of_the_same_network_matches_too() {
     // PyTorch's exporter folded most BatchNorms into biased convolutions and kept the
     // pre-convolution ones as nodes: the importer must untangle both.
     let device = Default::default();
-    let model = import_file::<B>(&fixture("backbones/tiny_iresnet.onnx"), &tiny_config(), &device).unwrap();
+    let model = import_file::<B>(
+        &fixture("backbones/tiny_iresnet.onnx"),
+        &tiny_config(),
+        &device,
+    )
+    .unwrap();
     assert_matches_reference(&model, "tiny IResNet from .onnx");
 }
 
 #[test]
 fn a_tensor_that_does_not_fit_names_itself_and_both_shapes() {
     let device = Default::default();
-    let wrong = BackboneConfig::IResNet(IResNetConfig::new([2, 1, 2, 1]).with_widths([8, 16, 24, 40]).with_embedding_dim(24));
-    let err = import_file::<B>(&fixture("backbones/tiny_iresnet.pth"), &wrong, &device).unwrap_err();
+    let wrong = BackboneConfig::IResNet(
+        IResNetConfig::new([2, 1, 2, 1])
+            .with_widths([8, 16, 24, 40])
+            .with_embedding_dim(24),
+    );
+    let err =
+        import_file::<B>(&fixture("backbones/tiny_iresnet.pth"), &wrong, &device).unwrap_err();
     match &err {
-        BackboneError::ShapeMismatch { source_name, expected, found, .. } => {
+        BackboneError::ShapeMismatch {
+            source_name,
+            expected,
+            found,
+            ..
+        } => {
             assert!(source_name.starts_with("layer4.0"), "{err}");
             assert_ne!(expected, found);
         }
         other => panic!("expected a shape mismatch, got: {other}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("layer4.0") && msg.contains('[') , "{msg}");
+    assert!(msg.contains("layer4.0") && msg.contains('['), "{msg}");
 }
 
 #[test]
 fn missing_and_extra_tensors_are_reported() {
     let device = Default::default();
     // One block more than the file has in stage 2: `layer2.1.*` is missing.
-    let more = BackboneConfig::IResNet(IResNetConfig::new([2, 2, 2, 1]).with_widths([8, 16, 24, 32]).with_embedding_dim(24));
+    let more = BackboneConfig::IResNet(
+        IResNetConfig::new([2, 2, 2, 1])
+            .with_widths([8, 16, 24, 32])
+            .with_embedding_dim(24),
+    );
     let err = import_file::<B>(&fixture("backbones/tiny_iresnet.pth"), &more, &device).unwrap_err();
-    assert!(matches!(err, BackboneError::MissingWeight(ref k) if k.starts_with("layer2.1")), "{err}");
+    assert!(
+        matches!(err, BackboneError::MissingWeight(ref k) if k.starts_with("layer2.1")),
+        "{err}"
+    );
     // One block fewer: the file's `layer1.1.*` has no place.
-    let fewer = BackboneConfig::IResNet(IResNetConfig::new([1, 1, 2, 1]).with_widths([8, 16, 24, 32]).with_embedding_dim(24));
-    let err = import_file::<B>(&fixture("backbones/tiny_iresnet.pth"), &fewer, &device).unwrap_err();
-    assert!(matches!(err, BackboneError::UnusedWeights(ref k) if k.contains("layer1.1")), "{err}");
+    let fewer = BackboneConfig::IResNet(
+        IResNetConfig::new([1, 1, 2, 1])
+            .with_widths([8, 16, 24, 32])
+            .with_embedding_dim(24),
+    );
+    let err =
+        import_file::<B>(&fixture("backbones/tiny_iresnet.pth"), &fewer, &device).unwrap_err();
+    assert!(
+        matches!(err, BackboneError::UnusedWeights(ref k) if k.contains("layer1.1")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -103,7 +158,10 @@ fn bad_files_are_errors() {
         iresnet::AnyBackbone::IResNet(m) => m,
         _ => unreachable!(),
     };
-    assert!(matches!(load_pth(&mut m, &garbage), Err(BackboneError::Torch { .. })));
+    assert!(matches!(
+        load_pth(&mut m, &garbage),
+        Err(BackboneError::Torch { .. })
+    ));
     let garbage_onnx = dir.path().join("garbage.onnx");
     std::fs::write(&garbage_onnx, [0xffu8; 64]).unwrap();
     assert!(matches!(

@@ -87,9 +87,9 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         .collect();
     let mut out: Vec<(String, String, Array)> = Vec::new();
     let mut put = |target: String, source: &str, array: Array| -> Result<()> {
-        let want = expected
-            .get(&target)
-            .ok_or_else(|| BackboneError::GraphMismatch(format!("the model has no tensor `{target}`")))?;
+        let want = expected.get(&target).ok_or_else(|| {
+            BackboneError::GraphMismatch(format!("the model has no tensor `{target}`"))
+        })?;
         if *want != array.shape {
             return Err(BackboneError::ShapeMismatch {
                 source_name: source.to_string(),
@@ -113,23 +113,42 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
             )));
         }
         match (&layer.kind, weights) {
-            (LayerKind::Conv { .. }, Some(SourcedWeights { source, weights: LayerWeights::Conv { weight, bias } })) => {
+            (
+                LayerKind::Conv { .. },
+                Some(SourcedWeights {
+                    source,
+                    weights: LayerWeights::Conv { weight, bias },
+                }),
+            ) => {
                 put(p("weight"), &source, weight)?;
                 pending_bias = bias.map(|b| (reshape_vector(b, &source), source));
             }
             (LayerKind::BatchNorm { channels }, weights) => {
                 let c = *channels;
                 let (mut bn, source, src_eps) = match weights {
-                    Some(SourcedWeights { source, weights: LayerWeights::BatchNorm { gamma, beta, mean, var, eps } }) => {
-                        ([gamma, beta, mean, var], source, Some(eps))
-                    }
+                    Some(SourcedWeights {
+                        source,
+                        weights:
+                            LayerWeights::BatchNorm {
+                                gamma,
+                                beta,
+                                mean,
+                                var,
+                                eps,
+                            },
+                    }) => ([gamma, beta, mean, var], source, Some(eps)),
                     None => {
                         // Folded into the preceding layer by the exporter: an identity BatchNorm
                         // that adds the preceding layer's bias.
                         let Some((bias, source)) = pending_bias.take() else {
                             return Err(BackboneError::MissingWeight(layer.torch.clone()));
                         };
-                        let identity = [Array::filled(c, 1.0), bias, Array::filled(c, 0.0), Array::filled(c, 1.0)];
+                        let identity = [
+                            Array::filled(c, 1.0),
+                            bias,
+                            Array::filled(c, 0.0),
+                            Array::filled(c, 1.0),
+                        ];
                         (identity, source, None)
                     }
                     Some(other) => return Err(wrong_kind(&layer.burn, &other)),
@@ -145,7 +164,10 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
                 let eps_file = src_eps.unwrap_or(model_eps);
                 let shift = (eps_file - model_eps) as f32;
                 if src_eps.is_none() {
-                    bn[3].data.iter_mut().for_each(|v| *v = 1.0 - model_eps as f32);
+                    bn[3]
+                        .data
+                        .iter_mut()
+                        .for_each(|v| *v = 1.0 - model_eps as f32);
                 } else if shift != 0.0 {
                     bn[3].data.iter_mut().for_each(|v| *v += shift);
                 }
@@ -155,10 +177,26 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
                 put(p("running_mean"), &source, reshape_vector(mean, &source))?;
                 put(p("running_var"), &source, reshape_vector(var, &source))?;
             }
-            (LayerKind::PRelu { .. }, Some(SourcedWeights { source, weights: LayerWeights::PRelu { slope } })) => {
+            (
+                LayerKind::PRelu { .. },
+                Some(SourcedWeights {
+                    source,
+                    weights: LayerWeights::PRelu { slope },
+                }),
+            ) => {
                 put(p("alpha"), &source, reshape_vector(slope, &source))?;
             }
-            (LayerKind::Linear { bias: has_bias, d_output, .. }, Some(SourcedWeights { source, weights: LayerWeights::Linear { weight, bias } })) => {
+            (
+                LayerKind::Linear {
+                    bias: has_bias,
+                    d_output,
+                    ..
+                },
+                Some(SourcedWeights {
+                    source,
+                    weights: LayerWeights::Linear { weight, bias },
+                }),
+            ) => {
                 if weight.shape.len() != 2 {
                     return Err(BackboneError::ShapeMismatch {
                         source_name: source,
@@ -180,7 +218,9 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         }
     }
     if let Some((_, source)) = pending_bias {
-        return Err(BackboneError::GraphMismatch(format!("bias `{source}` is left over at the end")));
+        return Err(BackboneError::GraphMismatch(format!(
+            "bias `{source}` is left over at the end"
+        )));
     }
 
     let snapshots = out
@@ -188,7 +228,12 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         .map(|(target, _, array)| {
             let path: Vec<String> = target.split('.').map(str::to_string).collect();
             let containers = vec![String::new(); path.len()];
-            TensorSnapshot::from_data(TensorData::new(array.data, array.shape), path, containers, ParamId::new())
+            TensorSnapshot::from_data(
+                TensorData::new(array.data, array.shape),
+                path,
+                containers,
+                ParamId::new(),
+            )
         })
         .collect();
     let result = module.apply(snapshots, None, None, true);
@@ -210,7 +255,10 @@ fn wrong_kind(target: &str, got: &SourcedWeights) -> BackboneError {
         LayerWeights::PRelu { .. } => "a PReLU",
         LayerWeights::Linear { .. } => "a linear layer",
     };
-    BackboneError::GraphMismatch(format!("`{}` is {kind} but the model expects `{target}` here", got.source))
+    BackboneError::GraphMismatch(format!(
+        "`{}` is {kind} but the model expects `{target}` here",
+        got.source
+    ))
 }
 
 fn check_len(a: &Array, n: usize, source: &str, target: &str) -> Result<()> {
@@ -234,4 +282,3 @@ fn reshape_vector(a: Array, _source: &str) -> Array {
         a
     }
 }
-

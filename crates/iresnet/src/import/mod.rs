@@ -29,7 +29,12 @@ pub enum WeightFormat {
 
 impl WeightFormat {
     pub fn from_path(path: &Path) -> Result<Self> {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("onnx") => Ok(Self::Onnx),
             Some("pth" | "pt" | "bin") => Ok(Self::Torch),
             _ => Err(BackboneError::InvalidConfig(format!(
@@ -44,23 +49,37 @@ impl WeightFormat {
 ///
 /// For MobileFaceNet ONNX files the head is read off the graph, so `--arch mbf` imports both
 /// the current GDC-head models and the released `w600k_mbf` (conv-fc head).
-pub fn import_file<B: Backend>(path: &Path, arch: &BackboneConfig, device: &B::Device) -> Result<AnyBackbone<B>> {
+pub fn import_file<B: Backend>(
+    path: &Path,
+    arch: &BackboneConfig,
+    device: &B::Device,
+) -> Result<AnyBackbone<B>> {
     match WeightFormat::from_path(path)? {
         WeightFormat::Onnx => {
             let graph = onnx::OnnxModel::open(path)?;
             tracing::info!(file = %path.display(), graph = %graph.summary(), "importing ONNX weights");
             let arch = match arch {
-                BackboneConfig::MobileFaceNet(c) => BackboneConfig::MobileFaceNet(c.clone().with_head(graph.mbf_head()?)),
+                BackboneConfig::MobileFaceNet(c) => {
+                    BackboneConfig::MobileFaceNet(c.clone().with_head(graph.mbf_head()?))
+                }
                 other => other.clone(),
             };
             match arch.init::<B>(device)? {
-                AnyBackbone::IResNet(mut m) => onnx::load_onnx(&mut m, &graph).map(|_| AnyBackbone::IResNet(m)),
-                AnyBackbone::MobileFaceNet(mut m) => onnx::load_onnx(&mut m, &graph).map(|_| AnyBackbone::MobileFaceNet(m)),
+                AnyBackbone::IResNet(mut m) => {
+                    onnx::load_onnx(&mut m, &graph).map(|_| AnyBackbone::IResNet(m))
+                }
+                AnyBackbone::MobileFaceNet(mut m) => {
+                    onnx::load_onnx(&mut m, &graph).map(|_| AnyBackbone::MobileFaceNet(m))
+                }
             }
         }
         WeightFormat::Torch => match arch.init::<B>(device)? {
-            AnyBackbone::IResNet(mut m) => torch::load_pth(&mut m, path).map(|_| AnyBackbone::IResNet(m)),
-            AnyBackbone::MobileFaceNet(mut m) => torch::load_pth(&mut m, path).map(|_| AnyBackbone::MobileFaceNet(m)),
+            AnyBackbone::IResNet(mut m) => {
+                torch::load_pth(&mut m, path).map(|_| AnyBackbone::IResNet(m))
+            }
+            AnyBackbone::MobileFaceNet(mut m) => {
+                torch::load_pth(&mut m, path).map(|_| AnyBackbone::MobileFaceNet(m))
+            }
         },
     }
 }

@@ -111,10 +111,11 @@ pub struct OnnxModel {
 impl OnnxModel {
     pub fn open(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| BackboneError::io(path, e))?;
-        let model = proto::ModelProto::decode(bytes.as_slice()).map_err(|e| BackboneError::Onnx {
-            path: path.to_path_buf(),
-            message: format!("protobuf decoding failed ({e}); is this an .onnx file?"),
-        })?;
+        let model =
+            proto::ModelProto::decode(bytes.as_slice()).map_err(|e| BackboneError::Onnx {
+                path: path.to_path_buf(),
+                message: format!("protobuf decoding failed ({e}); is this an .onnx file?"),
+            })?;
         let graph = model.graph.ok_or_else(|| BackboneError::Onnx {
             path: path.to_path_buf(),
             message: "the model has no graph".into(),
@@ -125,7 +126,10 @@ impl OnnxModel {
             .map(|t| (t.name.clone(), t))
             .collect();
         for node in graph.node.iter().filter(|n| n.op_type == "Constant") {
-            if let (Some(out), Some(t)) = (node.output.first(), node.attribute.iter().find_map(|a| a.t.clone())) {
+            if let (Some(out), Some(t)) = (
+                node.output.first(),
+                node.attribute.iter().find_map(|a| a.t.clone()),
+            ) {
                 constants.insert(out.clone(), t);
             }
         }
@@ -156,8 +160,13 @@ impl OnnxModel {
         for node in &self.nodes {
             if matches!(node.op_type.as_str(), "Gemm" | "MatMul") {
                 let w = self.tensor(node.input.get(1).map(String::as_str).unwrap_or(""))?;
-                let trans_b = node.op_type == "Gemm" && Self::attr(node, "transB").is_some_and(|a| a.i != 0);
-                let d_input = if trans_b { w.shape.get(1) } else { w.shape.first() };
+                let trans_b =
+                    node.op_type == "Gemm" && Self::attr(node, "transB").is_some_and(|a| a.i != 0);
+                let d_input = if trans_b {
+                    w.shape.get(1)
+                } else {
+                    w.shape.first()
+                };
                 return Ok(if d_input == Some(&(64 * 49)) {
                     MbfHead::ConvFc
                 } else {
@@ -178,14 +187,20 @@ impl OnnxModel {
             }
         }
         let ops: Vec<String> = counts.iter().map(|(op, n)| format!("{op} x{n}")).collect();
-        format!("producer `{}`, opset {}, {}", self.producer, self.opset, ops.join(", "))
+        format!(
+            "producer `{}`, opset {}, {}",
+            self.producer,
+            self.opset,
+            ops.join(", ")
+        )
     }
 
     fn tensor(&self, name: &str) -> Result<Array> {
-        let t = self
-            .constants
-            .get(name)
-            .ok_or_else(|| self.err(format!("`{name}` is computed in the graph, not a stored weight")))?;
+        let t = self.constants.get(name).ok_or_else(|| {
+            self.err(format!(
+                "`{name}` is computed in the graph, not a stored weight"
+            ))
+        })?;
         tensor_to_array(t).map_err(|m| self.err(format!("tensor `{name}`: {m}")))
     }
 
@@ -209,8 +224,14 @@ impl OnnxModel {
             let source = |k: usize| format!("{name} ({})", input(k).map_or("", |s| s.as_str()));
             let weights = match node.op_type.as_str() {
                 "Conv" => {
-                    let ints = |a: &str| Self::attr(node, a).map(|a| a.ints.clone()).unwrap_or_default();
-                    let weight = self.tensor(input(1).ok_or_else(|| self.err(format!("{name} has no weight")))?)?;
+                    let ints = |a: &str| {
+                        Self::attr(node, a)
+                            .map(|a| a.ints.clone())
+                            .unwrap_or_default()
+                    };
+                    let weight = self.tensor(
+                        input(1).ok_or_else(|| self.err(format!("{name} has no weight")))?,
+                    )?;
                     let bias = input(2).map(|b| self.tensor(b)).transpose()?;
                     let geometry = ConvGeometry {
                         stride: ints("strides").first().copied().unwrap_or(1) as usize,
@@ -232,7 +253,9 @@ impl OnnxModel {
                 }
                 "BatchNormalization" => {
                     let t = |k: usize| {
-                        self.tensor(input(k).ok_or_else(|| self.err(format!("{name} lacks input {k}")))?)
+                        self.tensor(
+                            input(k).ok_or_else(|| self.err(format!("{name} lacks input {k}")))?,
+                        )
                     };
                     LayerWeights::BatchNorm {
                         gamma: t(1)?,
@@ -243,20 +266,25 @@ impl OnnxModel {
                     }
                 }
                 "PRelu" => LayerWeights::PRelu {
-                    slope: self.tensor(input(1).ok_or_else(|| self.err(format!("{name} has no slope")))?)?,
+                    slope: self.tensor(
+                        input(1).ok_or_else(|| self.err(format!("{name} has no slope")))?,
+                    )?,
                 },
                 "Gemm" => {
                     for (attr, want) in [("alpha", 1.0), ("beta", 1.0)] {
                         if let Some(a) = Self::attr(node, attr) {
                             if a.f != want {
-                                return Err(self.err(format!("{name}: Gemm {attr}={} is not supported", a.f)));
+                                return Err(self
+                                    .err(format!("{name}: Gemm {attr}={} is not supported", a.f)));
                             }
                         }
                     }
                     if Self::attr(node, "transA").is_some_and(|a| a.i != 0) {
                         return Err(self.err(format!("{name}: Gemm transA=1 is not supported")));
                     }
-                    let w = self.tensor(input(1).ok_or_else(|| self.err(format!("{name} has no weight")))?)?;
+                    let w = self.tensor(
+                        input(1).ok_or_else(|| self.err(format!("{name} has no weight")))?,
+                    )?;
                     let trans_b = Self::attr(node, "transB").is_some_and(|a| a.i != 0);
                     LayerWeights::Linear {
                         weight: if trans_b { w } else { w.transposed() },
@@ -264,16 +292,27 @@ impl OnnxModel {
                     }
                 }
                 "MatMul" => {
-                    let w = self.tensor(input(1).ok_or_else(|| self.err(format!("{name} has no weight")))?)?;
+                    let w = self.tensor(
+                        input(1).ok_or_else(|| self.err(format!("{name} has no weight")))?,
+                    )?;
                     // A following `Add` of a stored vector is this layer's bias.
                     let add = self.nodes.iter().enumerate().find(|(_, n)| {
-                        n.op_type == "Add" && n.input.contains(&output) && n.input.iter().any(|i| self.constants.contains_key(i))
+                        n.op_type == "Add"
+                            && n.input.contains(&output)
+                            && n.input.iter().any(|i| self.constants.contains_key(i))
                     });
                     let (bias, writes) = match add {
                         Some((k, n)) => {
                             bias_adds.insert(k);
-                            let b = n.input.iter().find(|i| self.constants.contains_key(*i)).unwrap();
-                            (Some(self.tensor(b)?), n.output.first().cloned().unwrap_or_default())
+                            let b = n
+                                .input
+                                .iter()
+                                .find(|i| self.constants.contains_key(*i))
+                                .unwrap();
+                            (
+                                Some(self.tensor(b)?),
+                                n.output.first().cloned().unwrap_or_default(),
+                            )
                         }
                         None => (None, output),
                     };
@@ -292,15 +331,17 @@ impl OnnxModel {
                     continue;
                 }
                 "Add" if bias_adds.contains(&i) => continue,
-                "Add" | "Sub" | "Mul" | "Div" if node.input.iter().any(|i| self.constants.contains_key(i)) => {
+                "Add" | "Sub" | "Mul" | "Div"
+                    if node.input.iter().any(|i| self.constants.contains_key(i)) =>
+                {
                     return Err(self.err(format!(
                         "{name}: an {} with a stored operand is not part of these backbones (input \
                          normalisation inside the graph is not supported; feed (x-127.5)/127.5)",
                         node.op_type
                     )));
                 }
-                "Add" | "Flatten" | "Reshape" | "Dropout" | "Identity" | "Constant" | "Shape" | "Gather"
-                | "Unsqueeze" | "Concat" | "Cast" => continue,
+                "Add" | "Flatten" | "Reshape" | "Dropout" | "Identity" | "Constant" | "Shape"
+                | "Gather" | "Unsqueeze" | "Concat" | "Cast" => continue,
                 other => {
                     return Err(self.err(format!(
                         "{name}: operator `{other}` does not occur in IResNet or MobileFaceNet"
@@ -308,7 +349,10 @@ impl OnnxModel {
                 }
             };
             layers.push(OnnxLayer {
-                weights: SourcedWeights { source: source(1), weights },
+                weights: SourcedWeights {
+                    source: source(1),
+                    weights,
+                },
                 reads,
                 writes: output,
                 conv: None,
@@ -362,8 +406,19 @@ where
                 ))
             })?),
         };
-        if let (LayerKind::Conv { stride, padding, groups, .. }, Some(OnnxLayer { conv: Some(g), weights, .. })) =
-            (&layer.kind, &item)
+        if let (
+            LayerKind::Conv {
+                stride,
+                padding,
+                groups,
+                ..
+            },
+            Some(OnnxLayer {
+                conv: Some(g),
+                weights,
+                ..
+            }),
+        ) = (&layer.kind, &item)
         {
             if !g.symmetric || (g.stride, g.padding, g.groups) != (*stride, *padding, *groups) {
                 return Err(BackboneError::GraphMismatch(format!(
@@ -396,18 +451,27 @@ fn tensor_to_array(t: &proto::TensorProto) -> std::result::Result<Array, String>
     let n: usize = shape.iter().product();
     let raw = &t.raw_data;
     let data: Vec<f32> = match t.data_type {
-        1 if !raw.is_empty() => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        1 if !raw.is_empty() => raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         1 => t.float_data.clone(),
         10 | 16 => {
             let bits: Vec<u16> = if raw.is_empty() {
                 t.int32_data.iter().map(|&v| v as u16).collect()
             } else {
-                raw.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()
+                raw.chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .collect()
             };
             if t.data_type == 10 {
-                bits.into_iter().map(|b| half::f16::from_bits(b).to_f32()).collect()
+                bits.into_iter()
+                    .map(|b| half::f16::from_bits(b).to_f32())
+                    .collect()
             } else {
-                bits.into_iter().map(|b| half::bf16::from_bits(b).to_f32()).collect()
+                bits.into_iter()
+                    .map(|b| half::bf16::from_bits(b).to_f32())
+                    .collect()
             }
         }
         11 if !raw.is_empty() => raw
@@ -423,7 +487,10 @@ fn tensor_to_array(t: &proto::TensorProto) -> std::result::Result<Array, String>
         other => return Err(format!("data type {other} is not a float type")),
     };
     if data.len() != n {
-        return Err(format!("holds {} values but its shape {shape:?} needs {n}", data.len()));
+        return Err(format!(
+            "holds {} values but its shape {shape:?} needs {n}",
+            data.len()
+        ));
     }
     Ok(Array::new(shape, data))
 }

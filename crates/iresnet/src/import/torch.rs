@@ -36,7 +36,12 @@ where
         .into_tensors()
         .into_iter()
         .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
-        .map(|(k, v)| (k.strip_prefix("module.").map(str::to_string).unwrap_or(k), v))
+        .map(|(k, v)| {
+            (
+                k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
+                v,
+            )
+        })
         .collect();
 
     let mut take = |name: String| -> Result<Array> {
