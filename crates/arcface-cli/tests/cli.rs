@@ -90,32 +90,41 @@ fn import_then_embed_reproduces_onnx_runtime() {
                 .to_string()
         })
         .collect();
-    let mut args = vec!["embed", "--model", model.to_str().unwrap()];
-    args.extend(paths.iter().map(String::as_str));
-    let out = json(&arcface(&args));
-    let embeddings = out["embeddings"].as_array().unwrap();
-    assert_eq!(embeddings.len(), faces.len());
-    for (ours, face) in embeddings.iter().zip(&faces) {
-        let a: Vec<f64> = ours["embedding"]
+    let embed = |model: &std::path::Path| -> Vec<Vec<f64>> {
+        let mut args = vec!["embed", "--model", model.to_str().unwrap()];
+        args.extend(paths.iter().map(String::as_str));
+        let out = json(&arcface(&args));
+        out["embeddings"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let b: Vec<f64> = face["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        let cos = dot
-            / (a.iter().map(|x| x * x).sum::<f64>().sqrt()
-                * b.iter().map(|x| x * x).sum::<f64>().sqrt());
+            .map(|e| floats(&e["embedding"]))
+            .collect()
+    };
+    let ours = embed(&model);
+    assert_eq!(ours.len(), faces.len());
+    for (a, face) in ours.iter().zip(&faces) {
+        let cos = cosine(a, &floats(&face["embedding"]));
         assert!(cos >= 0.9999, "{}: cosine {cos}", face["face"]);
     }
 
-    // The same model stored as f16 still agrees closely.
+    // A face that is not aligned to 112x112 is refused, not silently resized.
+    let small = dir.path().join("small.png");
+    image::RgbImage::new(100, 100).save(&small).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args([
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            small.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("100x100"), "{stderr}");
+
+    // The same model stored as f16: a smaller file, embeddings still close.
     let half = dir.path().join("mbf16.arcface");
     arcface(&[
         "import",
@@ -135,6 +144,26 @@ fn import_then_embed_reproduces_onnx_runtime() {
         "--json",
     ]));
     assert_eq!(info["precision"], "f16");
+    assert!(
+        info["file_bytes"].as_u64().unwrap() * 10 < std::fs::metadata(&model).unwrap().len() * 6
+    );
+    for (a, b) in embed(&half).iter().zip(&ours) {
+        assert!(cosine(a, b) >= 0.999, "f16 model: cosine {}", cosine(a, b));
+    }
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt()
+        * b.iter().map(|x| x * x).sum::<f64>().sqrt())
 }
 
 #[test]

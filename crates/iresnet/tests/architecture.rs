@@ -207,3 +207,57 @@ fn macs_match_the_published_figures() {
         assert!((got - gmacs).abs() < tol, "{name}: {got} GMACs");
     }
 }
+
+/// Standard deviation of a conv's weights.
+fn weight_std(w: Tensor<B, 4>) -> f64 {
+    let v = w.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    let n = v.len() as f64;
+    let mean = v.iter().map(|x| *x as f64).sum::<f64>() / n;
+    (v.iter().map(|x| (*x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
+}
+
+#[test]
+fn initialisation_follows_insightface() {
+    let device = Default::default();
+    // IResNet: conv weights normal(0, 0.1); BN weight 1, bias 0; the embedding BN's scale is frozen.
+    let r18 = iresnet::IResNetConfig::r18().init::<B>(&device);
+    let std = weight_std(r18.layer3[0].conv1.weight.val());
+    assert!((std - 0.1).abs() < 0.002, "IResNet conv std {std}");
+    assert_eq!(
+        r18.bn1.gamma.val().into_data().to_vec::<f32>().unwrap(),
+        vec![1.0; 64]
+    );
+    assert_eq!(
+        r18.bn1.beta.val().into_data().to_vec::<f32>().unwrap(),
+        vec![0.0; 64]
+    );
+    // Gradient flags live on autodiff tensors: check them on an autodiff backend.
+    let trainable = iresnet::IResNetConfig::r18()
+        .with_width_multiplier(0.125)
+        .init::<iresnet::burn::backend::Autodiff<B>>(&device);
+    assert!(
+        !trainable.features.gamma.is_require_grad(),
+        "features BN scale must not be trained"
+    );
+    assert!(
+        trainable.features.beta.is_require_grad(),
+        "features BN shift is trained"
+    );
+    assert!(trainable.fc.weight.is_require_grad());
+    // MobileFaceNet: Kaiming normal with PyTorch's fan-out (out_channels * k * k, groups ignored).
+    let mbf = MobileFaceNetConfig::mbf().init::<B>(&device);
+    let expand = mbf.block2[0].expand.conv.weight.val(); // 1x1, 256 -> 256
+    let std = weight_std(expand);
+    let want = (2.0f64 / 256.0).sqrt();
+    assert!(
+        (std - want).abs() / want < 0.03,
+        "mbf 1x1 conv std {std}, want {want}"
+    );
+    let depthwise = mbf.block2[0].depthwise.conv.weight.val(); // 3x3 depthwise, 256 channels
+    let std = weight_std(depthwise);
+    let want = (2.0f64 / (256.0 * 9.0)).sqrt();
+    assert!(
+        (std - want).abs() / want < 0.1,
+        "mbf depthwise std {std}, want {want}"
+    );
+}
