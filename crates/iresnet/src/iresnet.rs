@@ -6,7 +6,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, LinearConfig, PRelu};
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::layers::{batch_norm, prelu, ConvInit, ConvSpec};
+use crate::layers::{batch_norm, batch_norm_2d, prelu, prelu_2d, ConvInit, ConvSpec};
 use crate::plan::{join, LayerKind, Plan};
 
 /// Input side the head's `Linear(C*7*7)` is sized for.
@@ -153,11 +153,11 @@ impl<B: Backend> IBasicBlock<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = self.conv1.forward(self.bn1.forward(x.clone()));
-        let out = self.prelu.forward(self.bn2.forward(out));
-        let out = self.bn3.forward(self.conv2.forward(out));
+        let out = self.conv1.forward(batch_norm_2d(&self.bn1, x.clone()));
+        let out = prelu_2d(&self.prelu, batch_norm_2d(&self.bn2, out));
+        let out = batch_norm_2d(&self.bn3, self.conv2.forward(out));
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x)),
+            Some(d) => batch_norm_2d(&d.bn, d.conv.forward(x)),
             None => x,
         };
         out + identity
@@ -209,11 +209,11 @@ pub struct IResNet<B: Backend> {
 impl<B: Backend> IResNet<B> {
     /// `[N, 3, 112, 112]` normalised RGB to `[N, D]` embeddings (not L2-normalised).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = self.prelu.forward(self.bn1.forward(self.conv1.forward(x)));
+        let mut x = prelu_2d(&self.prelu, batch_norm_2d(&self.bn1, self.conv1.forward(x)));
         for block in self.stages() {
             x = block.forward(x);
         }
-        let x = self.bn2.forward(x).flatten::<2>(1, 3);
+        let x = batch_norm_2d(&self.bn2, x).flatten::<2>(1, 3);
         let x = self.fc.forward(self.dropout.forward(x));
         self.features.forward(x)
     }
