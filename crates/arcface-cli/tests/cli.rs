@@ -59,15 +59,20 @@ fn import_then_embed_reproduces_onnx_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("mbf.arcface");
     let onnx = root().join("datasets/cache/models/w600k_mbf.onnx");
-    arcface(&[
-        "import",
-        "--from",
-        onnx.to_str().unwrap(),
-        "--arch",
-        "mbf",
-        "--out",
-        model.to_str().unwrap(),
-    ]);
+    let import = |out: &std::path::Path, precision: &str| {
+        arcface(&[
+            "import",
+            "--from",
+            onnx.to_str().unwrap(),
+            "--arch",
+            "mbf",
+            "--out",
+            out.to_str().unwrap(),
+            "--precision",
+            precision,
+        ])
+    };
+    import(&model, "f32");
 
     let reference: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("datasets/fixtures/faces/w600k_mbf_reference.json"))
@@ -126,17 +131,7 @@ fn import_then_embed_reproduces_onnx_runtime() {
 
     // The same model stored as f16: a smaller file, embeddings still close.
     let half = dir.path().join("mbf16.arcface");
-    arcface(&[
-        "import",
-        "--from",
-        onnx.to_str().unwrap(),
-        "--arch",
-        "mbf",
-        "--out",
-        half.to_str().unwrap(),
-        "--precision",
-        "f16",
-    ]);
+    import(&half, "f16");
     let info = json(&arcface(&[
         "info",
         "--model",

@@ -40,13 +40,7 @@ fn f32_round_trip_is_exact_and_f16_is_close() {
             assert_eq!(header.precision, precision);
             let (loaded, _) = load_model::<B>(&path, &device).unwrap();
             let after = to_vec(loaded.embed(input()));
-            let scale = before.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let worst = before
-                .iter()
-                .zip(&after)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max)
-                / scale;
+            let worst = max_relative_error(&after, &before);
             assert!(
                 worst <= tol,
                 "{} {precision:?}: relative error {worst}",

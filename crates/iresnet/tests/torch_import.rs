@@ -26,6 +26,15 @@ fn tiny_config() -> BackboneConfig {
     )
 }
 
+/// The fixture's family with other blocks or widths (D stays 24).
+fn tiny_variant(layers: [usize; 4], widths: [usize; 4]) -> BackboneConfig {
+    BackboneConfig::IResNet(
+        IResNetConfig::new(layers)
+            .with_widths(widths)
+            .with_embedding_dim(24),
+    )
+}
+
 fn expected_outputs() -> Vec<Vec<f32>> {
     read_json("backbones/tiny_iresnet_io.json")["output"]
         .as_array()
@@ -48,14 +57,7 @@ fn assert_matches_reference(model: &impl Backbone<B>, what: &str) {
         Tensor::<B, 4>::from_data(TensorData::new(fixed_input(2), [2, 3, 112, 112]), &device);
     let ours = to_vec(model.embed(input));
     let theirs: Vec<f32> = expected_outputs().concat();
-    assert_eq!(ours.len(), theirs.len());
-    let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = ours
-        .iter()
-        .zip(&theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max)
-        / scale;
+    let worst = max_relative_error(&ours, &theirs);
     assert!(
         worst < 1e-4,
         "{what}: relative error {worst:e} against PyTorch"
@@ -91,11 +93,7 @@ fn onnx_export_of_the_same_network_matches_too() {
 #[test]
 fn a_tensor_that_does_not_fit_names_itself_and_both_shapes() {
     let device = Default::default();
-    let wrong = BackboneConfig::IResNet(
-        IResNetConfig::new([2, 1, 2, 1])
-            .with_widths([8, 16, 24, 40])
-            .with_embedding_dim(24),
-    );
+    let wrong = tiny_variant([2, 1, 2, 1], [8, 16, 24, 40]);
     let err =
         import_file::<B>(&fixture("backbones/tiny_iresnet.pth"), &wrong, &device).unwrap_err();
     match &err {
@@ -118,22 +116,14 @@ fn a_tensor_that_does_not_fit_names_itself_and_both_shapes() {
 fn missing_and_extra_tensors_are_reported() {
     let device = Default::default();
     // One block more than the file has in stage 2: `layer2.1.*` is missing.
-    let more = BackboneConfig::IResNet(
-        IResNetConfig::new([2, 2, 2, 1])
-            .with_widths([8, 16, 24, 32])
-            .with_embedding_dim(24),
-    );
+    let more = tiny_variant([2, 2, 2, 1], [8, 16, 24, 32]);
     let err = import_file::<B>(&fixture("backbones/tiny_iresnet.pth"), &more, &device).unwrap_err();
     assert!(
         matches!(err, BackboneError::MissingWeight(ref k) if k.starts_with("layer2.1")),
         "{err}"
     );
     // One block fewer: the file's `layer1.1.*` has no place.
-    let fewer = BackboneConfig::IResNet(
-        IResNetConfig::new([1, 1, 2, 1])
-            .with_widths([8, 16, 24, 32])
-            .with_embedding_dim(24),
-    );
+    let fewer = tiny_variant([1, 1, 2, 1], [8, 16, 24, 32]);
     let err =
         import_file::<B>(&fixture("backbones/tiny_iresnet.pth"), &fewer, &device).unwrap_err();
     assert!(
