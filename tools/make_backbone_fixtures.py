@@ -10,6 +10,10 @@ published architecture (backbones/iresnet.py, backbones/mobilefacenet.py), produ
                                                  with randomised BN statistics and PReLU slopes
   datasets/fixtures/backbones/tiny_iresnet.onnx   the same network through torch.onnx.export (eval mode,
                                                  BatchNorms folded where the exporter can)
+  datasets/fixtures/backbones/tiny_iresnet_variant.onnx  the same graph rewritten into the other forms
+                                                 exporters produce: Gemm as MatMul + Add, and the stem's
+                                                 folded BN restored as an explicit BatchNormalization
+                                                 node (epsilon 0.1) after the biased conv; same function
   datasets/fixtures/backbones/tiny_iresnet_io.json  its eval-mode outputs on fixed inputs
 
 Run:  python tools/make_backbone_fixtures.py   (needs torch; the versions used are written into the files)
@@ -183,6 +187,43 @@ def fixed_input(n):
     return x.float()
 
 
+def write_variant(src, dst):
+    """Rewrites an exported graph into an equivalent one with MatMul+Add and an explicit BN node."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(src)
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    nodes = list(g.node)
+    out = []
+    for node in nodes:
+        if node.op_type == "Gemm":
+            w = numpy_helper.to_array(inits[node.input[1]])  # [out, in], transB=1
+            g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w.T), "fc_matmul_weight"))
+            out.append(helper.make_node("MatMul", [node.input[0], "fc_matmul_weight"], ["fc_matmul_out"]))
+            out.append(helper.make_node("Add", ["fc_matmul_out", node.input[2]], list(node.output)))
+        elif node.op_type == "Conv" and node.input[0] == g.input[0].name:
+            c = numpy_helper.to_array(inits[node.input[1]]).shape[0]
+            eps = 0.1  # far from 1e-5, so a lost epsilon correction shows
+            for name, value in [("stem_bn_scale", np.ones(c)), ("stem_bn_bias", np.zeros(c)),
+                                ("stem_bn_mean", np.zeros(c)), ("stem_bn_var", np.full(c, 1.0 - eps))]:
+                g.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
+            conv_out = node.output[0] + "_prebn"
+            out.append(helper.make_node("Conv", list(node.input), [conv_out], name=node.name,
+                                        **{a.name: helper.get_attribute_value(a) for a in node.attribute}))
+            out.append(helper.make_node("BatchNormalization", [conv_out, "stem_bn_scale", "stem_bn_bias",
+                                                              "stem_bn_mean", "stem_bn_var"],
+                                        list(node.output), epsilon=eps))
+        else:
+            out.append(node)
+    del g.node[:]
+    g.node.extend(out)
+    onnx.checker.check_model(model)
+    onnx.save(model, dst)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     made_by = f"tools/make_backbone_fixtures.py, torch {torch.__version__}, python {sys.version.split()[0]}"
@@ -221,6 +262,7 @@ def main():
     torch.onnx.export(tiny, fixed_input(1), os.path.join(OUT, "tiny_iresnet.onnx"), opset_version=11,
                       input_names=["input.1"], do_constant_folding=True, dynamo=False,
                       training=torch.onnx.TrainingMode.EVAL)
+    write_variant(os.path.join(OUT, "tiny_iresnet.onnx"), os.path.join(OUT, "tiny_iresnet_variant.onnx"))
     json.dump({"made_by": made_by, "layers": [2, 1, 2, 1], "widths": [8, 16, 24, 32], "embedding_dim": 24,
                "input": "x[n,c,h,w] = sin(0.37*(n+1) + 0.11*c + 0.013*h*(c+1) + 0.029*w), n in 0..2",
                "output": y.tolist()}, open(os.path.join(OUT, "tiny_iresnet_io.json"), "w"), indent=1)

@@ -91,6 +91,21 @@ fn onnx_export_of_the_same_network_matches_too() {
 }
 
 #[test]
+fn matmul_heads_and_explicit_batch_norms_after_biased_convs_import_too() {
+    // The same function written as MatMul + Add, and with a BatchNormalization node (epsilon 0.1)
+    // after a conv that already carries a folded bias: the bias must move into the BN's mean and the
+    // epsilon into its variance.
+    let device = Default::default();
+    let model = import_file::<B>(
+        &fixture("backbones/tiny_iresnet_variant.onnx"),
+        &tiny_config(),
+        &device,
+    )
+    .unwrap();
+    assert_matches_reference(&model, "tiny IResNet from the rewritten .onnx");
+}
+
+#[test]
 fn a_tensor_that_does_not_fit_names_itself_and_both_shapes() {
     let device = Default::default();
     let wrong = tiny_variant([2, 1, 2, 1], [8, 16, 24, 40]);
