@@ -110,6 +110,14 @@ impl BackboneConfig {
         }
     }
 
+    /// Epsilon of every BatchNorm in the network.
+    pub fn bn_eps(&self) -> f64 {
+        match self {
+            Self::IResNet(c) => c.bn_eps,
+            Self::MobileFaceNet(c) => c.bn_eps,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         match self {
             Self::IResNet(c) => c.validate(),

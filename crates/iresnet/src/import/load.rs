@@ -85,7 +85,7 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         .into_iter()
         .map(|s| (s.full_path(), s.shape.to_vec()))
         .collect();
-    let mut out: Vec<(String, String, Array)> = Vec::new();
+    let mut out: Vec<(String, Array)> = Vec::new();
     let mut put = |target: String, source: &str, array: Array| -> Result<()> {
         let want = expected.get(&target).ok_or_else(|| {
             BackboneError::GraphMismatch(format!("the model has no tensor `{target}`"))
@@ -98,7 +98,7 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
                 found: array.shape,
             });
         }
-        out.push((target, source.to_string(), array));
+        out.push((target, array));
         Ok(())
     };
     // A bias the file has where our module has none, carried into the next BatchNorm.
@@ -121,7 +121,7 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
                 }),
             ) => {
                 put(p("weight"), &source, weight)?;
-                pending_bias = bias.map(|b| (reshape_vector(b, &source), source));
+                pending_bias = bias.map(|b| (reshape_vector(b), source));
             }
             (LayerKind::BatchNorm { channels }, weights) => {
                 let c = *channels;
@@ -136,20 +136,21 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
                                 var,
                                 eps,
                             },
-                    }) => ([gamma, beta, mean, var], source, Some(eps)),
+                    }) => ([gamma, beta, mean, var], source, eps),
                     None => {
                         // Folded into the preceding layer by the exporter: an identity BatchNorm
                         // that adds the preceding layer's bias.
                         let Some((bias, source)) = pending_bias.take() else {
                             return Err(BackboneError::MissingWeight(layer.torch.clone()));
                         };
+                        // var = 1 - eps makes the denominator exactly 1.
                         let identity = [
                             Array::filled(c, 1.0),
                             bias,
                             Array::filled(c, 0.0),
-                            Array::filled(c, 1.0),
+                            Array::filled(c, (1.0 - model_eps) as f32),
                         ];
-                        (identity, source, None)
+                        (identity, source, model_eps)
                     }
                     Some(other) => return Err(wrong_kind(&layer.burn, &other)),
                 };
@@ -161,21 +162,15 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
                     }
                 }
                 // Same denominator with our epsilon: var' = var + eps_file - eps_ours.
-                let eps_file = src_eps.unwrap_or(model_eps);
-                let shift = (eps_file - model_eps) as f32;
-                if src_eps.is_none() {
-                    bn[3]
-                        .data
-                        .iter_mut()
-                        .for_each(|v| *v = 1.0 - model_eps as f32);
-                } else if shift != 0.0 {
+                let shift = (src_eps - model_eps) as f32;
+                if shift != 0.0 {
                     bn[3].data.iter_mut().for_each(|v| *v += shift);
                 }
                 let [gamma, beta, mean, var] = bn;
-                put(p("gamma"), &source, reshape_vector(gamma, &source))?;
-                put(p("beta"), &source, reshape_vector(beta, &source))?;
-                put(p("running_mean"), &source, reshape_vector(mean, &source))?;
-                put(p("running_var"), &source, reshape_vector(var, &source))?;
+                put(p("gamma"), &source, reshape_vector(gamma))?;
+                put(p("beta"), &source, reshape_vector(beta))?;
+                put(p("running_mean"), &source, reshape_vector(mean))?;
+                put(p("running_var"), &source, reshape_vector(var))?;
             }
             (
                 LayerKind::PRelu { .. },
@@ -184,7 +179,7 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
                     weights: LayerWeights::PRelu { slope },
                 }),
             ) => {
-                put(p("alpha"), &source, reshape_vector(slope, &source))?;
+                put(p("alpha"), &source, reshape_vector(slope))?;
             }
             (
                 LayerKind::Linear {
@@ -207,9 +202,9 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
                 }
                 put(p("weight"), &source, weight.transposed())?;
                 match (has_bias, bias) {
-                    (true, Some(b)) => put(p("bias"), &source, reshape_vector(b, &source))?,
+                    (true, Some(b)) => put(p("bias"), &source, reshape_vector(b))?,
                     (true, None) => put(p("bias"), &source, Array::filled(*d_output, 0.0))?,
-                    (false, Some(b)) => pending_bias = Some((reshape_vector(b, &source), source)),
+                    (false, Some(b)) => pending_bias = Some((reshape_vector(b), source)),
                     (false, None) => {}
                 }
             }
@@ -225,7 +220,7 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
 
     let snapshots = out
         .into_iter()
-        .map(|(target, _, array)| {
+        .map(|(target, array)| {
             let path: Vec<String> = target.split('.').map(str::to_string).collect();
             let containers = vec![String::new(); path.len()];
             TensorSnapshot::from_data(
@@ -275,7 +270,7 @@ fn check_len(a: &Array, n: usize, source: &str, target: &str) -> Result<()> {
 
 /// Per-channel vectors arrive as `[C]`, `[C,1,1]` (ONNX PReLU) or `[1,C]`: make them `[C]`
 /// when they have no other extent, and leave them for the shape check otherwise.
-fn reshape_vector(a: Array, _source: &str) -> Array {
+fn reshape_vector(a: Array) -> Array {
     if a.shape.iter().filter(|&&d| d != 1).count() <= 1 {
         Array::new(vec![a.data.len()], a.data)
     } else {

@@ -15,7 +15,6 @@ use burn_store::ModuleSnapshot;
 use prost::Message;
 
 use super::load::{load_layers, Array, LayerWeights, SourcedWeights};
-use super::torch::model_eps;
 use crate::backbone::Backbone;
 use crate::error::{BackboneError, Result};
 use crate::mobilefacenet::MbfHead;
@@ -439,8 +438,7 @@ where
             extra.weights.source
         )));
     }
-    let eps = model_eps(model);
-    load_layers(model, &plan, layers, eps)
+    load_layers(model, &plan, layers, model.spec().bn_eps())
 }
 
 fn tensor_to_array(t: &proto::TensorProto) -> std::result::Result<Array, String> {

@@ -73,7 +73,8 @@ where
                 beta: take(t("bias"))?,
                 mean: take(t("running_mean"))?,
                 var: take(t("running_var"))?,
-                eps: model_eps(model),
+                // PyTorch checkpoints carry no epsilon; insightface uses the default, as our configs do.
+                eps: model.spec().bn_eps(),
             },
             LayerKind::PRelu { .. } => LayerWeights::PRelu {
                 slope: take(t("weight"))?,
@@ -93,15 +94,5 @@ where
         let names: Vec<_> = names.into_iter().collect();
         return Err(BackboneError::UnusedWeights(names.join(", ")));
     }
-    let eps = model_eps(model);
-    load_layers(model, &plan, layers, eps)
-}
-
-/// PyTorch checkpoints carry no epsilon; insightface builds every BatchNorm with the default,
-/// which is what our configs hold too.
-pub(crate) fn model_eps<B: Backend, M: Backbone<B>>(model: &M) -> f64 {
-    match model.spec() {
-        crate::BackboneConfig::IResNet(c) => c.bn_eps,
-        crate::BackboneConfig::MobileFaceNet(c) => c.bn_eps,
-    }
+    load_layers(model, &plan, layers, model.spec().bn_eps())
 }
