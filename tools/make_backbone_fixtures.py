@@ -15,6 +15,11 @@ published architecture (backbones/iresnet.py, backbones/mobilefacenet.py), produ
                                                  folded BN restored as an explicit BatchNormalization
                                                  node (epsilon 0.1) after the biased conv; same function
   datasets/fixtures/backbones/tiny_iresnet_io.json  its eval-mode outputs on fixed inputs
+  datasets/fixtures/backbones/tiny_mbf.pth        a small MobileFaceNet (GDC head, blocks (2,1,1,1), scale 1,
+                                                 D=32), seed 0, randomised BN statistics and PReLU slopes,
+                                                 stored in float16 (the forward below uses the same rounded
+                                                 weights in float32)
+  datasets/fixtures/backbones/tiny_mbf_io.json    its eval-mode outputs on fixed inputs
 
 Run:  python tools/make_backbone_fixtures.py   (needs torch; the versions used are written into the files)
 The fixed inputs are a formula both sides compute: x[n,c,h,w] = sin(0.37*(n+1) + 0.11*c + 0.013*h*(c+1) + 0.029*w).
@@ -187,6 +192,40 @@ def fixed_input(n):
     return x.float()
 
 
+def randomise(model, frozen=()):
+    """Non-trivial BN statistics, affine terms and PReLU slopes so every parameter matters."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                if m not in frozen:
+                    m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+            elif isinstance(m, nn.PReLU):
+                m.weight.uniform_(0.05, 0.5)
+            elif isinstance(m, nn.Conv2d):
+                m.weight.mul_(0.5)  # keeps activations moderate through the residual stack
+
+
+def write_tiny_mbf(made_by):
+    torch.manual_seed(0)
+    for m in (mbf := MobileFaceNet(num_features=32, blocks=(2, 1, 1, 1), scale=1)).modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    randomise(mbf)
+    mbf.eval()
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in mbf.state_dict().items()}
+    torch.save(half, os.path.join(OUT, "tiny_mbf.pth"))
+    mbf.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
+    with torch.no_grad():
+        y = mbf(fixed_input(2))
+    json.dump({"made_by": made_by, "blocks": [2, 1, 1, 1], "scale": 1, "embedding_dim": 32, "head": "gdc",
+               "weights": "float16 in the .pth; outputs computed from the same rounded weights in float32",
+               "input": "x[n,c,h,w] = sin(0.37*(n+1) + 0.11*c + 0.013*h*(c+1) + 0.029*w), n in 0..2",
+               "output": y.tolist()}, open(os.path.join(OUT, "tiny_mbf_io.json"), "w"), indent=1)
+
+
 def write_variant(src, dst):
     """Rewrites an exported graph into an equivalent one with MatMul+Add and an explicit BN node."""
     import numpy as np
@@ -240,18 +279,7 @@ def main():
 
     torch.manual_seed(0)
     tiny = IResNet([2, 1, 2, 1], widths=(8, 16, 24, 32), num_features=24)
-    with torch.no_grad():  # non-trivial statistics so every parameter matters
-        for m in tiny.modules():
-            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                if m is not tiny.features:
-                    m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.3, 0.3)
-            elif isinstance(m, nn.PReLU):
-                m.weight.uniform_(0.05, 0.5)
-            elif isinstance(m, nn.Conv2d):
-                m.weight.mul_(0.5)  # keeps activations moderate through the residual stack
+    randomise(tiny, frozen=(tiny.features,))
     tiny.eval()
     torch.save(tiny.state_dict(), os.path.join(OUT, "tiny_iresnet.pth"))
     with torch.no_grad():
@@ -263,6 +291,7 @@ def main():
                       input_names=["input.1"], do_constant_folding=True, dynamo=False,
                       training=torch.onnx.TrainingMode.EVAL)
     write_variant(os.path.join(OUT, "tiny_iresnet.onnx"), os.path.join(OUT, "tiny_iresnet_variant.onnx"))
+    write_tiny_mbf(made_by)
     json.dump({"made_by": made_by, "layers": [2, 1, 2, 1], "widths": [8, 16, 24, 32], "embedding_dim": 24,
                "input": "x[n,c,h,w] = sin(0.37*(n+1) + 0.11*c + 0.013*h*(c+1) + 0.029*w), n in 0..2",
                "output": y.tolist()}, open(os.path.join(OUT, "tiny_iresnet_io.json"), "w"), indent=1)

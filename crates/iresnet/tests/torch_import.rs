@@ -1,12 +1,13 @@
-//! arcface_torch `.pth` import against PyTorch: a reduced-width IResNet (same code path) saved by
-//! tools/make_backbone_fixtures.py with torch 2.15.0, seed 0, and its eval-mode outputs.
+//! arcface_torch `.pth` import against PyTorch: a reduced-width IResNet and a small MobileFaceNet
+//! (same code paths) saved by tools/make_backbone_fixtures.py with torch 2.15.0, seed 0, and their
+//! eval-mode outputs; plus the IResNet through PyTorch's ONNX exporter.
 
 mod common;
 use common::*;
 
 use iresnet::burn::tensor::{Tensor, TensorData};
 use iresnet::import::{import_file, torch::load_pth};
-use iresnet::{Backbone, BackboneConfig, BackboneError, IResNetConfig};
+use iresnet::{Backbone, BackboneConfig, BackboneError, IResNetConfig, MobileFaceNetConfig};
 
 fn tiny_config() -> BackboneConfig {
     let io = read_json("backbones/tiny_iresnet_io.json");
@@ -35,28 +36,32 @@ fn tiny_variant(layers: [usize; 4], widths: [usize; 4]) -> BackboneConfig {
     )
 }
 
-fn expected_outputs() -> Vec<Vec<f32>> {
-    read_json("backbones/tiny_iresnet_io.json")["output"]
+/// PyTorch's outputs on the fixed input, flattened.
+fn expected_outputs(io: &str) -> Vec<f32> {
+    read_json(io)["output"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|row| {
+        .flat_map(|row| {
             row.as_array()
                 .unwrap()
                 .iter()
                 .map(|v| v.as_f64().unwrap() as f32)
-                .collect()
         })
         .collect()
 }
 
-/// Largest |ours - theirs| relative to the reference's largest magnitude.
+/// Largest |ours - theirs| relative to the reference's largest magnitude, against the tiny IResNet.
 fn assert_matches_reference(model: &impl Backbone<B>, what: &str) {
+    assert_matches(model, "backbones/tiny_iresnet_io.json", what)
+}
+
+fn assert_matches(model: &impl Backbone<B>, io: &str, what: &str) {
     let device = Default::default();
     let input =
         Tensor::<B, 4>::from_data(TensorData::new(fixed_input(2), [2, 3, 112, 112]), &device);
     let ours = to_vec(model.embed(input));
-    let theirs: Vec<f32> = expected_outputs().concat();
+    let theirs = expected_outputs(io);
     let worst = max_relative_error(&ours, &theirs);
     assert!(
         worst < 1e-4,
@@ -74,6 +79,24 @@ fn pth_import_matches_pytorch_forward() {
     )
     .unwrap();
     assert_matches_reference(&model, "tiny IResNet from .pth");
+}
+
+#[test]
+fn mobilefacenet_pth_in_float16_matches_pytorch_forward() {
+    // GDC head, a residual first stage (blocks (2,1,1,1)), weights stored as float16.
+    let device = Default::default();
+    let spec = BackboneConfig::MobileFaceNet(
+        MobileFaceNetConfig::new()
+            .with_blocks([2, 1, 1, 1])
+            .with_scale(1)
+            .with_embedding_dim(32),
+    );
+    let model = import_file::<B>(&fixture("backbones/tiny_mbf.pth"), &spec, &device).unwrap();
+    assert_matches(
+        &model,
+        "backbones/tiny_mbf_io.json",
+        "tiny MobileFaceNet from .pth",
+    );
 }
 
 #[test]
