@@ -32,6 +32,9 @@ pub enum BackboneError {
         found: Vec<usize>,
     },
 
+    #[error("weight `{source_name}` (for `{target}`) holds NaN or infinite values: the file is corrupt or the training diverged")]
+    NonFinite { source_name: String, target: String },
+
     #[error("weight `{0}` is missing from the file")]
     MissingWeight(String),
 

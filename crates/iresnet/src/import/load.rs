@@ -98,6 +98,7 @@ pub fn load_layers<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
                 found: array.shape,
             });
         }
+        check_finite(&array, source, &target)?;
         out.push((target, array));
         Ok(())
     };
@@ -256,6 +257,17 @@ fn wrong_kind(target: &str, got: &SourcedWeights) -> BackboneError {
     ))
 }
 
+fn check_finite(a: &Array, source: &str, target: &str) -> Result<()> {
+    if a.data.iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(BackboneError::NonFinite {
+            source_name: source.to_string(),
+            target: target.to_string(),
+        })
+    }
+}
+
 fn check_len(a: &Array, n: usize, source: &str, target: &str) -> Result<()> {
     if a.len() != n {
         return Err(BackboneError::ShapeMismatch {
@@ -275,5 +287,115 @@ fn reshape_vector(a: Array) -> Array {
         Array::new(vec![a.data.len()], a.data)
     } else {
         a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backbone::{AnyBackbone, BackboneConfig};
+    use crate::iresnet::IResNetConfig;
+
+    type B = crate::CpuBackend;
+
+    /// The weights of `model` itself, in the form an importer produces.
+    fn own_weights(model: &crate::IResNet<B>) -> Vec<Option<SourcedWeights>> {
+        let snapshots: std::collections::HashMap<String, Array> = model
+            .collect(None, None, true)
+            .into_iter()
+            .map(|s| {
+                let data = s.to_data().unwrap();
+                (
+                    s.full_path(),
+                    Array::new(data.shape.to_vec(), data.to_vec::<f32>().unwrap()),
+                )
+            })
+            .collect();
+        model
+            .plan()
+            .layers
+            .iter()
+            .map(|l| {
+                let get = |n: &str| snapshots[&format!("{}.{n}", l.burn)].clone();
+                let weights = match l.kind {
+                    LayerKind::Conv { .. } => LayerWeights::Conv {
+                        weight: get("weight"),
+                        bias: None,
+                    },
+                    LayerKind::BatchNorm { .. } => LayerWeights::BatchNorm {
+                        gamma: get("gamma"),
+                        beta: get("beta"),
+                        mean: get("running_mean"),
+                        var: get("running_var"),
+                        eps: 1e-5,
+                    },
+                    LayerKind::PRelu { .. } => LayerWeights::PRelu {
+                        slope: get("alpha"),
+                    },
+                    LayerKind::Linear { .. } => LayerWeights::Linear {
+                        weight: get("weight").transposed(),
+                        bias: Some(get("bias")),
+                    },
+                };
+                Some(SourcedWeights {
+                    source: l.torch.clone(),
+                    weights,
+                })
+            })
+            .collect()
+    }
+
+    fn tiny() -> crate::IResNet<B> {
+        let spec = BackboneConfig::IResNet(
+            IResNetConfig::new([1, 1, 1, 1])
+                .with_widths([4, 8, 8, 8])
+                .with_embedding_dim(8),
+        );
+        match spec.init::<B>(&Default::default()).unwrap() {
+            AnyBackbone::IResNet(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn own_weights_load_back() {
+        let mut model = tiny();
+        let plan = model.plan();
+        let layers = own_weights(&model);
+        load_layers(&mut model, &plan, layers, 1e-5).unwrap();
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_by_name() {
+        let mut model = tiny();
+        let plan = model.plan();
+        let mut layers = own_weights(&model);
+        if let Some(SourcedWeights {
+            weights: LayerWeights::PRelu { slope },
+            ..
+        }) = layers[2].as_mut()
+        {
+            slope.data[1] = f32::NAN;
+        } else {
+            panic!("layer 2 of IResNet's plan is the stem PReLU");
+        }
+        let err = load_layers(&mut model, &plan, layers, 1e-5).unwrap_err();
+        assert!(
+            matches!(&err, BackboneError::NonFinite { target, .. } if target == "prelu.alpha"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_folded_batch_norm_without_a_bias_is_missing() {
+        let mut model = tiny();
+        let plan = model.plan();
+        let mut layers = own_weights(&model);
+        layers[1] = None; // the stem BN, but the stem conv carries no bias to stand in for it
+        let err = load_layers(&mut model, &plan, layers, 1e-5).unwrap_err();
+        assert!(
+            matches!(err, BackboneError::MissingWeight(ref k) if k == "bn1"),
+            "{err}"
+        );
     }
 }
