@@ -17,7 +17,7 @@ use serde::Serialize;
     long_about = "Face recognition in Rust: insightface's IResNet and MobileFaceNet backbones on Burn.\n\n\
         Typical first steps:\n  \
         arcface info --backbone r50                     # size and cost of an architecture\n  \
-        arcface import --from w600k_mbf.onnx --arch mbf --out mbf.arcface\n  \
+        arcface import --from w600k_mbf.onnx --out mbf.arcface   # architecture read off the file\n  \
         arcface embed --model mbf.arcface face1.png face2.png   # JSON embeddings"
 )]
 struct Cli {
@@ -58,18 +58,18 @@ enum Command {
         /// `.onnx` (e.g. w600k_mbf.onnx, w600k_r50.onnx, glintr100.onnx) or `.pth`/`.pt`.
         #[arg(long = "from")]
         from: PathBuf,
-        /// Architecture of the weights: r18, r34, r50, r100, r200, mbf, mbf_large.
-        /// (MobileFaceNet's head variant is read from ONNX graphs.)
+        /// Architecture of the weights: r18, r34, r50, r100, r200, mbf, mbf_large. Leave it out
+        /// to read the architecture (blocks, widths, head, embedding size) off the file.
         #[arg(long)]
-        arch: String,
+        arch: Option<String>,
         /// Output model file.
         #[arg(long)]
         out: PathBuf,
         /// Storage precision of the output (f16 halves the file; weights load back as f32).
         #[arg(long, default_value = "f32")]
         precision: Precision,
-        /// Embedding size, when it differs from 512.
-        #[arg(long)]
+        /// Embedding size, when it differs from 512 (with --arch).
+        #[arg(long, requires = "arch")]
         embedding_dim: Option<usize>,
     },
     /// Embed already-aligned 112x112 RGB face images; prints JSON, one embedding per image.
@@ -126,7 +126,14 @@ fn run<B: Backend>(command: Command, device: &B::Device) -> Result<()> {
             out,
             precision,
             embedding_dim,
-        } => import_cmd::<B>(&from, &arch, &out, precision, embedding_dim, device),
+        } => import_cmd::<B>(
+            &from,
+            arch.as_deref(),
+            &out,
+            precision,
+            embedding_dim,
+            device,
+        ),
         Command::Embed {
             model,
             images,
@@ -211,13 +218,16 @@ fn mib(bytes: usize) -> f64 {
 
 fn import_cmd<B: Backend>(
     from: &Path,
-    arch: &str,
+    arch: Option<&str>,
     out: &Path,
     precision: Precision,
     embedding_dim: Option<usize>,
     device: &B::Device,
 ) -> Result<()> {
-    let mut spec = BackboneConfig::from_name(arch)?;
+    let mut spec = match arch {
+        Some(name) => BackboneConfig::from_name(name)?,
+        None => import::infer_arch(from).with_context(|| format!("reading {}", from.display()))?,
+    };
     if let Some(d) = embedding_dim {
         spec = match spec {
             BackboneConfig::IResNet(c) => BackboneConfig::IResNet(c.with_embedding_dim(d)),

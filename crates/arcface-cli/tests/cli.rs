@@ -59,20 +59,20 @@ fn import_then_embed_reproduces_onnx_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("mbf.arcface");
     let onnx = root().join("datasets/cache/models/w600k_mbf.onnx");
-    let import = |out: &std::path::Path, precision: &str| {
-        arcface(&[
+    // With --arch, and with the architecture read off the graph.
+    let import = |out: &std::path::Path, precision: &str, arch: &[&str]| {
+        let mut args = vec![
             "import",
             "--from",
             onnx.to_str().unwrap(),
-            "--arch",
-            "mbf",
             "--out",
             out.to_str().unwrap(),
-            "--precision",
-            precision,
-        ])
+        ];
+        args.extend(["--precision", precision]);
+        args.extend(arch);
+        arcface(&args)
     };
-    import(&model, "f32");
+    import(&model, "f32", &["--arch", "mbf"]);
 
     let reference: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("datasets/fixtures/faces/w600k_mbf_reference.json"))
@@ -131,7 +131,7 @@ fn import_then_embed_reproduces_onnx_runtime() {
 
     // The same model stored as f16: a smaller file, embeddings still close.
     let half = dir.path().join("mbf16.arcface");
-    import(&half, "f16");
+    import(&half, "f16", &[]);
     let info = json(&arcface(&[
         "info",
         "--model",

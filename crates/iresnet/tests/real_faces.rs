@@ -78,6 +78,16 @@ fn w600k_mbf_matches_onnx_runtime_on_real_faces() {
 }
 
 #[test]
+fn w600k_mbf_architecture_is_read_off_the_graph() {
+    let cache = real_data();
+    let found = iresnet::import::infer_arch(&cache.join("models/w600k_mbf.onnx")).unwrap();
+    let expected = BackboneConfig::MobileFaceNet(
+        iresnet::MobileFaceNetConfig::mbf().with_head(MbfHead::ConvFc),
+    );
+    assert_eq!(found, expected);
+}
+
+#[test]
 fn importing_into_the_wrong_architecture_is_a_clear_error() {
     let cache = real_data();
     let device = Default::default();

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use iresnet::burn::tensor::{Tensor, TensorData};
-use iresnet::import::{import_file, torch::load_pth};
+use iresnet::import::{import_auto, import_file, infer_arch, torch::load_pth};
 use iresnet::{Backbone, BackboneConfig, BackboneError, IResNetConfig, MobileFaceNetConfig};
 
 fn tiny_config() -> BackboneConfig {
@@ -85,13 +85,12 @@ fn pth_import_matches_pytorch_forward() {
 fn mobilefacenet_pth_in_float16_matches_pytorch_forward() {
     // GDC head, a residual first stage (blocks (2,1,1,1)), weights stored as float16.
     let device = Default::default();
-    let spec = BackboneConfig::MobileFaceNet(
-        MobileFaceNetConfig::new()
-            .with_blocks([2, 1, 1, 1])
-            .with_scale(1)
-            .with_embedding_dim(32),
-    );
-    let model = import_file::<B>(&fixture("backbones/tiny_mbf.pth"), &spec, &device).unwrap();
+    let model = import_file::<B>(
+        &fixture("backbones/tiny_mbf.pth"),
+        &tiny_mbf_config(),
+        &device,
+    )
+    .unwrap();
     assert_matches(
         &model,
         "backbones/tiny_mbf_io.json",
@@ -199,4 +198,36 @@ fn bad_files_are_errors() {
     let unknown = dir.path().join("weights.h5");
     std::fs::write(&unknown, b"x").unwrap();
     assert!(import_file::<B>(&unknown, &tiny_config(), &device).is_err());
+}
+
+fn tiny_mbf_config() -> BackboneConfig {
+    BackboneConfig::MobileFaceNet(
+        MobileFaceNetConfig::new()
+            .with_blocks([2, 1, 1, 1])
+            .with_scale(1)
+            .with_embedding_dim(32),
+    )
+}
+
+#[test]
+fn the_architecture_is_read_off_the_file() {
+    for file in [
+        "tiny_iresnet.pth",
+        "tiny_iresnet.onnx",
+        "tiny_iresnet_variant.onnx",
+    ] {
+        let found = infer_arch(&fixture(&format!("backbones/{file}"))).unwrap();
+        assert_eq!(found, tiny_config(), "{file}");
+    }
+    assert_eq!(
+        infer_arch(&fixture("backbones/tiny_mbf.pth")).unwrap(),
+        tiny_mbf_config()
+    );
+    let device = Default::default();
+    let model = import_auto::<B>(&fixture("backbones/tiny_mbf.pth"), &device).unwrap();
+    assert_matches(
+        &model,
+        "backbones/tiny_mbf_io.json",
+        "tiny MobileFaceNet, architecture inferred",
+    );
 }

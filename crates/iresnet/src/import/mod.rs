@@ -45,6 +45,21 @@ impl WeightFormat {
     }
 }
 
+/// Reads the architecture a weight file holds (ONNX graph structure or state-dict keys).
+pub fn infer_arch(path: &Path) -> Result<BackboneConfig> {
+    match WeightFormat::from_path(path)? {
+        WeightFormat::Onnx => onnx::OnnxModel::open(path)?.infer_arch(),
+        WeightFormat::Torch => torch::infer_arch_pth(path),
+    }
+}
+
+/// [`import_file`] with the architecture read off the file itself.
+pub fn import_auto<B: Backend>(path: &Path, device: &B::Device) -> Result<AnyBackbone<B>> {
+    let arch = infer_arch(path)?;
+    tracing::info!(file = %path.display(), arch = %arch.describe(), "architecture read off the file");
+    import_file(path, &arch, device)
+}
+
 /// Builds `arch` and fills it from an insightface weight file (format by extension).
 ///
 /// For MobileFaceNet ONNX files the head is read off the graph, so `--arch mbf` imports both

@@ -15,9 +15,11 @@ use burn_store::ModuleSnapshot;
 use prost::Message;
 
 use super::load::{load_layers, Array, LayerWeights, SourcedWeights};
-use crate::backbone::Backbone;
+use crate::backbone::{Backbone, BackboneConfig};
 use crate::error::{BackboneError, Result};
+use crate::iresnet::IResNetConfig;
 use crate::mobilefacenet::MbfHead;
+use crate::mobilefacenet::MobileFaceNetConfig;
 use crate::plan::LayerKind;
 
 /// The subset of `onnx.proto` the importer reads (field numbers as in the ONNX spec).
@@ -174,6 +176,104 @@ impl OnnxModel {
             }
         }
         Err(self.err("the graph has no Gemm/MatMul embedding layer"))
+    }
+
+    /// Reads the architecture off the graph: the family, IResNet stage widths and blocks, or
+    /// MobileFaceNet's scale, blocks and head, and the embedding size. The import that follows
+    /// checks every layer, so a wrong guess cannot load silently.
+    pub fn infer_arch(&self) -> Result<BackboneConfig> {
+        let layers = self.weighted_layers()?;
+        let mut convs = Vec::new();
+        let mut embedding_dim = None;
+        for l in &layers {
+            match (&l.weights.weights, l.conv) {
+                (LayerWeights::Conv { weight, .. }, Some(g)) if weight.shape.len() == 4 => convs
+                    .push(ConvShape {
+                        out: weight.shape[0],
+                        kernel: weight.shape[2],
+                        stride: g.stride,
+                        groups: g.groups,
+                    }),
+                (LayerWeights::Linear { weight, .. }, _) => {
+                    embedding_dim = weight.shape.first().copied()
+                }
+                _ => {}
+            }
+        }
+        let embedding_dim = embedding_dim
+            .ok_or_else(|| self.err("no embedding layer (Gemm/MatMul) in the graph"))?;
+        let unknown =
+            |why: &str| self.err(format!("cannot tell the architecture: {why}; pass --arch"));
+        if convs.iter().any(|c| c.groups > 1) {
+            let stem = convs.first().ok_or_else(|| unknown("no convolutions"))?;
+            let scale = stem.out / 64;
+            let depthwise = |c: &&ConvShape| c.groups > 1 && c.groups == c.out && c.kernel == 3;
+            // After the stem: either the grouped 3x3 (`blocks[0] == 1`) or residual units.
+            let body = if convs.get(1).is_some_and(|c| c.groups > 1) {
+                &convs[2..]
+            } else {
+                &convs[1..]
+            };
+            let mut blocks = [0usize; 4];
+            let mut stage = 0;
+            for c in body.iter().filter(depthwise) {
+                if c.stride == 2 {
+                    stage += 1;
+                    if stage > 3 {
+                        return Err(unknown("more than three downsampling stages"));
+                    }
+                } else {
+                    blocks[stage] += 1;
+                }
+            }
+            if stage != 3 {
+                return Err(unknown("not three downsampling stages"));
+            }
+            blocks[0] = blocks[0].max(1);
+            return Ok(BackboneConfig::MobileFaceNet(
+                MobileFaceNetConfig::new()
+                    .with_blocks(blocks)
+                    .with_scale(scale.max(1))
+                    .with_head(self.mbf_head()?)
+                    .with_embedding_dim(embedding_dim),
+            ));
+        }
+        // IResNet: every stage opens with a block whose strided 1x1 downsample follows its two
+        // 3x3 convolutions; the number of 3x3 convolutions between them gives the blocks.
+        let mut k3_seen = 0usize;
+        let mut opens = Vec::new();
+        let mut widths = Vec::new();
+        for c in convs.iter().skip(1) {
+            match c.kernel {
+                3 => k3_seen += 1,
+                1 => {
+                    opens.push(
+                        k3_seen
+                            .checked_sub(2)
+                            .ok_or_else(|| unknown("a downsample before any block"))?,
+                    );
+                    widths.push(c.out);
+                }
+                _ => return Err(unknown("a convolution that is neither 3x3 nor 1x1")),
+            }
+        }
+        if opens.len() != 4 {
+            return Err(unknown("not four stages"));
+        }
+        opens.push(k3_seen);
+        let mut layers = [0usize; 4];
+        for i in 0..4 {
+            let convs_in_stage = opens[i + 1] - opens[i];
+            if convs_in_stage % 2 != 0 || convs_in_stage == 0 {
+                return Err(unknown("a stage with an odd number of 3x3 convolutions"));
+            }
+            layers[i] = convs_in_stage / 2;
+        }
+        Ok(BackboneConfig::IResNet(
+            IResNetConfig::new(layers)
+                .with_widths([widths[0], widths[1], widths[2], widths[3]])
+                .with_embedding_dim(embedding_dim),
+        ))
     }
 
     /// Number of weighted layers per kind, for `arcface import` to report.
@@ -359,6 +459,13 @@ impl OnnxModel {
         }
         Ok(layers)
     }
+}
+
+struct ConvShape {
+    out: usize,
+    kernel: usize,
+    stride: usize,
+    groups: usize,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -13,9 +13,90 @@ use burn_store::pytorch::PytorchReader;
 use burn_store::{ModuleSnapshot, TensorSnapshot};
 
 use super::load::{load_layers, Array, LayerWeights, SourcedWeights};
-use crate::backbone::Backbone;
+use crate::backbone::{Backbone, BackboneConfig};
 use crate::error::{BackboneError, Result};
+use crate::iresnet::IResNetConfig;
+use crate::mobilefacenet::{MbfHead, MobileFaceNetConfig};
 use crate::plan::LayerKind;
+
+/// Tensor shapes of a state dict by key (`module.` prefix stripped, `num_batches_tracked` dropped).
+fn read_state_dict(path: &Path) -> Result<HashMap<String, TensorSnapshot>> {
+    if !path.exists() {
+        return Err(BackboneError::io(path, std::io::ErrorKind::NotFound.into()));
+    }
+    let reader = PytorchReader::new(path).map_err(|e| BackboneError::Torch {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(reader
+        .into_tensors()
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+        .map(|(k, v)| {
+            (
+                k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
+                v,
+            )
+        })
+        .collect())
+}
+
+/// Reads the architecture off an arcface_torch state dict's keys and shapes.
+pub fn infer_arch_pth(path: &Path) -> Result<BackboneConfig> {
+    let tensors = read_state_dict(path)?;
+    let shape = |k: &str| tensors.get(k).map(|t| t.shape.to_vec());
+    let count = |prefix: &str, suffix: &str| {
+        (0..)
+            .take_while(|i| tensors.contains_key(&format!("{prefix}{i}{suffix}")))
+            .count()
+    };
+    let unknown = || BackboneError::Torch {
+        path: path.to_path_buf(),
+        message: "cannot tell the architecture from the keys; pass --arch".into(),
+    };
+    if let Some(stem) = shape("layers.0.layers.0.weight") {
+        // MobileFaceNet: `layers.1` is the grouped 3x3 (one block) or a Residual of DepthWise units.
+        let first = count("layers.1.layers.", ".layers.0.layers.0.weight").max(1);
+        let blocks = [
+            first,
+            count("layers.3.layers.", ".layers.0.layers.0.weight"),
+            count("layers.5.layers.", ".layers.0.layers.0.weight"),
+            count("layers.7.layers.", ".layers.0.layers.0.weight"),
+        ];
+        let (head, fc) = if tensors.contains_key("features.layers.2.weight") {
+            (MbfHead::Gdc, "features.layers.2.weight")
+        } else {
+            (MbfHead::ConvFc, "fc.weight")
+        };
+        let d = shape(fc)
+            .and_then(|s| s.first().copied())
+            .ok_or_else(unknown)?;
+        return Ok(BackboneConfig::MobileFaceNet(
+            MobileFaceNetConfig::new()
+                .with_blocks(blocks)
+                .with_scale((stem[0] / 64).max(1))
+                .with_head(head)
+                .with_embedding_dim(d),
+        ));
+    }
+    let mut layers = [0usize; 4];
+    let mut widths = [0usize; 4];
+    for i in 0..4 {
+        let prefix = format!("layer{}.", i + 1);
+        layers[i] = count(&prefix, ".conv1.weight");
+        widths[i] = shape(&format!("{prefix}0.conv1.weight"))
+            .and_then(|s| s.first().copied())
+            .ok_or_else(unknown)?;
+    }
+    let d = shape("fc.weight")
+        .and_then(|s| s.first().copied())
+        .ok_or_else(unknown)?;
+    Ok(BackboneConfig::IResNet(
+        IResNetConfig::new(layers)
+            .with_widths(widths)
+            .with_embedding_dim(d),
+    ))
+}
 
 /// Loads a PyTorch state dict into `model`. Every tensor the architecture needs must be there
 /// with the right shape, and every tensor in the file must find a place.
@@ -28,21 +109,7 @@ where
         path: path.to_path_buf(),
         message,
     };
-    if !path.exists() {
-        return Err(BackboneError::io(path, std::io::ErrorKind::NotFound.into()));
-    }
-    let reader = PytorchReader::new(path).map_err(|e| torch_err(e.to_string()))?;
-    let mut tensors: HashMap<String, TensorSnapshot> = reader
-        .into_tensors()
-        .into_iter()
-        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
-        .map(|(k, v)| {
-            (
-                k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
-                v,
-            )
-        })
-        .collect();
+    let mut tensors = read_state_dict(path)?;
 
     let mut take = |name: String| -> Result<Array> {
         let snapshot = tensors
