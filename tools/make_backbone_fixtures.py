@@ -15,6 +15,9 @@ published architecture (backbones/iresnet.py, backbones/mobilefacenet.py), produ
                                                  folded BN restored as an explicit BatchNormalization
                                                  node (epsilon 0.1) after the biased conv; same function
   datasets/fixtures/backbones/tiny_iresnet_io.json  its eval-mode outputs on fixed inputs
+  datasets/fixtures/backbones/tiny_iresnet_train.json  one training-mode forward/backward of the tiny IResNet
+                                                 (batch 4): outputs, loss, gradients of selected parameters
+                                                 and the BatchNorm running statistics after the step
   datasets/fixtures/backbones/tiny_mbf.pth        a small MobileFaceNet (GDC head, blocks (2,1,1,1), scale 1,
                                                  D=32), seed 0, randomised BN statistics and PReLU slopes,
                                                  stored in float16 (the forward below uses the same rounded
@@ -226,6 +229,36 @@ def write_tiny_mbf(made_by):
                "output": y.tolist()}, open(os.path.join(OUT, "tiny_mbf_io.json"), "w"), indent=1)
 
 
+def loss_weights(n, d):
+    """Fixed weights for a scalar loss both sides compute: w[i,j] = sin(0.7*i + 0.3*j + 0.1)."""
+    i = torch.arange(n, dtype=torch.float64).view(n, 1)
+    j = torch.arange(d, dtype=torch.float64).view(1, d)
+    return torch.sin(0.7 * i + 0.3 * j + 0.1).float()
+
+
+def write_training_step(model, made_by):
+    """Training-mode semantics: batch statistics, PyTorch's running-stat update (unbiased variance)."""
+    import copy
+    m = copy.deepcopy(model).train()
+    x = fixed_input(4)
+    y = m(x)
+    loss = (y * loss_weights(*y.shape)).sum()
+    loss.backward()
+    named = dict(m.named_parameters())
+    grads = {k: named[k].grad.flatten()[:300].tolist() for k in
+             ["conv1.weight", "bn1.weight", "prelu.weight", "layer1.0.bn1.bias", "layer4.0.conv2.weight",
+              "layer4.0.downsample.0.weight", "fc.weight", "fc.bias", "features.bias"]}
+    state = m.state_dict()
+    running = {k: state[k].flatten().tolist() for k in
+               ["bn1.running_mean", "bn1.running_var", "layer2.0.bn3.running_var", "features.running_mean",
+                "features.running_var"]}
+    json.dump({"made_by": made_by, "batch": 4, "loss": "sum(y * w), w[i,j] = sin(0.7*i + 0.3*j + 0.1)",
+               "grads_note": "first 300 values of each flattened gradient",
+               "output": y.tolist(), "loss_value": loss.item(), "grads": grads, "running": running,
+               "features_weight_grad_is_none": named["features.weight"].grad is None},
+              open(os.path.join(OUT, "tiny_iresnet_train.json"), "w"))
+
+
 def write_variant(src, dst):
     """Rewrites an exported graph into an equivalent one with MatMul+Add and an explicit BN node."""
     import numpy as np
@@ -292,6 +325,7 @@ def main():
                       training=torch.onnx.TrainingMode.EVAL)
     write_variant(os.path.join(OUT, "tiny_iresnet.onnx"), os.path.join(OUT, "tiny_iresnet_variant.onnx"))
     write_tiny_mbf(made_by)
+    write_training_step(tiny, made_by)
     json.dump({"made_by": made_by, "layers": [2, 1, 2, 1], "widths": [8, 16, 24, 32], "embedding_dim": 24,
                "input": "x[n,c,h,w] = sin(0.37*(n+1) + 0.11*c + 0.013*h*(c+1) + 0.029*w), n in 0..2",
                "output": y.tolist()}, open(os.path.join(OUT, "tiny_iresnet_io.json"), "w"), indent=1)

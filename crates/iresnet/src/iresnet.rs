@@ -6,7 +6,8 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, LinearConfig, PRelu};
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::layers::{batch_norm, batch_norm_2d, prelu, prelu_2d, ConvInit, ConvSpec};
+use crate::layers::{batch_norm, prelu, ConvInit, ConvSpec};
+use crate::norm::{apply_batch_norm, apply_prelu};
 use crate::plan::{join, LayerKind, Plan};
 
 /// Input side the head's `Linear(C*7*7)` is sized for.
@@ -153,11 +154,11 @@ impl<B: Backend> IBasicBlock<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = self.conv1.forward(batch_norm_2d(&self.bn1, x.clone()));
-        let out = prelu_2d(&self.prelu, batch_norm_2d(&self.bn2, out));
-        let out = batch_norm_2d(&self.bn3, self.conv2.forward(out));
+        let out = self.conv1.forward(apply_batch_norm(&self.bn1, x.clone()));
+        let out = apply_prelu(&self.prelu, apply_batch_norm(&self.bn2, out));
+        let out = apply_batch_norm(&self.bn3, self.conv2.forward(out));
         let identity = match &self.downsample {
-            Some(d) => batch_norm_2d(&d.bn, d.conv.forward(x)),
+            Some(d) => apply_batch_norm(&d.bn, d.conv.forward(x)),
             None => x,
         };
         out + identity
@@ -209,13 +210,16 @@ pub struct IResNet<B: Backend> {
 impl<B: Backend> IResNet<B> {
     /// `[N, 3, 112, 112]` normalised RGB to `[N, D]` embeddings (not L2-normalised).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = prelu_2d(&self.prelu, batch_norm_2d(&self.bn1, self.conv1.forward(x)));
+        let mut x = apply_prelu(
+            &self.prelu,
+            apply_batch_norm(&self.bn1, self.conv1.forward(x)),
+        );
         for block in self.stages() {
             x = block.forward(x);
         }
-        let x = batch_norm_2d(&self.bn2, x).flatten::<2>(1, 3);
+        let x = apply_batch_norm(&self.bn2, x).flatten::<2>(1, 3);
         let x = self.fc.forward(self.dropout.forward(x));
-        self.features.forward(x)
+        apply_batch_norm(&self.features, x)
     }
 
     fn stages(&self) -> impl Iterator<Item = &IBasicBlock<B>> {

@@ -17,6 +17,7 @@ pub mod import;
 pub mod iresnet;
 mod layers;
 pub mod mobilefacenet;
+mod norm;
 pub mod plan;
 pub mod preprocess;
 pub mod record;

@@ -7,6 +7,7 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::iresnet::INPUT_SIZE;
 use crate::layers::{batch_norm, ConvBnAct, ConvSpec};
+use crate::norm::apply_batch_norm;
 use crate::plan::{join, LayerKind, Plan};
 
 /// Which embedding head follows `conv_sep`.
@@ -215,7 +216,7 @@ impl<B: Backend> MobileFaceNet<B> {
     /// `[N, 3, 112, 112]` normalised RGB to `[N, D]` embeddings (not L2-normalised).
     pub fn embed(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = self.forward(x).flatten::<2>(1, 3);
-        self.features.forward(self.fc.forward(x))
+        apply_batch_norm(&self.features, self.fc.forward(x))
     }
 
     fn body(&self) -> impl Iterator<Item = &DepthWise<B>> {
