@@ -301,7 +301,7 @@ def main():
     made_by = f"tools/make_backbone_fixtures.py, torch {torch.__version__}, python {sys.version.split()[0]}"
     counts = {n: count(IResNet(l)) for n, l in IRESNET_LAYERS.items()}
     counts["mbf"] = count(MobileFaceNet())
-    counts["mbf_conv_fc"] = count(MobileFaceNet(head="conv_fc"))
+    counts["mbf_w600k"] = count(MobileFaceNet(head="conv_fc"))
     counts["mbf_large"] = count(MobileFaceNet(blocks=(2, 8, 12, 4), scale=4))
     json.dump({"made_by": made_by, "params": counts}, open(os.path.join(OUT, "param_counts.json"), "w"), indent=1)
     print(counts)

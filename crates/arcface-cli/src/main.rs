@@ -42,7 +42,7 @@ enum Device {
 enum Command {
     /// Parameter count, FLOPs at 112x112 and file size of an architecture or a model file.
     Info {
-        /// Architecture name: r18, r34, r50, r100, r200, mbf, mbf_large.
+        /// Architecture name: r18, r34, r50, r100, r200, mbf, mbf_large, mbf_w600k.
         #[arg(long, conflicts_with = "model", required_unless_present = "model")]
         backbone: Option<String>,
         /// A model file written by `arcface import` (reads its header and weights).
@@ -58,7 +58,7 @@ enum Command {
         /// `.onnx` (e.g. w600k_mbf.onnx, w600k_r50.onnx, glintr100.onnx) or `.pth`/`.pt`.
         #[arg(long = "from")]
         from: PathBuf,
-        /// Architecture of the weights: r18, r34, r50, r100, r200, mbf, mbf_large. Leave it out
+        /// Architecture of the weights: r18, r34, r50, r100, r200, mbf, mbf_large, mbf_w600k. Leave it out
         /// to read the architecture (blocks, widths, head, embedding size) off the file.
         #[arg(long)]
         arch: Option<String>,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BackboneError, Result};
 use crate::iresnet::{IResNet, IResNetConfig, INPUT_SIZE};
-use crate::mobilefacenet::{MobileFaceNet, MobileFaceNetConfig};
+use crate::mobilefacenet::{MbfHead, MobileFaceNet, MobileFaceNetConfig};
 use crate::plan::Plan;
 
 /// A face-embedding network: aligned, normalised RGB faces `[N, 3, 112, 112]` in,
@@ -75,7 +75,7 @@ pub const ARCH_NAMES: &[(&str, &str)] = &[
 ];
 
 impl BackboneConfig {
-    /// `r18`, `r34`, `r50`, `r100`, `r200`, `mbf`, `mbf_large` (with the default 512-d embedding).
+    /// A name from [`ARCH_NAMES`] (with the default 512-d embedding).
     pub fn from_name(name: &str) -> Result<Self> {
         Ok(match name.to_ascii_lowercase().as_str() {
             "r18" | "iresnet18" => Self::IResNet(IResNetConfig::r18()),
@@ -85,6 +85,9 @@ impl BackboneConfig {
             "r200" | "iresnet200" => Self::IResNet(IResNetConfig::r200()),
             "mbf" | "mobilefacenet" => Self::MobileFaceNet(MobileFaceNetConfig::mbf()),
             "mbf_large" => Self::MobileFaceNet(MobileFaceNetConfig::mbf_large()),
+            "mbf_w600k" => {
+                Self::MobileFaceNet(MobileFaceNetConfig::mbf().with_head(MbfHead::ConvFc))
+            }
             _ => return Err(BackboneError::UnknownArch(name.to_string())),
         })
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum BackboneError {
     #[error(
-        "unknown architecture `{0}` (expected one of: r18, r34, r50, r100, r200, mbf, mbf_large)"
+        "unknown architecture `{0}` (expected one of: r18, r34, r50, r100, r200, mbf, mbf_large, mbf_w600k)"
     )]
     UnknownArch(String),
 

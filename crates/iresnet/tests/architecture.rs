@@ -17,15 +17,18 @@ fn count_for(name: &str) -> usize {
 #[test]
 fn parameter_counts_equal_pytorch_exactly() {
     let device = Default::default();
-    let mut archs: Vec<(&str, BackboneConfig)> =
-        ["r18", "r34", "r50", "r100", "r200", "mbf", "mbf_large"]
-            .iter()
-            .map(|n| (*n, BackboneConfig::from_name(n).unwrap()))
-            .collect();
-    archs.push((
-        "mbf_conv_fc",
-        BackboneConfig::MobileFaceNet(MobileFaceNetConfig::mbf().with_head(MbfHead::ConvFc)),
-    ));
+    // Every architecture PyTorch counted, by the name users type.
+    let counts = read_json("backbones/param_counts.json");
+    let names: Vec<String> = counts["params"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert!(names.len() >= 8, "{names:?}");
+    let archs = names
+        .iter()
+        .map(|n| (n.as_str(), BackboneConfig::from_name(n).unwrap()));
     for (name, spec) in archs {
         let model = spec.init::<B>(&device).unwrap();
         let stats = BackboneStats::of(&model);
