@@ -5,7 +5,7 @@
 
 use arcface_benches::face_batch;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use iresnet::{Backbone, BackboneConfig, CpuBackend as B, MbfHead, MobileFaceNetConfig};
+use iresnet::{Backbone, BackboneConfig, CpuBackend as B};
 
 fn backbones(c: &mut Criterion) {
     let device = Default::default();
@@ -13,10 +13,7 @@ fn backbones(c: &mut Criterion) {
         ("r18", BackboneConfig::from_name("r18").unwrap()),
         ("r50", BackboneConfig::from_name("r50").unwrap()),
         // The released w600k_mbf's architecture (conv-fc head), which ONNX Runtime is timed on.
-        (
-            "mbf_w600k",
-            BackboneConfig::MobileFaceNet(MobileFaceNetConfig::mbf().with_head(MbfHead::ConvFc)),
-        ),
+        ("mbf_w600k", BackboneConfig::from_name("mbf_w600k").unwrap()),
     ];
     let mut group = c.benchmark_group("backbone_forward");
     group.sample_size(10);
