@@ -68,6 +68,15 @@ impl IResNetConfig {
         if self.widths.contains(&0) || self.embedding_dim == 0 {
             return Err("widths and embedding_dim must be positive".into());
         }
+        // Far beyond any published model; a config (or a model file's header) past these is
+        // damaged, and building it would exhaust memory instead of failing.
+        if self.layers.iter().any(|&n| n > 256) || self.widths.iter().any(|&w| w > 4096) {
+            return Err(format!(
+                "blocks {:?} / widths {:?} are out of range (at most 256 blocks and 4096 planes a stage)",
+                self.layers, self.widths
+            ));
+        }
+        check_common(self.embedding_dim, self.bn_eps)?;
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
@@ -109,6 +118,19 @@ impl IResNetConfig {
             features,
         }
     }
+}
+
+/// Checks shared by every backbone config.
+pub(crate) fn check_common(embedding_dim: usize, bn_eps: f64) -> Result<(), String> {
+    if embedding_dim > 16384 {
+        return Err(format!(
+            "embedding_dim {embedding_dim} is out of range (at most 16384)"
+        ));
+    }
+    if !(bn_eps > 0.0 && bn_eps < 1.0) {
+        return Err(format!("bn_eps must be in (0, 1), got {bn_eps}"));
+    }
+    Ok(())
 }
 
 /// `BN, conv3x3, BN, PReLU, conv3x3(stride), BN` plus identity or a strided 1x1 downsample;

@@ -53,7 +53,13 @@ impl MobileFaceNetConfig {
         if self.blocks[0] == 0 {
             return Err("the first stage needs at least one block".into());
         }
-        Ok(())
+        if self.scale > 16 || self.blocks.iter().any(|&n| n > 256) {
+            return Err(format!(
+                "scale {} / blocks {:?} are out of range (at most 16 and 256)",
+                self.scale, self.blocks
+            ));
+        }
+        crate::iresnet::check_common(self.embedding_dim, self.bn_eps)
     }
 
     pub fn init<B: Backend>(&self, device: &B::Device) -> MobileFaceNet<B> {

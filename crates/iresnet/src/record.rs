@@ -103,12 +103,23 @@ pub fn load_model<B: Backend>(
 ) -> Result<(AnyBackbone<B>, ModelHeader)> {
     let bytes = std::fs::read(path).map_err(|e| BackboneError::io(path, e))?;
     let (header, payload) = split(path, &bytes)?;
-    let model = load_payload(
-        header.backbone.init::<B>(device)?,
-        header.precision,
-        payload,
-        device,
-    )?;
+    let fresh = header.backbone.init::<B>(device)?;
+    let expected = tensor_shapes(&fresh);
+    let model = load_payload(fresh, header.precision, payload, device)?;
+    // Burn loads tensors of any shape into a module; the header and the weights must agree.
+    for (name, shape) in tensor_shapes(&model) {
+        match expected.get(&name) {
+            Some(want) if *want == shape => {}
+            want => {
+                return Err(BackboneError::BadModelFile {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "tensor `{name}` has shape {shape:?} but the header's architecture needs {want:?}"
+                    ),
+                })
+            }
+        }
+    }
     Ok((model, header))
 }
 
@@ -127,6 +138,17 @@ pub fn load_model_as<B: Backend>(
         });
     }
     load_model(path, device).map(|(m, _)| m)
+}
+
+fn tensor_shapes<B: Backend>(
+    model: &AnyBackbone<B>,
+) -> std::collections::HashMap<String, Vec<usize>> {
+    use burn_store::ModuleSnapshot;
+    model
+        .collect(None, None, true)
+        .into_iter()
+        .map(|s| (s.full_path(), s.shape.to_vec()))
+        .collect()
 }
 
 fn load_payload<B: Backend, M: Module<B>>(

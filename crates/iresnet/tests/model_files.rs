@@ -101,6 +101,34 @@ fn damaged_or_foreign_files_are_refused() {
         "{err}"
     );
 
+    // A header that does not describe its weights: the same payload under another header.
+    let forge = |edit: &dyn Fn(&mut IResNetConfig)| {
+        let mut header = read_header(&path).unwrap();
+        if let BackboneConfig::IResNet(c) = &mut header.backbone {
+            edit(c);
+        }
+        let json = serde_json::to_vec(&header).unwrap();
+        let mut forged = b"ARCFRSM1".to_vec();
+        forged.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        forged.extend_from_slice(&json);
+        let payload_start = 12 + u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        forged.extend_from_slice(&bytes[payload_start..]);
+        let forged_path = dir.path().join("forged.arcface");
+        std::fs::write(&forged_path, forged).unwrap();
+        load_model::<B>(&forged_path, &device).map(|_| ())
+    };
+    // An absurd architecture is refused before anything is allocated.
+    let err = forge(&|c| c.widths = [1 << 30; 4]).unwrap_err();
+    assert!(matches!(err, BackboneError::InvalidConfig(_)), "{err}");
+    // A plausible one whose shapes differ from the weights' is refused by tensor name.
+    let err = forge(&|c| c.widths[3] += 8).unwrap_err();
+    assert!(
+        matches!(&err, BackboneError::BadModelFile { message, .. } if message.contains("shape")),
+        "{err}"
+    );
+    let err = forge(&|c| c.embedding_dim += 1).unwrap_err();
+    assert!(matches!(err, BackboneError::BadModelFile { .. }), "{err}");
+
     assert!(matches!(
         load_model::<B>(&dir.path().join("absent.arcface"), &device),
         Err(BackboneError::Io { .. })
