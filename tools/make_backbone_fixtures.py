@@ -13,7 +13,8 @@ published architecture (backbones/iresnet.py, backbones/mobilefacenet.py), produ
   datasets/fixtures/backbones/tiny_iresnet_variant.onnx  the same graph rewritten into the other forms
                                                  exporters produce: Gemm as MatMul + Add, and the stem's
                                                  folded BN restored as an explicit BatchNormalization
-                                                 node (epsilon 0.1) after the biased conv; same function
+                                                 node (epsilon 0.1) after the biased conv, the embedding
+                                                 BN on an Unsqueeze/Squeeze view; same function
   datasets/fixtures/backbones/tiny_iresnet_io.json  its eval-mode outputs on fixed inputs
   datasets/fixtures/backbones/tiny_iresnet_train.json  one training-mode forward/backward of the tiny IResNet
                                                  (batch 4): outputs, loss, gradients of selected parameters
@@ -288,6 +289,13 @@ def write_variant(src, dst):
             out.append(helper.make_node("BatchNormalization", [conv_out, "stem_bn_scale", "stem_bn_bias",
                                                               "stem_bn_mean", "stem_bn_var"],
                                         list(node.output), epsilon=eps))
+        elif node.op_type == "BatchNormalization" and node.output[0] == g.output[0].name:
+            # The embedding BN as some exporters write BatchNorm1d: on an unsqueezed [N, C, 1] view.
+            out.append(helper.make_node("Unsqueeze", [node.input[0]], ["features_in_3d"], axes=[2]))
+            out.append(helper.make_node("BatchNormalization", ["features_in_3d"] + list(node.input[1:]),
+                                        ["features_out_3d"],
+                                        **{a.name: helper.get_attribute_value(a) for a in node.attribute}))
+            out.append(helper.make_node("Squeeze", ["features_out_3d"], list(node.output), axes=[2]))
         else:
             out.append(node)
     del g.node[:]

@@ -276,6 +276,25 @@ impl OnnxModel {
         ))
     }
 
+    /// The value `name` is a reshaped view of: follows Flatten, Reshape, (Un)Squeeze, Identity
+    /// and Dropout back to the value they were applied to.
+    fn origin<'a>(&'a self, mut name: &'a str) -> &'a str {
+        for _ in 0..self.nodes.len() {
+            let producer = self.nodes.iter().find(|n| {
+                n.output.first().is_some_and(|o| o == name)
+                    && matches!(
+                        n.op_type.as_str(),
+                        "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" | "Identity" | "Dropout"
+                    )
+            });
+            match producer.and_then(|n| n.input.first()) {
+                Some(input) => name = input,
+                None => break,
+            }
+        }
+        name
+    }
+
     /// Number of weighted layers per kind, for `arcface import` to report.
     pub fn summary(&self) -> String {
         let mut counts: Vec<(String, usize)> = Vec::new();
@@ -440,7 +459,7 @@ impl OnnxModel {
                     )));
                 }
                 "Add" | "Flatten" | "Reshape" | "Dropout" | "Identity" | "Constant" | "Shape"
-                | "Gather" | "Unsqueeze" | "Concat" | "Cast" => continue,
+                | "Gather" | "Unsqueeze" | "Squeeze" | "Concat" | "Cast" => continue,
                 other => {
                     return Err(self.err(format!(
                         "{name}: operator `{other}` does not occur in IResNet or MobileFaceNet"
@@ -498,9 +517,11 @@ where
         let is_bn = |l: &OnnxLayer| matches!(l.weights.weights, LayerWeights::BatchNorm { .. });
         let item = match layer.kind {
             // A BatchNorm right after a conv/linear is the graph's own only if it reads that
-            // layer's output; otherwise the exporter folded it.
+            // layer's output (possibly reshaped); otherwise the exporter folded it.
             LayerKind::BatchNorm { .. } => match (&previous_output, next.peek()) {
-                (Some(prev), Some(l)) if is_bn(l) && &l.reads != prev => None,
+                (Some(prev), Some(l)) if is_bn(l) && onnx.origin(&l.reads) != onnx.origin(prev) => {
+                    None
+                }
                 (Some(_), Some(l)) if !is_bn(l) => None,
                 (Some(_), None) => None,
                 _ => next.next(),
