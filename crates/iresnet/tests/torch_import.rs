@@ -116,7 +116,8 @@ fn onnx_export_of_the_same_network_matches_too() {
 fn matmul_heads_and_explicit_batch_norms_after_biased_convs_import_too() {
     // The same function written as MatMul + Add, and with a BatchNormalization node (epsilon 0.1)
     // after a conv that already carries a folded bias: the bias must move into the BN's mean and the
-    // epsilon into its variance.
+    // epsilon into its variance; and the embedding BN on an Unsqueeze/Squeeze view of the linear
+    // layer's output.
     let device = Default::default();
     let model = import_file::<B>(
         &fixture("backbones/tiny_iresnet_variant.onnx"),
