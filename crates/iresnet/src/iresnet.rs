@@ -187,28 +187,25 @@ impl<B: Backend> IBasicBlock<B> {
     }
 
     fn plan(&self, plan: &mut Plan, path: &str, in_size: usize) -> usize {
-        let [planes, inplanes, _, _] = self.conv1.weight.dims();
-        let stride = self.conv2.stride[0];
+        let (conv1, conv2) = (ConvSpec::of(&self.conv1), ConvSpec::of(&self.conv2));
         let bn = |c| LayerKind::BatchNorm { channels: c };
         let p = |n: &str| join(path, n);
-        plan.push(bn(inplanes), p("bn1"), p("bn1"));
-        ConvSpec::k3(inplanes, planes).plan(plan, p("conv1"), p("conv1"), in_size);
-        plan.push(bn(planes), p("bn2"), p("bn2"));
-        plan.push(
-            LayerKind::PRelu { channels: planes },
-            p("prelu"),
-            p("prelu"),
-        );
-        let conv2 = ConvSpec::k3(planes, planes).stride(stride);
-        conv2.plan(plan, p("conv2"), p("conv2"), in_size);
-        plan.push(bn(planes), p("bn3"), p("bn3"));
-        let out_size = conv2.out_size(in_size);
-        if self.downsample.is_some() {
-            let spec = ConvSpec::new(inplanes, planes, 1).stride(stride);
+        plan.push(bn(conv1.in_channels), p("bn1"), p("bn1"));
+        conv1.plan(plan, p("conv1"), p("conv1"), in_size);
+        plan.push(bn(conv1.out_channels), p("bn2"), p("bn2"));
+        let prelu = LayerKind::PRelu {
+            channels: conv1.out_channels,
+        };
+        plan.push(prelu, p("prelu"), p("prelu"));
+        let mid_size = conv1.out_size(in_size);
+        conv2.plan(plan, p("conv2"), p("conv2"), mid_size);
+        plan.push(bn(conv2.out_channels), p("bn3"), p("bn3"));
+        if let Some(d) = &self.downsample {
+            let spec = ConvSpec::of(&d.conv);
             spec.plan(plan, p("downsample.conv"), p("downsample.0"), in_size);
-            plan.push(bn(planes), p("downsample.bn"), p("downsample.1"));
+            plan.push(bn(spec.out_channels), p("downsample.bn"), p("downsample.1"));
         }
-        out_size
+        conv2.out_size(mid_size)
     }
 }
 
@@ -266,11 +263,12 @@ impl<B: Backend> IResNet<B> {
 
     pub fn plan(&self) -> Plan {
         let mut plan = Plan::default();
-        let stem = self.conv1.weight.dims()[0];
-        ConvSpec::k3(3, stem).plan(&mut plan, "conv1".into(), "conv1".into(), INPUT_SIZE);
+        let stem_conv = ConvSpec::of(&self.conv1);
+        let stem = stem_conv.out_channels;
+        stem_conv.plan(&mut plan, "conv1".into(), "conv1".into(), INPUT_SIZE);
         plan.push(LayerKind::BatchNorm { channels: stem }, "bn1", "bn1");
         plan.push(LayerKind::PRelu { channels: stem }, "prelu", "prelu");
-        let mut size = INPUT_SIZE;
+        let mut size = stem_conv.out_size(INPUT_SIZE);
         for (name, stage) in [
             ("layer1", &self.layer1),
             ("layer2", &self.layer2),

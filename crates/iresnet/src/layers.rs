@@ -52,6 +52,23 @@ impl ConvSpec {
         self.groups = groups;
         self
     }
+    /// The geometry of a built (or loaded) convolution, read back from the module.
+    pub fn of<B: Backend>(conv: &Conv2d<B>) -> Self {
+        let [out_channels, in_per_group, kernel, _] = conv.weight.dims();
+        let padding = match conv.padding {
+            PaddingConfig2d::Explicit(p, ..) => p,
+            _ => 0,
+        };
+        Self {
+            in_channels: in_per_group * conv.groups,
+            out_channels,
+            kernel,
+            stride: conv.stride[0],
+            padding,
+            groups: conv.groups,
+        }
+    }
+
     /// `3x3, padding 1`.
     pub fn k3(in_channels: usize, out_channels: usize) -> Self {
         Self::new(in_channels, out_channels, 3).padding(1)
@@ -145,27 +162,9 @@ impl<B: Backend> ConvBnAct<B> {
         }
     }
 
-    /// The geometry, read back from the weights (modules loaded from records have no config).
-    pub(crate) fn spec(&self) -> ConvSpec {
-        let [out_channels, in_per_group, kernel, _] = self.conv.weight.dims();
-        let groups = self.conv.groups;
-        let padding = match self.conv.padding {
-            PaddingConfig2d::Explicit(p, ..) => p,
-            _ => 0,
-        };
-        ConvSpec {
-            in_channels: in_per_group * groups,
-            out_channels,
-            kernel,
-            stride: self.conv.stride[0],
-            padding,
-            groups,
-        }
-    }
-
     /// Describes this block in PyTorch's `nn.Sequential(conv, bn, prelu)` naming.
     pub(crate) fn plan(&self, plan: &mut Plan, burn: &str, torch: &str, in_size: usize) -> usize {
-        let spec = self.spec();
+        let spec = ConvSpec::of(&self.conv);
         spec.plan(plan, join(burn, "conv"), join(torch, "layers.0"), in_size);
         plan.push(
             LayerKind::BatchNorm {
