@@ -90,10 +90,9 @@ pub fn save_model<B: Backend>(
     Ok(header)
 }
 
-/// Reads only the header of a model file.
+/// Reads a model file's header, after verifying the whole file (length and checksum).
 pub fn read_header(path: &Path) -> Result<ModelHeader> {
-    let bytes = std::fs::read(path).map_err(|e| BackboneError::io(path, e))?;
-    split(path, &bytes).map(|(h, _)| h)
+    read_verified(path).map(|(header, _)| header)
 }
 
 /// Loads any model file, building the architecture its header names.
@@ -101,8 +100,35 @@ pub fn load_model<B: Backend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(AnyBackbone<B>, ModelHeader)> {
-    let bytes = std::fs::read(path).map_err(|e| BackboneError::io(path, e))?;
-    let (header, payload) = split(path, &bytes)?;
+    let (header, payload) = read_verified(path)?;
+    let model = build(path, &header, payload, device)?;
+    Ok((model, header))
+}
+
+/// Loads a model file that must hold `expected`'s architecture.
+pub fn load_model_as<B: Backend>(
+    path: &Path,
+    expected: &BackboneConfig,
+    device: &B::Device,
+) -> Result<AnyBackbone<B>> {
+    let (header, payload) = read_verified(path)?;
+    if &header.backbone != expected {
+        return Err(BackboneError::WrongArchitecture {
+            path: path.to_path_buf(),
+            expected: expected.describe(),
+            found: header.backbone.describe(),
+        });
+    }
+    build(path, &header, payload, device)
+}
+
+/// Builds the header's architecture and loads the weights into it.
+fn build<B: Backend>(
+    path: &Path,
+    header: &ModelHeader,
+    payload: Vec<u8>,
+    device: &B::Device,
+) -> Result<AnyBackbone<B>> {
     let fresh = header.backbone.init::<B>(device)?;
     let expected = tensor_shapes(&fresh);
     let model = load_payload(fresh, header.precision, payload, device)?;
@@ -120,24 +146,7 @@ pub fn load_model<B: Backend>(
             }
         }
     }
-    Ok((model, header))
-}
-
-/// Loads a model file that must hold `expected`'s architecture.
-pub fn load_model_as<B: Backend>(
-    path: &Path,
-    expected: &BackboneConfig,
-    device: &B::Device,
-) -> Result<AnyBackbone<B>> {
-    let header = read_header(path)?;
-    if &header.backbone != expected {
-        return Err(BackboneError::WrongArchitecture {
-            path: path.to_path_buf(),
-            expected: expected.describe(),
-            found: header.backbone.describe(),
-        });
-    }
-    load_model(path, device).map(|(m, _)| m)
+    Ok(model)
 }
 
 fn tensor_shapes<B: Backend>(
@@ -154,10 +163,9 @@ fn tensor_shapes<B: Backend>(
 fn load_payload<B: Backend, M: Module<B>>(
     module: M,
     precision: Precision,
-    payload: &[u8],
+    bytes: Vec<u8>,
     device: &B::Device,
 ) -> Result<M> {
-    let bytes = payload.to_vec();
     let record = match precision {
         Precision::F32 => NamedMpkBytesRecorder::<FullPrecisionSettings>::new().load(bytes, device),
         Precision::F16 => NamedMpkBytesRecorder::<HalfPrecisionSettings>::new().load(bytes, device),
@@ -166,7 +174,17 @@ fn load_payload<B: Backend, M: Module<B>>(
     Ok(module.load_record(record))
 }
 
-fn split<'a>(path: &Path, bytes: &'a [u8]) -> Result<(ModelHeader, &'a [u8])> {
+/// Reads the file once, checks signature, header, length and checksum, and returns the header
+/// with the weights (the file's bytes minus the header, without a second copy).
+fn read_verified(path: &Path) -> Result<(ModelHeader, Vec<u8>)> {
+    let mut bytes = std::fs::read(path).map_err(|e| BackboneError::io(path, e))?;
+    let (header, payload_start) = parse(path, &bytes)?;
+    bytes.drain(..payload_start);
+    Ok((header, bytes))
+}
+
+/// The header and where the weights start.
+fn parse(path: &Path, bytes: &[u8]) -> Result<(ModelHeader, usize)> {
     let bad = |message: &str| BackboneError::BadModelFile {
         path: path.to_path_buf(),
         message: message.to_string(),
@@ -199,7 +217,7 @@ fn split<'a>(path: &Path, bytes: &'a [u8]) -> Result<(ModelHeader, &'a [u8])> {
     if crc32fast::hash(payload) != header.payload_crc32 {
         return Err(bad("checksum mismatch: the weights are corrupted"));
     }
-    Ok((header, payload))
+    Ok((header, 12 + len))
 }
 
 /// Writes to `path.tmp`, syncs, then renames over `path`.
