@@ -10,11 +10,9 @@
 use burn::nn::{BatchNorm, PRelu};
 use burn::tensor::{backend::Backend, Tensor};
 
-/// `[N, C, ...]` as `[N, C, R]`.
-fn as_3d<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, 3> {
-    let dims = x.dims();
-    let rest: usize = dims[2..].iter().product();
-    x.reshape([dims[0], dims[1], rest])
+/// `[N, C, ...]` seen as `[N, C, R]`.
+fn nc_rest<const D: usize>(dims: [usize; D]) -> [usize; 3] {
+    [dims[0], dims[1], dims[2..].iter().product()]
 }
 
 /// `x * scale[c] + shift[c]` over `[N, C, ...]`, either part optional.
@@ -24,7 +22,7 @@ pub(crate) fn channel_affine<B: Backend, const D: usize>(
     shift: Option<Tensor<B, 1>>,
 ) -> Tensor<B, D> {
     let dims = x.dims();
-    let [n, c, r] = as_3d(x.clone()).dims();
+    let [n, c, r] = nc_rest(dims);
     let column = |v: Tensor<B, 1>| v.reshape([1, c]).repeat_dim(0, n).reshape([n * c, 1]);
     let mut y = x.reshape([n * c, r]);
     if let Some(scale) = scale {
@@ -38,8 +36,8 @@ pub(crate) fn channel_affine<B: Backend, const D: usize>(
 
 /// Per-channel mean over the batch and every other axis: `[C]`.
 fn channel_mean<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, 1> {
-    let [n, c, r] = as_3d(x.clone()).dims();
-    as_3d(x)
+    let [n, c, r] = nc_rest(x.dims());
+    x.reshape([n, c, r])
         .sum_dim(2)
         .sum_dim(0)
         .reshape([c])
@@ -60,7 +58,7 @@ pub(crate) fn apply_batch_norm<B: Backend, const D: usize>(
         let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
         return channel_affine(x, Some(scale), Some(shift));
     }
-    let [n, _, r] = as_3d(x.clone()).dims();
+    let [n, _, r] = nc_rest(x.dims());
     let count = n * r;
     let mean = channel_mean(x.clone());
     let centered = channel_affine(x, None, Some(mean.clone().neg()));

@@ -79,22 +79,14 @@ pub fn import_file<B: Backend>(
                 }
                 other => other.clone(),
             };
-            match arch.init::<B>(device)? {
-                AnyBackbone::IResNet(mut m) => {
-                    onnx::load_onnx(&mut m, &graph).map(|_| AnyBackbone::IResNet(m))
-                }
-                AnyBackbone::MobileFaceNet(mut m) => {
-                    onnx::load_onnx(&mut m, &graph).map(|_| AnyBackbone::MobileFaceNet(m))
-                }
-            }
+            let mut model = arch.init::<B>(device)?;
+            onnx::load_onnx(&mut model, &graph)?;
+            Ok(model)
         }
-        WeightFormat::Torch => match arch.init::<B>(device)? {
-            AnyBackbone::IResNet(mut m) => {
-                torch::load_pth(&mut m, path).map(|_| AnyBackbone::IResNet(m))
-            }
-            AnyBackbone::MobileFaceNet(mut m) => {
-                torch::load_pth(&mut m, path).map(|_| AnyBackbone::MobileFaceNet(m))
-            }
-        },
+        WeightFormat::Torch => {
+            let mut model = arch.init::<B>(device)?;
+            torch::load_pth(&mut model, path)?;
+            Ok(model)
+        }
     }
 }
