@@ -229,12 +229,7 @@ fn import_cmd<B: Backend>(
         None => import::infer_arch(from).with_context(|| format!("reading {}", from.display()))?,
     };
     if let Some(d) = embedding_dim {
-        spec = match spec {
-            BackboneConfig::IResNet(c) => BackboneConfig::IResNet(c.with_embedding_dim(d)),
-            BackboneConfig::MobileFaceNet(c) => {
-                BackboneConfig::MobileFaceNet(c.with_embedding_dim(d))
-            }
-        };
+        spec = spec.with_embedding_dim(d);
     }
     let net = import::import_file::<B>(from, &spec, device)
         .with_context(|| format!("importing {}", from.display()))?;

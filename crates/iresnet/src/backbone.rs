@@ -113,6 +113,14 @@ impl BackboneConfig {
         }
     }
 
+    /// The same architecture with another embedding size.
+    pub fn with_embedding_dim(self, embedding_dim: usize) -> Self {
+        match self {
+            Self::IResNet(c) => Self::IResNet(c.with_embedding_dim(embedding_dim)),
+            Self::MobileFaceNet(c) => Self::MobileFaceNet(c.with_embedding_dim(embedding_dim)),
+        }
+    }
+
     /// Epsilon of every BatchNorm in the network.
     pub fn bn_eps(&self) -> f64 {
         match self {
@@ -204,9 +212,9 @@ pub struct BackboneStats {
 
 impl BackboneStats {
     pub fn of<B: Backend, M: Backbone<B> + Module<B>>(model: &M) -> Self {
+        let plan = model.plan();
         // Burn's `num_params` also visits BatchNorm running statistics; PyTorch does not count them.
-        let buffers: usize = model
-            .plan()
+        let buffers: usize = plan
             .layers
             .iter()
             .map(|l| match l.kind {
@@ -216,7 +224,7 @@ impl BackboneStats {
             .sum();
         let tensors = model.num_params();
         let params = tensors - buffers;
-        let macs = model.plan().macs();
+        let macs = plan.macs();
         Self {
             arch: model.spec().describe(),
             params,

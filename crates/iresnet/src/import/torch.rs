@@ -105,26 +105,12 @@ where
     B: Backend,
     M: Backbone<B> + Module<B> + ModuleSnapshot<B>,
 {
-    let torch_err = |message: String| BackboneError::Torch {
-        path: path.to_path_buf(),
-        message,
+    let mut dict = StateDict {
+        tensors: read_state_dict(path)?,
+        path,
     };
-    let mut tensors = read_state_dict(path)?;
-
-    let mut take = |name: String| -> Result<Array> {
-        let snapshot = tensors
-            .remove(&name)
-            .ok_or_else(|| BackboneError::MissingWeight(name.clone()))?;
-        let data = snapshot
-            .to_data()
-            .map_err(|e| torch_err(format!("{name}: {e}")))?
-            .convert::<f32>();
-        let shape = data.shape.to_vec();
-        let values = data
-            .to_vec::<f32>()
-            .map_err(|e| torch_err(format!("{name}: {e:?}")))?;
-        Ok(Array::new(shape, values))
-    };
+    // PyTorch checkpoints carry no epsilon; insightface uses the default, as our configs do.
+    let eps = model.spec().bn_eps();
 
     let plan = model.plan();
     let mut layers = Vec::with_capacity(plan.layers.len());
@@ -132,23 +118,22 @@ where
         let t = |n: &str| format!("{}.{n}", layer.torch);
         let weights = match layer.kind {
             LayerKind::Conv { .. } => LayerWeights::Conv {
-                weight: take(t("weight"))?,
-                bias: take(t("bias")).ok(),
+                weight: dict.take(&t("weight"))?,
+                bias: dict.take_optional(&t("bias"))?,
             },
             LayerKind::BatchNorm { .. } => LayerWeights::BatchNorm {
-                gamma: take(t("weight"))?,
-                beta: take(t("bias"))?,
-                mean: take(t("running_mean"))?,
-                var: take(t("running_var"))?,
-                // PyTorch checkpoints carry no epsilon; insightface uses the default, as our configs do.
-                eps: model.spec().bn_eps(),
+                gamma: dict.take(&t("weight"))?,
+                beta: dict.take(&t("bias"))?,
+                mean: dict.take(&t("running_mean"))?,
+                var: dict.take(&t("running_var"))?,
+                eps,
             },
             LayerKind::PRelu { .. } => LayerWeights::PRelu {
-                slope: take(t("weight"))?,
+                slope: dict.take(&t("weight"))?,
             },
             LayerKind::Linear { .. } => LayerWeights::Linear {
-                weight: take(t("weight"))?,
-                bias: take(t("bias")).ok(),
+                weight: dict.take(&t("weight"))?,
+                bias: dict.take_optional(&t("bias"))?,
             },
         };
         layers.push(Some(SourcedWeights {
@@ -156,10 +141,43 @@ where
             weights,
         }));
     }
-    if !tensors.is_empty() {
-        let names: BTreeSet<_> = tensors.into_keys().collect();
+    if !dict.tensors.is_empty() {
+        let names: BTreeSet<_> = dict.tensors.into_keys().collect();
         let names: Vec<_> = names.into_iter().collect();
         return Err(BackboneError::UnusedWeights(names.join(", ")));
     }
-    load_layers(model, &plan, layers, model.spec().bn_eps())
+    load_layers(model, &plan, layers, eps)
+}
+
+/// A state dict being consumed: every tensor taken is removed, so what is left over is unused.
+struct StateDict<'a> {
+    tensors: HashMap<String, TensorSnapshot>,
+    path: &'a Path,
+}
+
+impl StateDict<'_> {
+    /// `None` only when the key is absent; a present tensor that cannot be read is an error.
+    fn take_optional(&mut self, name: &str) -> Result<Option<Array>> {
+        let Some(snapshot) = self.tensors.remove(name) else {
+            return Ok(None);
+        };
+        let torch_err = |message: String| BackboneError::Torch {
+            path: self.path.to_path_buf(),
+            message: format!("{name}: {message}"),
+        };
+        let data = snapshot
+            .to_data()
+            .map_err(|e| torch_err(e.to_string()))?
+            .convert::<f32>();
+        let shape = data.shape.to_vec();
+        let values = data
+            .to_vec::<f32>()
+            .map_err(|e| torch_err(format!("{e:?}")))?;
+        Ok(Some(Array::new(shape, values)))
+    }
+
+    fn take(&mut self, name: &str) -> Result<Array> {
+        self.take_optional(name)?
+            .ok_or_else(|| BackboneError::MissingWeight(name.to_string()))
+    }
 }
