@@ -36,6 +36,15 @@ fn tiny_variant(layers: [usize; 4], widths: [usize; 4]) -> BackboneConfig {
     )
 }
 
+/// Imports a file of datasets/fixtures/backbones into `spec` on the CPU.
+fn import_fixture(file: &str, spec: &BackboneConfig) -> iresnet::Result<iresnet::AnyBackbone<B>> {
+    import_file::<B>(
+        &fixture(&format!("backbones/{file}")),
+        spec,
+        &Default::default(),
+    )
+}
+
 /// PyTorch's outputs on the fixed input, flattened.
 fn expected_outputs(io: &str) -> Vec<f32> {
     read_json(io)["output"]
@@ -71,26 +80,14 @@ fn assert_matches(model: &impl Backbone<B>, io: &str, what: &str) {
 
 #[test]
 fn pth_import_matches_pytorch_forward() {
-    let device = Default::default();
-    let model = import_file::<B>(
-        &fixture("backbones/tiny_iresnet.pth"),
-        &tiny_config(),
-        &device,
-    )
-    .unwrap();
+    let model = import_fixture("tiny_iresnet.pth", &tiny_config()).unwrap();
     assert_matches_reference(&model, "tiny IResNet from .pth");
 }
 
 #[test]
 fn mobilefacenet_pth_in_float16_matches_pytorch_forward() {
     // GDC head, a residual first stage (blocks (2,1,1,1)), weights stored as float16.
-    let device = Default::default();
-    let model = import_file::<B>(
-        &fixture("backbones/tiny_mbf.pth"),
-        &tiny_mbf_config(),
-        &device,
-    )
-    .unwrap();
+    let model = import_fixture("tiny_mbf.pth", &tiny_mbf_config()).unwrap();
     assert_matches(
         &model,
         "backbones/tiny_mbf_io.json",
@@ -102,13 +99,7 @@ fn mobilefacenet_pth_in_float16_matches_pytorch_forward() {
 fn onnx_export_of_the_same_network_matches_too() {
     // PyTorch's exporter folded most BatchNorms into biased convolutions and kept the
     // pre-convolution ones as nodes: the importer must untangle both.
-    let device = Default::default();
-    let model = import_file::<B>(
-        &fixture("backbones/tiny_iresnet.onnx"),
-        &tiny_config(),
-        &device,
-    )
-    .unwrap();
+    let model = import_fixture("tiny_iresnet.onnx", &tiny_config()).unwrap();
     assert_matches_reference(&model, "tiny IResNet from .onnx");
 }
 
@@ -118,22 +109,14 @@ fn matmul_heads_and_explicit_batch_norms_after_biased_convs_import_too() {
     // after a conv that already carries a folded bias: the bias must move into the BN's mean and the
     // epsilon into its variance; and the embedding BN on an Unsqueeze/Squeeze view of the linear
     // layer's output.
-    let device = Default::default();
-    let model = import_file::<B>(
-        &fixture("backbones/tiny_iresnet_variant.onnx"),
-        &tiny_config(),
-        &device,
-    )
-    .unwrap();
+    let model = import_fixture("tiny_iresnet_variant.onnx", &tiny_config()).unwrap();
     assert_matches_reference(&model, "tiny IResNet from the rewritten .onnx");
 }
 
 #[test]
 fn a_tensor_that_does_not_fit_names_itself_and_both_shapes() {
-    let device = Default::default();
     let wrong = tiny_variant([2, 1, 2, 1], [8, 16, 24, 40]);
-    let err =
-        import_file::<B>(&fixture("backbones/tiny_iresnet.pth"), &wrong, &device).unwrap_err();
+    let err = import_fixture("tiny_iresnet.pth", &wrong).unwrap_err();
     match &err {
         BackboneError::ShapeMismatch {
             source_name,
@@ -152,18 +135,16 @@ fn a_tensor_that_does_not_fit_names_itself_and_both_shapes() {
 
 #[test]
 fn missing_and_extra_tensors_are_reported() {
-    let device = Default::default();
     // One block more than the file has in stage 2: `layer2.1.*` is missing.
     let more = tiny_variant([2, 2, 2, 1], [8, 16, 24, 32]);
-    let err = import_file::<B>(&fixture("backbones/tiny_iresnet.pth"), &more, &device).unwrap_err();
+    let err = import_fixture("tiny_iresnet.pth", &more).unwrap_err();
     assert!(
         matches!(err, BackboneError::MissingWeight(ref k) if k.starts_with("layer2.1")),
         "{err}"
     );
     // One block fewer: the file's `layer1.1.*` has no place.
     let fewer = tiny_variant([1, 1, 2, 1], [8, 16, 24, 32]);
-    let err =
-        import_file::<B>(&fixture("backbones/tiny_iresnet.pth"), &fewer, &device).unwrap_err();
+    let err = import_fixture("tiny_iresnet.pth", &fewer).unwrap_err();
     assert!(
         matches!(err, BackboneError::UnusedWeights(ref k) if k.contains("layer1.1")),
         "{err}"

@@ -72,62 +72,47 @@ fn one_training_step_matches_pytorch() {
     );
 
     let grads = loss.backward();
-    let g = |name: &str| floats(&reference["grads"][name]);
-    close(
-        &values(model.conv1.weight.grad(&grads).unwrap()),
-        &g("conv1.weight"),
-        1e-3,
-        "conv1.weight",
-    );
-    close(
-        &values(model.bn1.gamma.grad(&grads).unwrap()),
-        &g("bn1.weight"),
-        1e-3,
-        "bn1.weight",
-    );
-    close(
-        &values(model.prelu.alpha.grad(&grads).unwrap()),
-        &g("prelu.weight"),
-        1e-3,
-        "prelu.weight",
-    );
-    close(
-        &values(model.layer1[0].bn1.beta.grad(&grads).unwrap()),
-        &g("layer1.0.bn1.bias"),
-        1e-3,
-        "layer1.0.bn1.bias",
-    );
-    close(
-        &values(model.layer4[0].conv2.weight.grad(&grads).unwrap()),
-        &g("layer4.0.conv2.weight"),
-        1e-3,
-        "layer4.0.conv2.weight",
-    );
     let downsample = model.layer4[0].downsample.as_ref().unwrap();
-    close(
-        &values(downsample.conv.weight.grad(&grads).unwrap()),
-        &g("layer4.0.downsample.0.weight"),
-        1e-3,
-        "downsample",
-    );
-    // Burn stores Linear weights as [in, out]; PyTorch as [out, in].
-    close(
-        &values(model.fc.weight.grad(&grads).unwrap().transpose()),
-        &g("fc.weight"),
-        1e-3,
-        "fc.weight",
-    );
+    // (PyTorch name, our gradient); Burn stores Linear weights as [in, out], PyTorch as [out, in].
+    let gradients = [
+        (
+            "conv1.weight",
+            values(model.conv1.weight.grad(&grads).unwrap()),
+        ),
+        ("bn1.weight", values(model.bn1.gamma.grad(&grads).unwrap())),
+        (
+            "prelu.weight",
+            values(model.prelu.alpha.grad(&grads).unwrap()),
+        ),
+        (
+            "layer1.0.bn1.bias",
+            values(model.layer1[0].bn1.beta.grad(&grads).unwrap()),
+        ),
+        (
+            "layer4.0.conv2.weight",
+            values(model.layer4[0].conv2.weight.grad(&grads).unwrap()),
+        ),
+        (
+            "layer4.0.downsample.0.weight",
+            values(downsample.conv.weight.grad(&grads).unwrap()),
+        ),
+        (
+            "fc.weight",
+            values(model.fc.weight.grad(&grads).unwrap().transpose()),
+        ),
+        (
+            "features.bias",
+            values(model.features.beta.grad(&grads).unwrap()),
+        ),
+    ];
+    for (name, ours) in gradients {
+        close(&ours, &floats(&reference["grads"][name]), 1e-3, name);
+    }
     // The bias just before a training-mode BatchNorm gets a zero gradient (PyTorch: |g| < 5e-6).
     let fc_bias = values(model.fc.bias.as_ref().unwrap().grad(&grads).unwrap());
     assert!(
         fc_bias.iter().all(|v| v.abs() < 1e-4),
         "fc.bias gradient {fc_bias:?}"
-    );
-    close(
-        &values(model.features.beta.grad(&grads).unwrap()),
-        &g("features.bias"),
-        1e-3,
-        "features.bias",
     );
     assert!(reference["features_weight_grad_is_none"].as_bool().unwrap());
     assert!(
@@ -135,35 +120,30 @@ fn one_training_step_matches_pytorch() {
         "the embedding BN's scale is frozen"
     );
 
-    let r = |name: &str| floats(&reference["running"][name]);
-    close(
-        &values(model.bn1.running_mean.value_sync()),
-        &r("bn1.running_mean"),
-        1e-4,
-        "bn1.running_mean",
-    );
-    close(
-        &values(model.bn1.running_var.value_sync()),
-        &r("bn1.running_var"),
-        1e-4,
-        "bn1.running_var",
-    );
-    close(
-        &values(model.layer2[0].bn3.running_var.value_sync()),
-        &r("layer2.0.bn3.running_var"),
-        1e-4,
-        "layer2.0.bn3.running_var",
-    );
-    close(
-        &values(model.features.running_mean.value_sync()),
-        &r("features.running_mean"),
-        1e-4,
-        "features.running_mean",
-    );
-    close(
-        &values(model.features.running_var.value_sync()),
-        &r("features.running_var"),
-        1e-4,
-        "features.running_var (unbiased, as PyTorch)",
-    );
+    // Read with value_sync: the step's updates are pending until then.
+    let running = [
+        ("bn1.running_mean", model.bn1.running_mean.value_sync()),
+        ("bn1.running_var", model.bn1.running_var.value_sync()),
+        (
+            "layer2.0.bn3.running_var",
+            model.layer2[0].bn3.running_var.value_sync(),
+        ),
+        (
+            "features.running_mean",
+            model.features.running_mean.value_sync(),
+        ),
+        // Unbiased batch variance, as PyTorch keeps it (Burn's BatchNorm keeps the biased one).
+        (
+            "features.running_var",
+            model.features.running_var.value_sync(),
+        ),
+    ];
+    for (name, ours) in running {
+        close(
+            &values(ours),
+            &floats(&reference["running"][name]),
+            1e-4,
+            name,
+        );
+    }
 }
