@@ -1,0 +1,127 @@
+//! SGD that updates only the class centres a Partial FC step sampled.
+//!
+//! With Burn's (or PyTorch's) optimiser, weight decay and momentum also move the centres a step
+//! did not score, so a class's centre drifts while it is absent. Partial FC's intent is that only
+//! sampled centres change; [`SampledSgd`] does that, with PyTorch's SGD rule (dampening 0) on the
+//! selected rows. Use Burn's optimiser for the backbone and this one for the head.
+
+use burn::tensor::{
+    backend::{AutodiffBackend, Backend},
+    IndexingUpdateOp, Tensor,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::{invalid, LossError},
+    head::{index_tensor, MarginFc},
+};
+
+/// PyTorch SGD's hyper-parameters for the head (dampening is always 0, as PyTorch's default).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SampledSgdConfig {
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+}
+
+impl Default for SampledSgdConfig {
+    /// insightface's head settings: momentum 0.9, weight decay 5e-4.
+    fn default() -> Self {
+        Self {
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            nesterov: false,
+        }
+    }
+}
+
+impl SampledSgdConfig {
+    pub fn init<B: Backend>(&self) -> Result<SampledSgd<B>, LossError> {
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(invalid("momentum", self.momentum, "must be in [0, 1)"));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(invalid("weight_decay", self.weight_decay, "must be >= 0"));
+        }
+        Ok(SampledSgd {
+            config: *self,
+            velocity: None,
+        })
+    }
+}
+
+/// Row-sparse SGD state: one velocity row per class centre, touched only when sampled.
+#[derive(Debug, Clone)]
+pub struct SampledSgd<B: Backend> {
+    config: SampledSgdConfig,
+    velocity: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> SampledSgd<B> {
+    /// One update of `weights` (`[K, D]`) from the full gradient `grad` (`[K, D]`), restricted to
+    /// the rows in `rows` (all rows when `None`). Returns the new weights; other rows are
+    /// returned bit-for-bit unchanged.
+    ///
+    /// Per row: `g = grad + wd * w; v = mu * v + g; w -= lr * (nesterov ? g + mu * v : v)`,
+    /// which is PyTorch's SGD with dampening 0 (a zero initial velocity gives its first step).
+    pub fn step(
+        &mut self,
+        weights: Tensor<B, 2>,
+        grad: Tensor<B, 2>,
+        rows: Option<&[usize]>,
+        lr: f64,
+    ) -> Tensor<B, 2> {
+        let SampledSgdConfig {
+            momentum,
+            weight_decay,
+            nesterov,
+        } = self.config;
+        let velocity = self.velocity.take().unwrap_or_else(|| weights.zeros_like());
+        let index = rows.map(|r| index_tensor::<B>(r, &weights.device()));
+        let pick = |t: &Tensor<B, 2>| match &index {
+            Some(i) => t.clone().select(0, i.clone()),
+            None => t.clone(),
+        };
+        let put = |t: Tensor<B, 2>, rows_value: Tensor<B, 2>| match &index {
+            Some(i) => t.select_assign(0, i.clone(), rows_value, IndexingUpdateOp::Assign),
+            None => rows_value,
+        };
+
+        let w = pick(&weights);
+        let mut g = pick(&grad);
+        if weight_decay > 0.0 {
+            g = g + w.clone().mul_scalar(weight_decay);
+        }
+        let v = pick(&velocity).mul_scalar(momentum) + g.clone();
+        let update = if nesterov {
+            g + v.clone().mul_scalar(momentum)
+        } else {
+            v.clone()
+        };
+        self.velocity = Some(put(velocity, v));
+        put(weights, w - update.mul_scalar(lr))
+    }
+}
+
+impl<B: AutodiffBackend> MarginFc<B> {
+    /// Applies one [`SampledSgd`] step to the centres from `grads` (the result of
+    /// `loss.backward()`), touching only the `classes` that step scored (`sample.classes`).
+    pub fn step_sampled(
+        mut self,
+        grads: &B::Gradients,
+        classes: Option<&[usize]>,
+        optimiser: &mut SampledSgd<B::InnerBackend>,
+        lr: f64,
+    ) -> Self {
+        let weights = self.centres.val();
+        let Some(grad) = weights.grad(grads) else {
+            return self;
+        };
+        let updated = optimiser.step(weights.inner(), grad, classes, lr);
+        self.centres = self
+            .centres
+            .map(|_| Tensor::from_inner(updated).require_grad());
+        self
+    }
+}
