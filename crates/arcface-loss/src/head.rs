@@ -317,8 +317,9 @@ fn working_dtype(a: DType, b: DType) -> FloatDType {
     }
 }
 
-/// Rows scaled to unit L2 norm. A zero row stays zero (its cosines are 0, a defined value); the
-/// floor on the squared norm keeps the gradient finite there.
+/// Rows scaled to unit L2 norm. Norms are floored at 1e-6 (as PyTorch's `F.normalize` floors at
+/// 1e-12): a zero row stays zero, so its cosines are 0 (a defined value, not NaN), and the
+/// gradient stays finite there. Real embeddings and centres are many orders above the floor.
 pub fn l2_normalise<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     let norm = x.clone().powi_scalar(2).sum_dim(1).clamp_min(1e-12).sqrt();
     x / norm

@@ -38,8 +38,9 @@ pub enum ArcFaceForm {
     StraightThrough,
     /// The paper's form, `cos(theta)cos(m) - sin(theta)sin(m)`, differentiated through. Where
     /// `theta + m` would pass `pi` (`cos(theta) <= cos(pi - m)`) it falls back to
-    /// `cos(theta) - sin(pi - m) * m` so the logit stays monotonic; with `easy_margin` the margin
-    /// is applied only where `cos(theta) > 0`.
+    /// `cos(theta) - sin(pi - m) * m` so the logit stays monotonic. With `easy_margin` the margin
+    /// is applied only where `cos(theta) > 0` (no fallback; the logit jumps up by `sin(m)` at
+    /// `theta = pi / 2`, which is what makes hard samples "easy").
     Classic {
         #[serde(default)]
         easy_margin: bool,

@@ -83,11 +83,16 @@ impl<B: Backend> SampledSgd<B> {
             Some(i) => t.clone().select(0, i.clone()),
             None => t.clone(),
         };
+        // Burn 0.21's select_assign only adds, so a row is replaced by zeroing it (x + -x = 0
+        // exactly) and adding the new value: bit-exact, and other rows are untouched.
         let put = |t: Tensor<B, 2>, rows_value: Tensor<B, 2>| match &index {
-            Some(i) => t.select_assign(0, i.clone(), rows_value, IndexingUpdateOp::Assign),
+            Some(i) => {
+                let old = t.clone().select(0, i.clone()).neg();
+                t.select_assign(0, i.clone(), old, IndexingUpdateOp::Add)
+                    .select_assign(0, i.clone(), rows_value, IndexingUpdateOp::Add)
+            }
             None => rows_value,
         };
-
         let w = pick(&weights);
         let mut g = pick(&grad);
         if weight_decay > 0.0 {
