@@ -41,6 +41,10 @@ pub struct HeadOutput<B: Backend> {
     pub logits: Tensor<B, 2>,
     /// Cosines between embeddings and the sampled centres, `[N, C']`, before filtering and margin.
     pub cosine: Tensor<B, 2>,
+    /// The centres the batch was scored against, `[C', D]`. With Partial FC this is a leaf of
+    /// the autodiff graph (the `[K, D]` parameter gets no gradient): pass it to
+    /// [`MarginFc::step_sampled`], which updates those rows.
+    pub centres: Tensor<B, 2>,
     /// Which classes the columns are and each sample's target column.
     pub sample: ClassSample,
 }
@@ -281,10 +285,18 @@ impl<B: Backend> MarginFc<B> {
         }
         let device = embeddings.device();
         let centres = match &sample.classes {
-            Some(classes) => self.centres.val().select(0, index_tensor(classes, &device)),
+            // A fresh leaf: its gradient stays [C', D] instead of being scattered into a dense
+            // [K, D] one (that scatter is most of the backward pass at 100k classes), and
+            // `step_sampled` updates exactly these rows from it.
+            Some(classes) => self
+                .centres
+                .val()
+                .select(0, index_tensor(classes, &device))
+                .detach()
+                .require_grad(),
             None => self.centres.val(),
         };
-        let cosine = cosine_similarity(embeddings, centres);
+        let cosine = cosine_similarity(embeddings, centres.clone());
         let targets = index_tensor::<B>(&sample.targets, &device).unsqueeze_dim(1);
         let filtered = match self.config.interclass_filter {
             Some(threshold) => filter_interclass(cosine.clone(), targets.clone(), threshold),
@@ -296,6 +308,7 @@ impl<B: Backend> MarginFc<B> {
             loss,
             logits,
             cosine,
+            centres,
             sample,
         })
     }
@@ -333,8 +346,19 @@ pub fn cosine_similarity<B: Backend>(
 ) -> Tensor<B, 2> {
     let dtype = working_dtype(embeddings.dtype(), centres.dtype());
     let e = l2_normalise(embeddings.cast(dtype));
-    let w = l2_normalise(centres.cast(dtype));
-    e.matmul(w.transpose()).clamp(-1.0, 1.0)
+    let w = centres.cast(dtype);
+    // Dividing the [N, C] product by the centres' norms, rather than normalising the [C, D]
+    // centres first, saves several full passes over the (large) centre matrix forward and back.
+    let [c, _] = w.dims();
+    let inv_norm = w
+        .clone()
+        .powi_scalar(2)
+        .sum_dim(1)
+        .clamp_min(1e-12)
+        .sqrt()
+        .recip()
+        .reshape([1, c]);
+    (e.matmul(w.transpose()) * inv_norm).clamp(-1.0, 1.0)
 }
 
 /// Zeroes non-target cosines above `threshold` (insightface's inter-class filtering): such

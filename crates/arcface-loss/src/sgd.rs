@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::{invalid, LossError},
     head::{index_tensor, MarginFc},
+    sampling::ClassSample,
 };
 
 /// PyTorch SGD's hyper-parameters for the head (dampening is always 0, as PyTorch's default).
@@ -59,9 +60,9 @@ pub struct SampledSgd<B: Backend> {
 }
 
 impl<B: Backend> SampledSgd<B> {
-    /// One update of `weights` (`[K, D]`) from the full gradient `grad` (`[K, D]`), restricted to
-    /// the rows in `rows` (all rows when `None`). Returns the new weights; other rows are
-    /// returned bit-for-bit unchanged.
+    /// One update of `weights` (`[K, D]`) restricted to `rows` (all rows when `None`), from the
+    /// gradient of those rows (`[rows, D]`, or `[K, D]` for all). Returns the new weights; other
+    /// rows are returned unchanged.
     ///
     /// Per row: `g = grad + wd * w; v = mu * v + g; w -= lr * (nesterov ? g + mu * v : v)`,
     /// which is PyTorch's SGD with dampening 0 (a zero initial velocity gives its first step).
@@ -83,47 +84,51 @@ impl<B: Backend> SampledSgd<B> {
             Some(i) => t.clone().select(0, i.clone()),
             None => t.clone(),
         };
-        // Burn 0.21's select_assign only adds, so a row is replaced by zeroing it (x + -x = 0
-        // exactly) and adding the new value: bit-exact, and other rows are untouched.
-        let put = |t: Tensor<B, 2>, rows_value: Tensor<B, 2>| match &index {
-            Some(i) => {
-                let old = t.clone().select(0, i.clone()).neg();
-                t.select_assign(0, i.clone(), old, IndexingUpdateOp::Add)
-                    .select_assign(0, i.clone(), rows_value, IndexingUpdateOp::Add)
-            }
-            None => rows_value,
+        // Rows change by adding a delta (Burn 0.21's select_assign only adds); untouched rows
+        // are not rewritten.
+        let add = |t: Tensor<B, 2>, delta: Tensor<B, 2>| match &index {
+            Some(i) => t.select_assign(0, i.clone(), delta, IndexingUpdateOp::Add),
+            None => t + delta,
         };
+
         let w = pick(&weights);
-        let mut g = pick(&grad);
+        let mut g = grad;
         if weight_decay > 0.0 {
-            g = g + w.clone().mul_scalar(weight_decay);
+            g = g + w.mul_scalar(weight_decay);
         }
-        let v = pick(&velocity).mul_scalar(momentum) + g.clone();
+        let v_old = pick(&velocity);
+        let v = v_old.clone().mul_scalar(momentum) + g.clone();
         let update = if nesterov {
             g + v.clone().mul_scalar(momentum)
         } else {
             v.clone()
         };
-        self.velocity = Some(put(velocity, v));
-        put(weights, w - update.mul_scalar(lr))
+        self.velocity = Some(add(velocity, v - v_old));
+        add(weights, update.mul_scalar(-lr))
     }
 }
 
 impl<B: AutodiffBackend> MarginFc<B> {
     /// Applies one [`SampledSgd`] step to the centres from `grads` (the result of
-    /// `loss.backward()`), touching only the `classes` that step scored (`sample.classes`).
+    /// `loss.backward()`), touching only the classes that batch scored. `sample` and `centres`
+    /// are the batch's [`HeadOutput`](crate::HeadOutput) fields of those names.
     pub fn step_sampled(
         mut self,
         grads: &B::Gradients,
-        classes: Option<&[usize]>,
+        sample: &ClassSample,
+        centres: &Tensor<B, 2>,
         optimiser: &mut SampledSgd<B::InnerBackend>,
         lr: f64,
     ) -> Self {
         let weights = self.centres.val();
-        let Some(grad) = weights.grad(grads) else {
+        let grad = match &sample.classes {
+            Some(_) => centres.grad(grads),
+            None => weights.grad(grads),
+        };
+        let Some(grad) = grad else {
             return self;
         };
-        let updated = optimiser.step(weights.inner(), grad, classes, lr);
+        let updated = optimiser.step(weights.inner(), grad, sample.classes.as_deref(), lr);
         self.centres = self
             .centres
             .map(|_| Tensor::from_inner(updated).require_grad());

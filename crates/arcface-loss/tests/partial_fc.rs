@@ -126,15 +126,19 @@ fn only_sampled_centres_move() {
         .unwrap();
     let classes = out.sample.classes.clone().unwrap();
     let grads = out.loss.backward();
-    let grad = rows(head.centres.val().grad(&grads).unwrap());
-    let head = head.step_sampled(&grads, Some(&classes), &mut sgd, 0.1);
+    assert!(
+        head.centres.val().grad(&grads).is_none(),
+        "the [K, D] parameter gets no dense gradient under Partial FC"
+    );
+    let row_grad = rows(out.centres.grad(&grads).unwrap());
+    let head = head.step_sampled(&grads, &out.sample, &out.centres, &mut sgd, 0.1);
     let after = rows(head.centres.val());
     for c in 0..k {
-        if classes.contains(&c) {
+        if let Ok(r) = classes.binary_search(&c) {
             // First step of PyTorch SGD (dampening 0): v = g + wd * w; w -= lr * v.
             for j in 0..d {
                 let expected =
-                    w[c][j] as f32 as f64 - 0.1 * (grad[c][j] + 5e-4 * (w[c][j] as f32 as f64));
+                    w[c][j] as f32 as f64 - 0.1 * (row_grad[r][j] + 5e-4 * (w[c][j] as f32 as f64));
                 assert!((after[c][j] - expected).abs() < 1e-6, "class {c}");
             }
         } else {
@@ -177,7 +181,13 @@ fn sampled_sgd_is_pytorch_sgd_on_the_rows_it_touches() {
         for (step, touched) in schedule.iter().enumerate() {
             let g = rng.matrix(k, d);
             let lr = 0.1 / (step + 1) as f64;
-            weights = sgd.step(weights, matrix::<Cpu>(&g, DType::F64), Some(touched), lr);
+            let g_rows: Vec<Vec<f64>> = touched.iter().map(|&r| g[r].clone()).collect();
+            weights = sgd.step(
+                weights,
+                matrix::<Cpu>(&g_rows, DType::F64),
+                Some(touched),
+                lr,
+            );
             for &r in touched.iter() {
                 torch_sgd(&mut w_ref[r], &mut v_ref[r], &g[r], lr, 0.9, 5e-4, nesterov);
             }
@@ -283,9 +293,8 @@ fn partial_fc_head_learns_the_classes() {
         let out = head
             .forward(matrix::<Ad>(&e, DType::F32), &y, step as u64)
             .unwrap();
-        let classes = out.sample.classes.clone();
         let grads = out.loss.backward();
-        head = head.step_sampled(&grads, classes.as_deref(), &mut sgd, 0.5);
+        head = head.step_sampled(&grads, &out.sample, &out.centres, &mut sgd, 0.5);
     }
     let after = full(&head);
     assert!(
