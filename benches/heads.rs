@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use arcface_loss::{MarginFcConfig, MarginHead};
+use arcface_loss::{MarginFcConfig, MarginHead, SampledSgdConfig};
 use burn::{
     backend::{Autodiff, Flex},
     tensor::{Distribution, Tensor},
@@ -14,6 +14,10 @@ use burn::{
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 type B = Autodiff<Flex>;
+/// As in the `arcface` binary: with glibc's allocator every freed `[K, 512]` buffer goes back to
+/// the OS and the next one is page-faulted in again, which doubled these times (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn heads(c: &mut Criterion) {
     let device = Default::default();
@@ -52,5 +56,35 @@ fn heads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, heads);
+/// Partial FC's optimiser step on the centres (rows of a [K, 512] matrix and its velocity).
+fn sampled_step(c: &mut Criterion) {
+    let device = Default::default();
+    let mut group = c.benchmark_group("head_sampled_sgd_step");
+    group.sample_size(10);
+    for classes in [10_000usize, 100_000] {
+        let head = MarginFcConfig::new(classes, 512)
+            .with_sample_rate(0.1)
+            .init::<B>(&device)
+            .unwrap();
+        let embeddings =
+            Tensor::<B, 2>::random([128, 512], Distribution::Normal(0.0, 1.0), &device);
+        let labels: Vec<usize> = (0..128).map(|i| (i * 7919) % classes).collect();
+        let out = head.forward(embeddings, &labels, 0).unwrap();
+        let grads = out.loss.backward();
+        let mut sgd = SampledSgdConfig::default().init().unwrap();
+        let mut current = head.clone();
+        group.bench_function(BenchmarkId::new("partial_fc_0.1", classes), |b| {
+            b.iter(|| {
+                current =
+                    current
+                        .clone()
+                        .step_sampled(&grads, &out.sample, &out.centres, &mut sgd, 0.1);
+                let _ = current.centres.val().slice([0..1, 0..1]).into_data();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, heads, sampled_step);
 criterion_main!(benches);

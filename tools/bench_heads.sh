@@ -4,5 +4,5 @@
 # Usage: PEER_PYTHON=/path/to/venv/bin/python tools/bench_heads.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo bench -p arcface-benches --bench heads -- --noplot 2>&1 | grep -E "^head_forward_backward|time:"
+cargo bench -p arcface-benches --bench heads -- --noplot 2>&1 | grep -E "^head_|time:"
 "${PEER_PYTHON:-python3}" tools/bench_peers_heads.py

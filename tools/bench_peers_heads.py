@@ -3,7 +3,8 @@
 10k and 100k classes, full and Partial FC 0.1, forward + backward. The head is arcface_torch's:
 F.normalize on embeddings and centres, linear, clamp, the straight-through ArcFace margin
 (CombinedMarginLoss with m2 = 0.5, s = 64), cross-entropy; Partial FC as PartialFC_V2 samples
-(positives + random negatives via topk over a random permutation, index the centres).
+(positives + random negatives via topk over a random permutation, index the centres), and the
+dense torch.optim.SGD step PartialFC_V2 is trained with, for comparison with our row-sparse step.
 
 Usage: python tools/bench_peers_heads.py   (made with torch 2.15.0; median of 10 runs after warm-up)
 """
@@ -58,6 +59,17 @@ def main():
                     times.append(time.perf_counter() - t0)
             name = "partial_fc_0.1" if rate < 1 else "full"
             print(f"head_forward_backward/{name}/{classes}: median {statistics.median(times) * 1e3:.2f} ms")
+            if rate < 1:
+                # PartialFC_V2 leaves the update to torch.optim.SGD over the whole [K, D] weight
+                # (decay and momentum touch every row): time that step on the gradient just made.
+                opt = torch.optim.SGD([weight], lr=0.1, momentum=0.9, weight_decay=5e-4)
+                steps = []
+                for i in range(12):
+                    t0 = time.perf_counter()
+                    opt.step()
+                    if i >= 2:
+                        steps.append(time.perf_counter() - t0)
+                print(f"head_sgd_step (dense torch.optim.SGD)/{classes}: median {statistics.median(steps) * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -89,6 +89,11 @@ enum Command {
     },
 }
 
+/// glibc's allocator returns every freed block over 32 MB to the OS, so each large tensor is
+/// page-faulted in again; mimalloc keeps them for reuse (2-4x on the head benches, docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose);

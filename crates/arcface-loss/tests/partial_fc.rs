@@ -302,3 +302,21 @@ fn partial_fc_head_learns_the_classes() {
         "full-head loss {before:.3} -> {after:.3}"
     );
 }
+
+#[test]
+fn centres_start_as_normal_with_std_0_01() {
+    let head = MarginFcConfig::new(2000, 64)
+        .init::<Cpu>(&Default::default())
+        .unwrap();
+    let v = values(head.centres.val());
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+    // 128k draws: the mean's standard error is 3e-5, the std's 2e-5.
+    assert!(mean.abs() < 2e-4, "mean {mean}");
+    assert!((std - 0.01).abs() < 2e-4, "std {std}");
+    let beyond_4_sigma = v.iter().filter(|x| x.abs() > 0.04).count();
+    assert!(
+        beyond_4_sigma < 20,
+        "{beyond_4_sigma} values beyond 4 sigma: not normal"
+    );
+}
