@@ -190,6 +190,12 @@ def make_warps():
     os.makedirs(out_dir, exist_ok=True)
     for w in fixture["warps"]:
         image = cv2.imread(os.path.join(CACHE, "photos", w["photo"]), cv2.IMREAD_COLOR)
+        # The photo as OpenCV decoded it (lossless), so the warp can be compared apart from the
+        # JPEG decoder.
+        decoded = os.path.join(out_dir, f"decoded_{os.path.splitext(w['photo'])[0]}.png")
+        if not os.path.exists(decoded):
+            cv2.imwrite(decoded + ".tmp.png", image)
+            os.replace(decoded + ".tmp.png", decoded)
         crop = cv2.warpAffine(image, np.array(w["matrix"]), (112, 112), flags=flags[w["interpolation"]],
                               borderValue=0.0)
         if pixel_sha256(np.ascontiguousarray(crop[:, :, ::-1])) != w["sha256"]:
