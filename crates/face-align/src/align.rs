@@ -42,8 +42,8 @@ pub fn align_face(
 
 /// Aligns many faces in parallel (rayon). Each face is independent, so one bad set of
 /// landmarks gives one error and the others still align; results keep the input order.
-pub fn align_batch<'a, I>(
-    faces: &[(&'a RgbImage, I)],
+pub fn align_batch<I>(
+    faces: &[(&RgbImage, I)],
     template: &Template,
     interpolation: Interpolation,
 ) -> Vec<Result<AlignedFace, AlignError>>

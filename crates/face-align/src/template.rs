@@ -27,9 +27,9 @@ impl Template {
     /// it: multiples of 112 scale the 112 template; otherwise multiples of 128 use the
     /// 128-based variant (scaled by `size / 128`, x shifted right by `8 * size / 128`).
     pub fn arcface(size: u32) -> Result<Self, AlignError> {
-        let (ratio, shift) = if size > 0 && size % 112 == 0 {
+        let (ratio, shift) = if size > 0 && size.is_multiple_of(112) {
             (size as f32 / 112.0, 0.0)
-        } else if size > 0 && size % 128 == 0 {
+        } else if size > 0 && size.is_multiple_of(128) {
             let r = size as f32 / 128.0;
             (r, 8.0 * r)
         } else {
