@@ -30,9 +30,8 @@ fn matrix(v: &Value) -> [[f64; 3]; 2] {
 }
 
 fn assert_close(ours: &Affine, theirs: [[f64; 3]; 2], what: &str) {
-    for r in 0..2 {
-        for c in 0..3 {
-            let (a, b) = (ours.m[r][c], theirs[r][c]);
+    for (r, (row_ours, row_theirs)) in ours.m.iter().zip(&theirs).enumerate() {
+        for (c, (&a, &b)) in row_ours.iter().zip(row_theirs).enumerate() {
             let tol = 1e-6 * b.abs().max(1.0);
             assert!(
                 (a - b).abs() <= tol,
