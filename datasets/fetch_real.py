@@ -190,12 +190,6 @@ def make_warps():
     os.makedirs(out_dir, exist_ok=True)
     for w in fixture["warps"]:
         image = cv2.imread(os.path.join(CACHE, "photos", w["photo"]), cv2.IMREAD_COLOR)
-        # The photo as OpenCV decoded it (lossless), so the warp can be compared apart from the
-        # JPEG decoder.
-        decoded = os.path.join(out_dir, f"decoded_{os.path.splitext(w['photo'])[0]}.png")
-        if not os.path.exists(decoded):
-            cv2.imwrite(decoded + ".tmp.png", image)
-            os.replace(decoded + ".tmp.png", decoded)
         crop = cv2.warpAffine(image, np.array(w["matrix"]), (112, 112), flags=flags[w["interpolation"]],
                               borderValue=0.0)
         if pixel_sha256(np.ascontiguousarray(crop[:, :, ::-1])) != w["sha256"]:
@@ -204,6 +198,21 @@ def make_warps():
         cv2.imwrite(tmp, crop)
         os.replace(tmp, os.path.join(out_dir, w["file"]))
     return len(fixture["warps"])
+
+
+def make_decoded():
+    """Every photo as OpenCV decodes it, saved losslessly in cache/decoded/, so parity tests can
+    compare warps and detections apart from JPEG decoder differences."""
+    import cv2
+    out_dir = os.path.join(CACHE, "decoded")
+    os.makedirs(out_dir, exist_ok=True)
+    for name in sorted(os.listdir(os.path.join(CACHE, "photos"))):
+        out = os.path.join(out_dir, os.path.splitext(name)[0] + ".png")
+        if os.path.exists(out):
+            continue
+        image = cv2.imread(os.path.join(CACHE, "photos", name), cv2.IMREAD_COLOR)
+        cv2.imwrite(out + ".tmp.png", image)
+        os.replace(out + ".tmp.png", out)
 
 
 def ensure_environment():
@@ -236,6 +245,7 @@ def main():
         landmarks = json.load(fh)["photos"]
     hashes = make_faces(landmarks)
     warps = make_warps()
+    make_decoded()
     print(f"fetched {len(PACKAGES)} packages; {len(hashes)} aligned faces in {os.path.join(CACHE, 'faces')}; "
           f"{warps} OpenCV reference crops in {os.path.join(CACHE, 'warps')}")
     return hashes

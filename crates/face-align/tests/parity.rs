@@ -147,7 +147,7 @@ fn warps_match_opencv_on_real_photos() {
         };
         let m = Affine::new(matrix(&w["matrix"]));
         let stem = photo_name.rsplit_once('.').unwrap().0;
-        let decoded = image::open(cache.join("warps").join(format!("decoded_{stem}.png")))
+        let decoded = image::open(cache.join("decoded").join(format!("{stem}.png")))
             .unwrap()
             .to_rgb8();
         let same_pixels = diff(

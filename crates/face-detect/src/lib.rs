@@ -1,1 +1,27 @@
-//! placeholder
+//! Face detection with five landmarks: RetinaFace (MobileNet-0.25) in Burn, loading the public
+//! `mobilenet0.25_Final.pth` weights, behind a small `FaceDetector` trait.
+//!
+//! ```no_run
+//! use face_detect::{FaceDetector, RetinaFace, RetinaFaceConfig};
+//! type B = burn::backend::Flex;
+//! let detector = RetinaFace::<B>::load(
+//!     "datasets/cache/models/retinaface_mnet025.pth".as_ref(),
+//!     RetinaFaceConfig::default(),
+//!     &Default::default(),
+//! )?;
+//! let photo = image::open("group.jpg").unwrap().to_rgb8();
+//! for face in detector.detect(&photo)? {
+//!     println!("{:?} {:.3}", face.bbox, face.score);
+//! }
+//! # Ok::<(), face_detect::DetectError>(())
+//! ```
+
+mod detector;
+mod error;
+mod net;
+mod weights;
+
+pub use detector::{num_priors, priors, Detection, FaceDetector, RetinaFace, RetinaFaceConfig};
+pub use error::DetectError;
+pub use face_align::{BBox, Landmarks, Point};
+pub use net::{RetinaFaceNet, ANCHORS};
