@@ -1,5 +1,7 @@
 //! `arcface`: inspect, import and run face-recognition backbones.
 
+mod faces;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -72,6 +74,12 @@ enum Command {
         #[arg(long, requires = "arch")]
         embedding_dim: Option<usize>,
     },
+    /// Find faces (boxes, scores, 5 landmarks) in photos with RetinaFace MobileNet-0.25.
+    Detect(faces::DetectArgs),
+    /// Detect, align and quality-check every face in a folder of photos, writing 112x112 crops
+    /// that keep the folder structure (identity-per-folder trees stay so), a summary and a JSON
+    /// report. Re-running after an interruption continues where it stopped.
+    Align(faces::AlignArgs),
     /// Embed already-aligned 112x112 RGB face images; prints JSON, one embedding per image.
     Embed {
         /// Model file written by `arcface import`.
@@ -145,6 +153,8 @@ fn run<B: Backend>(command: Command, device: &B::Device) -> Result<()> {
             l2,
             batch_size,
         } => embed::<B>(&model, &images, l2, batch_size, device),
+        Command::Detect(args) => faces::detect::<B>(&args, device),
+        Command::Align(args) => faces::align::<B>(&args, device),
     }
 }
 

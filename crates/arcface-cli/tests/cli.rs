@@ -2,12 +2,12 @@
 //! by `embed` on real aligned faces, against ONNX Runtime's embeddings
 //! (datasets/fixtures/faces/w600k_mbf_reference.json, ONNX Runtime 1.32.0).
 
-use std::path::PathBuf;
+#[path = "../../../tests/support/real_data.rs"]
+mod support;
+
 use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use support::{real_data, repo_root as root};
 
 fn arcface(args: &[&str]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_arcface"))
@@ -48,14 +48,7 @@ fn info_reports_the_exact_parameter_count_as_json() {
 
 #[test]
 fn import_then_embed_reproduces_onnx_runtime() {
-    let status = Command::new("python3")
-        .arg(root().join("datasets/fetch_real.py"))
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "datasets/fetch_real.py failed; the test needs the real faces and weights"
-    );
+    real_data();
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("mbf.arcface");
     let onnx = root().join("datasets/cache/models/w600k_mbf.onnx");
@@ -178,4 +171,108 @@ fn bad_inputs_fail_with_a_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown architecture"));
+}
+
+/// A photo folder with identity sub-folders and a broken file, as `arcface align` meets them.
+fn photo_tree(dir: &std::path::Path) {
+    let photos = real_data().join("photos");
+    for (sub, name) in [
+        ("newton", "newton.png"),
+        ("gauss", "gauss.png"),
+        ("group", "t1.jpg"),
+        ("group", "gdp.jpg"),
+    ] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        std::fs::copy(photos.join(name), dir.join(sub).join(name)).unwrap();
+    }
+    std::fs::write(dir.join("group/broken.jpg"), b"not a jpeg").unwrap();
+}
+
+#[test]
+fn detect_prints_faces_as_json() {
+    let photo = real_data().join("photos/gdp.jpg");
+    let weights = real_data().join("models/retinaface_mnet025.pth");
+    let out = arcface(&[
+        "detect",
+        "--json",
+        "--weights",
+        weights.to_str().unwrap(),
+        photo.to_str().unwrap(),
+    ]);
+    let report = json(&out);
+    let faces = report["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 5, "gdp.jpg has five faces");
+    assert!(faces
+        .iter()
+        .all(|f| f["landmarks"].as_array().unwrap().len() == 5));
+    assert!(faces[0]["score"].as_f64().unwrap() > 0.99);
+}
+
+#[test]
+fn align_turns_a_photo_folder_into_crops_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, output) = (tmp.path().join("in"), tmp.path().join("out"));
+    photo_tree(&input);
+    let weights = real_data().join("models/retinaface_mnet025.pth");
+    let args = [
+        "align",
+        "--in",
+        input.to_str().unwrap(),
+        "--out",
+        output.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--min-size",
+        "40",
+        "--min-sharpness",
+        "0.5",
+        "--json",
+    ];
+    let summary = json(&arcface(&args));
+    assert_eq!(summary["photos"], 5);
+    assert_eq!(summary["unreadable"], 1);
+    assert!(summary["accepted"].as_u64().unwrap() >= 8, "{summary}");
+    // Identity folders are kept; crops are 112x112.
+    let newton = output.join("newton/newton_00.png");
+    assert_eq!(
+        image::open(&newton).unwrap().to_rgb8().dimensions(),
+        (112, 112)
+    );
+    assert!(output.join("gauss/gauss_00.png").exists());
+    let crops_in_group = std::fs::read_dir(output.join("group")).unwrap().count();
+    assert_eq!(
+        crops_in_group as u64 + 2,
+        summary["accepted"].as_u64().unwrap()
+    );
+    // The report explains every rejection with the measured value.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("align_report.json")).unwrap()).unwrap();
+    let photos = report["photos"].as_array().unwrap();
+    let broken = photos
+        .iter()
+        .find(|p| p["photo"] == "group/broken.jpg")
+        .unwrap();
+    assert!(broken["error"].as_str().unwrap().contains("unreadable"));
+    for face in photos.iter().flat_map(|p| p["faces"].as_array().unwrap()) {
+        let rejections = face["quality"]["rejections"].as_array().unwrap();
+        assert_eq!(face["crop"].is_null(), !rejections.is_empty());
+    }
+    // Running again resumes: nothing is redone or lost.
+    let before = std::fs::metadata(&newton).unwrap().modified().unwrap();
+    let again = json(&arcface(&args));
+    assert_eq!(again["resumed"], 5);
+    assert_eq!(again["accepted"], summary["accepted"]);
+    assert_eq!(
+        std::fs::metadata(&newton).unwrap().modified().unwrap(),
+        before
+    );
+    // Other options on the same output folder are refused rather than mixed in.
+    let mut other = args.to_vec();
+    other[8] = "100"; // --min-size
+    let refused = Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args(&other)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("other options"));
 }

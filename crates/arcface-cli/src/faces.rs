@@ -1,0 +1,446 @@
+//! `arcface detect` and `arcface align`: photos to faces, and a folder of photos to a folder of
+//! aligned, quality-checked crops.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use face_align::{align_face, assess, Interpolation, QualityConfig, QualityReport, Template};
+use face_detect::{Detection, FaceDetector, RetinaFace, RetinaFaceConfig};
+use iresnet::burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+
+/// Where `datasets/fetch_real.py` puts the RetinaFace weights.
+const DEFAULT_WEIGHTS: &str = "datasets/cache/models/retinaface_mnet025.pth";
+
+#[derive(Args, Debug)]
+pub struct DetectorArgs {
+    /// RetinaFace MobileNet-0.25 weights (`mobilenet0.25_Final.pth`; `python3
+    /// datasets/fetch_real.py` fetches them to the default path).
+    #[arg(long, default_value = DEFAULT_WEIGHTS)]
+    weights: PathBuf,
+    /// Keep detections whose face probability is above this.
+    #[arg(long, default_value_t = 0.5)]
+    confidence: f32,
+    /// Downscale photos whose longer side exceeds this before detecting (faster; results are
+    /// mapped back to the original pixels).
+    #[arg(long)]
+    max_side: Option<u32>,
+}
+
+impl DetectorArgs {
+    fn load<B: Backend>(&self, device: &B::Device) -> Result<RetinaFace<B>> {
+        let config = RetinaFaceConfig {
+            confidence: self.confidence,
+            max_side: self.max_side,
+            ..RetinaFaceConfig::default()
+        };
+        RetinaFace::load(&self.weights, config, device)
+            .with_context(|| format!("loading the detector from {}", self.weights.display()))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DetectArgs {
+    /// Photos (JPEG, PNG or BMP).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    #[command(flatten)]
+    detector: DetectorArgs,
+    /// Print one JSON object per image instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct DetectReport<'a> {
+    image: &'a Path,
+    width: u32,
+    height: u32,
+    faces: Vec<Detection>,
+}
+
+pub fn detect<B: Backend>(args: &DetectArgs, device: &B::Device) -> Result<()> {
+    let detector = args.detector.load::<B>(device)?;
+    for path in &args.images {
+        let image = image::open(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .to_rgb8();
+        let faces = detector.detect(&image)?;
+        if args.json {
+            let report = DetectReport {
+                image: path,
+                width: image.width(),
+                height: image.height(),
+                faces,
+            };
+            println!("{}", serde_json::to_string(&report)?);
+            continue;
+        }
+        println!(
+            "{} ({}x{}): {} faces",
+            path.display(),
+            image.width(),
+            image.height(),
+            faces.len()
+        );
+        for (i, f) in faces.iter().enumerate() {
+            let b = &f.bbox;
+            let lm: Vec<String> = f
+                .landmarks
+                .iter()
+                .map(|p| format!("({:.1},{:.1})", p.x, p.y))
+                .collect();
+            println!(
+                "  {i:3}  score {:.3}  box [{:.1}, {:.1}, {:.1}, {:.1}]  landmarks {}",
+                f.score,
+                b.x1,
+                b.y1,
+                b.x2,
+                b.y2,
+                lm.join(" ")
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct AlignArgs {
+    /// Folder of photos; sub-folders (e.g. one per identity) are kept in the output.
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// Output folder for the aligned crops `<sub-folder>/<photo>_<face>.png`, the report
+    /// `align_report.json` and the resume journal `.align_journal.jsonl`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Crop size: a multiple of 112 (ArcFace template) or of 128 (insightface's 128 variant).
+    #[arg(long, default_value_t = 112)]
+    size: u32,
+    /// Reject faces whose detection box is shorter than this on the photo (pixels; 0 = off).
+    #[arg(long, default_value_t = 128.0)]
+    min_size: f32,
+    /// Reject crops whose sharpness (0-1, variance of the Laplacian; docs/alignment.md) is below.
+    #[arg(long, default_value_t = 0.7)]
+    min_sharpness: f32,
+    /// Reject detections scored below this.
+    #[arg(long, default_value_t = 0.8)]
+    min_score: f32,
+    #[command(flatten)]
+    detector: DetectorArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What happened to one photo: one journal line, and part of the final report.
+#[derive(Debug, Serialize, Deserialize)]
+struct PhotoRecord {
+    photo: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(default)]
+    faces: Vec<FaceRecord>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FaceRecord {
+    index: usize,
+    score: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crop: Option<String>,
+    quality: QualityReport,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    photos: usize,
+    unreadable: usize,
+    resumed: usize,
+    faces: usize,
+    accepted: usize,
+    rejected: usize,
+    rejected_by_rule: BTreeMap<String, usize>,
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| {
+            matches!(
+                e.to_ascii_lowercase().as_str(),
+                "jpg" | "jpeg" | "png" | "bmp"
+            )
+        })
+        .unwrap_or(false)
+}
+
+/// Image files under `root`, sorted, as paths relative to it; the output folder is skipped.
+fn collect_images(root: &Path, skip: &Path) -> Result<Vec<PathBuf>> {
+    let mut stack = vec![root.to_path_buf()];
+    let mut found = Vec::new();
+    let skip = skip.canonicalize().ok();
+    while let Some(dir) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path.is_dir() {
+                if skip
+                    .as_ref()
+                    .is_none_or(|s| path.canonicalize().ok().as_ref() != Some(s))
+                {
+                    stack.push(path);
+                }
+            } else if is_image(&path) {
+                found.push(path.strip_prefix(root)?.to_path_buf());
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn write_png_atomically(image: &image::RgbImage, path: &Path) -> Result<()> {
+    let dir = path.parent().context("output path has no folder")?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("crop")
+    ));
+    image
+        .save_with_format(&tmp, image::ImageFormat::Png)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn process_photo<D: FaceDetector>(
+    detector: &D,
+    args: &AlignArgs,
+    template: &Template,
+    quality: &QualityConfig,
+    rel: &Path,
+) -> PhotoRecord {
+    let photo = rel.to_string_lossy().to_string();
+    let image = match image::open(args.input.join(rel)) {
+        Ok(img) => img.to_rgb8(),
+        Err(e) => {
+            return PhotoRecord {
+                photo,
+                error: Some(format!("unreadable image: {e}")),
+                faces: Vec::new(),
+            }
+        }
+    };
+    let detections = match detector.detect(&image) {
+        Ok(d) => d,
+        Err(e) => {
+            return PhotoRecord {
+                photo,
+                error: Some(e.to_string()),
+                faces: Vec::new(),
+            }
+        }
+    };
+    let stem = rel
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let out_dir = args.out.join(rel.parent().unwrap_or(Path::new("")));
+    let mut faces = Vec::new();
+    for (index, det) in detections.iter().enumerate() {
+        let aligned = match align_face(&image, &det.landmarks, template, Interpolation::Bilinear) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("{photo} face {index}: {e}");
+                continue;
+            }
+        };
+        let report = assess(
+            Some(det.bbox),
+            Some(det.score),
+            &det.landmarks,
+            &aligned.image,
+            quality,
+        );
+        let crop = if report.accepted() {
+            let name = format!("{stem}_{index:02}.png");
+            match write_png_atomically(&aligned.image, &out_dir.join(&name)) {
+                Ok(()) => Some(rel.with_file_name(name).to_string_lossy().to_string()),
+                Err(e) => {
+                    return PhotoRecord {
+                        photo,
+                        error: Some(format!("{e:#}")),
+                        faces,
+                    }
+                }
+            }
+        } else {
+            None
+        };
+        faces.push(FaceRecord {
+            index,
+            score: det.score,
+            crop,
+            quality: report,
+        });
+    }
+    PhotoRecord {
+        photo,
+        error: None,
+        faces,
+    }
+}
+
+/// The options that decide what a photo's record holds; a journal made with others is not
+/// resumed (its records would mix two settings).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct JournalHeader {
+    size: u32,
+    quality: QualityConfig,
+    weights: PathBuf,
+    confidence: f32,
+    max_side: Option<u32>,
+}
+
+/// Records of photos finished by an earlier, interrupted run (a torn last line is ignored).
+fn read_journal(path: &Path, header: &JournalHeader) -> Result<Vec<PhotoRecord>> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Ok(Vec::new());
+    };
+    let mut lines = std::io::BufReader::new(file).lines().map_while(|l| l.ok());
+    match lines
+        .next()
+        .map(|l| serde_json::from_str::<JournalHeader>(&l))
+    {
+        None => return Ok(Vec::new()),
+        Some(Ok(h)) if &h == header => {}
+        _ => bail!(
+            "{} was written with other options; use another --out, or delete it to start over",
+            path.display()
+        ),
+    }
+    Ok(lines
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect())
+}
+
+pub fn align<B: Backend>(args: &AlignArgs, device: &B::Device) -> Result<()> {
+    if !args.input.is_dir() {
+        bail!("--in {} is not a folder", args.input.display());
+    }
+    let template = Template::arcface(args.size)?;
+    let quality = QualityConfig {
+        min_box_side: (args.min_size > 0.0).then_some(args.min_size),
+        min_sharpness: (args.min_sharpness > 0.0).then_some(args.min_sharpness),
+        min_score: Some(args.min_score),
+        ..QualityConfig::default()
+    };
+    let detector = args.detector.load::<B>(device)?;
+    std::fs::create_dir_all(&args.out)?;
+    let journal_path = args.out.join(".align_journal.jsonl");
+    let header = JournalHeader {
+        size: args.size,
+        quality: quality.clone(),
+        weights: args.detector.weights.clone(),
+        confidence: args.detector.confidence,
+        max_side: args.detector.max_side,
+    };
+    let mut records = read_journal(&journal_path, &header)?;
+    let done: HashSet<String> = records.iter().map(|r| r.photo.clone()).collect();
+    let photos = collect_images(&args.input, &args.out)?;
+    let todo: Vec<&PathBuf> = photos
+        .iter()
+        .filter(|p| !done.contains(p.to_string_lossy().as_ref()))
+        .collect();
+    let resumed = photos.len() - todo.len();
+    if resumed > 0 {
+        tracing::info!("resuming: {resumed} photos already done in an earlier run");
+    }
+    let fresh = !journal_path.exists() || std::fs::metadata(&journal_path)?.len() == 0;
+    let mut journal = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&journal_path)?;
+    if fresh {
+        writeln!(journal, "{}", serde_json::to_string(&header)?)?;
+    }
+    let progress = indicatif::ProgressBar::new(todo.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} photos {elapsed} (eta {eta}) {msg}",
+        )
+        .expect("valid template"),
+    );
+    for rel in todo {
+        let record = process_photo(&detector, args, &template, &quality, rel);
+        if let Some(e) = &record.error {
+            progress.suspend(|| eprintln!("skipped {}: {e}", record.photo));
+        }
+        // One line per finished photo, flushed: an interrupted run resumes after it.
+        writeln!(journal, "{}", serde_json::to_string(&record)?)?;
+        journal.flush()?;
+        records.push(record);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+
+    let mut summary = Summary {
+        photos: photos.len(),
+        resumed,
+        ..Summary::default()
+    };
+    for r in &records {
+        summary.unreadable += r.error.is_some() as usize;
+        for f in &r.faces {
+            summary.faces += 1;
+            if f.crop.is_some() {
+                summary.accepted += 1;
+            } else {
+                summary.rejected += 1;
+                for rule in &f.quality.rejections {
+                    *summary
+                        .rejected_by_rule
+                        .entry(rule.rule().to_string())
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+    #[derive(Serialize)]
+    struct Report<'a> {
+        summary: &'a Summary,
+        photos: &'a [PhotoRecord],
+    }
+    let report_path = args.out.join("align_report.json");
+    let tmp = args.out.join(".align_report.json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&Report {
+            summary: &summary,
+            photos: &records,
+        })?,
+    )?;
+    std::fs::rename(&tmp, &report_path)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "{} photos ({} resumed, {} unreadable): {} faces, {} aligned into {}, {} rejected",
+            summary.photos,
+            summary.resumed,
+            summary.unreadable,
+            summary.faces,
+            summary.accepted,
+            args.out.display(),
+            summary.rejected
+        );
+        for (rule, n) in &summary.rejected_by_rule {
+            println!("  {rule}: {n}");
+        }
+        println!("report: {}", report_path.display());
+    }
+    Ok(())
+}
