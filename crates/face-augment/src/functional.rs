@@ -2,17 +2,19 @@
 //! (`torchvision.transforms.functional` 0.29): float32 arithmetic, the same rounding (truncation
 //! for the colour blends, round-half-even after `rotate`), the same greyscale weights.
 
-use image::{imageops, Rgb, RgbImage};
+use image::{imageops, RgbImage};
 
 use crate::sample::Chw;
 
 /// torchvision's `rgb_to_grayscale` weights.
 const GREY: [f32; 3] = [0.2989, 0.587, 0.114];
 
+/// Round half to even for `0 <= v < 2^22`, as `torch.round`, without a libm call: adding and
+/// subtracting 2^23 leaves the integer f32 rounding picks (ties to even).
 #[inline]
-fn grey_u8(p: &Rgb<u8>) -> f32 {
-    // (0.2989 r + 0.587 g + 0.114 b).to(uint8): truncated.
-    (GREY[0] * p[0] as f32 + GREY[1] * p[1] as f32 + GREY[2] * p[2] as f32).trunc()
+fn round_half_even(v: f32) -> f32 {
+    const MAGIC: f32 = 8_388_608.0;
+    (v + MAGIC) - MAGIC
 }
 
 /// `_blend(img1, img2, ratio)`: `(ratio * img1 + (1 - ratio) * img2).clamp(0, 255).to(uint8)`,
@@ -31,10 +33,21 @@ impl Blend {
         }
     }
 
-    #[inline]
-    fn apply(self, x: u8, other: f32) -> u8 {
-        (self.ratio * x as f32 + self.rest * other).clamp(0.0, 255.0) as u8
+    /// `ratio * x` for every byte value: the same f32 products, looked up instead of recomputed.
+    fn table(self) -> [f32; 256] {
+        std::array::from_fn(|x| self.ratio * x as f32)
     }
+}
+
+/// Greyscale weights times every byte value, so `grey_u8` is three lookups and two adds in
+/// torchvision's order.
+fn grey_tables() -> [[f32; 256]; 3] {
+    std::array::from_fn(|c| std::array::from_fn(|x| GREY[c] * x as f32))
+}
+
+#[inline]
+fn grey_lookup(t: &[[f32; 256]; 3], p: &[u8]) -> f32 {
+    (t[0][p[0] as usize] + t[1][p[1] as usize] + t[2][p[2] as usize]) as u8 as f32
 }
 
 /// `F.hflip`.
@@ -44,30 +57,38 @@ pub fn hflip(img: &RgbImage) -> RgbImage {
 
 /// `F.adjust_brightness`: blend with black.
 pub fn adjust_brightness(img: &RgbImage, factor: f64) -> RgbImage {
+    // Depends on the byte alone: one 256-entry table of the exact result.
     let blend = Blend::new(factor);
+    let scaled = blend.table();
+    let lut: [u8; 256] = std::array::from_fn(|x| (scaled[x] + blend.rest * 0.0).clamp(0.0, 255.0) as u8);
     let mut out = img.clone();
-    out.iter_mut().for_each(|v| *v = blend.apply(*v, 0.0));
+    out.iter_mut().for_each(|v| *v = lut[*v as usize]);
     out
 }
 
 /// `F.adjust_contrast`: blend with the mean of the (truncated) greyscale image.
 pub fn adjust_contrast(img: &RgbImage, factor: f64) -> RgbImage {
     let blend = Blend::new(factor);
-    let sum: f64 = img.pixels().map(|p| grey_u8(p) as f64).sum();
+    let grey = grey_tables();
+    let sum: f64 = img.as_raw().chunks_exact(3).map(|p| grey_lookup(&grey, p) as f64).sum();
     let mean = (sum / (img.width() as f64 * img.height() as f64)) as f32;
+    // With the mean fixed, the result depends on the byte alone.
+    let scaled = blend.table();
+    let lut: [u8; 256] = std::array::from_fn(|x| (scaled[x] + blend.rest * mean).clamp(0.0, 255.0) as u8);
     let mut out = img.clone();
-    out.iter_mut().for_each(|v| *v = blend.apply(*v, mean));
+    out.iter_mut().for_each(|v| *v = lut[*v as usize]);
     out
 }
 
 /// `F.adjust_saturation`: blend each pixel with its own (truncated) grey value.
 pub fn adjust_saturation(img: &RgbImage, factor: f64) -> RgbImage {
     let blend = Blend::new(factor);
+    let (grey, scaled) = (grey_tables(), blend.table());
     let mut out = img.clone();
-    for p in out.pixels_mut() {
-        let g = grey_u8(p);
-        for v in p.0.iter_mut() {
-            *v = blend.apply(*v, g);
+    for p in out.chunks_exact_mut(3) {
+        let g = blend.rest * grey_lookup(&grey, p);
+        for v in p.iter_mut() {
+            *v = (scaled[*v as usize] + g).clamp(0.0, 255.0) as u8;
         }
     }
     out
@@ -75,10 +96,11 @@ pub fn adjust_saturation(img: &RgbImage, factor: f64) -> RgbImage {
 
 /// `F.rgb_to_grayscale(img, 3)`: the truncated grey value in all three channels.
 pub fn greyscale(img: &RgbImage) -> RgbImage {
+    let grey = grey_tables();
     let mut out = img.clone();
-    for p in out.pixels_mut() {
-        let g = grey_u8(p) as u8;
-        p.0 = [g; 3];
+    for p in out.chunks_exact_mut(3) {
+        let g = grey_lookup(&grey, p) as u8;
+        p.fill(g);
     }
     out
 }
@@ -167,31 +189,76 @@ pub fn rotate(img: &RgbImage, angle: f64) -> RgbImage {
             let xc = x as f32 - cx;
             let sx = cos * xc - sin * yc + cx;
             let sy = sin * xc + cos * yc + cy;
-            let (x0, y0) = (sx.floor(), sy.floor());
-            let (fx, fy) = (sx - x0, sy - y0);
-            let (x0, y0) = (x0 as i64, y0 as i64);
-            let taps = [
-                (x0, y0, (1.0 - fx) * (1.0 - fy)),
-                (x0 + 1, y0, fx * (1.0 - fy)),
-                (x0, y0 + 1, (1.0 - fx) * fy),
-                (x0 + 1, y0 + 1, fx * fy),
-            ];
+            // floor without libm: truncation, minus one for negative non-integers.
+            let (tx, ty) = (sx as i64, sy as i64);
+            let (x0, y0) = (tx - ((tx as f32) > sx) as i64, ty - ((ty as f32) > sy) as i64);
+            let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
+            let weights = [(1.0 - fx) * (1.0 - fy), fx * (1.0 - fy), (1.0 - fx) * fy, fx * fy];
             let (mut acc, mut mask) = ([0.0f32; 3], 0.0f32);
-            for (tx, ty, wt) in taps {
-                if tx >= 0 && ty >= 0 && (tx as usize) < w && (ty as usize) < h {
-                    let i = ty as usize * stride + tx as usize * 3;
+            if x0 >= 0 && y0 >= 0 && ((x0 + 1) as usize) < w && ((y0 + 1) as usize) < h {
+                let i = y0 as usize * stride + x0 as usize * 3;
+                #[cfg(target_arch = "x86_64")]
+                if i + stride + 7 <= src.len() {
+                    // SAFETY: SSE2 is baseline on x86-64; the loads end at i + stride + 7 <= len.
+                    let v = unsafe { rotate_tap_sse2(&src[i..], stride, weights) };
+                    px.copy_from_slice(&v[..3]);
+                    continue;
+                }
+                let taps = [i, i + 3, i + stride, i + stride + 3];
+                for (t, wt) in taps.into_iter().zip(weights) {
                     for c in 0..3 {
-                        acc[c] += wt * src[i + c] as f32;
+                        acc[c] += wt * src[t + c] as f32;
                     }
                     mask += wt;
                 }
+            } else {
+                let corners = [(x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)];
+                for ((tx, ty), wt) in corners.into_iter().zip(weights) {
+                    if tx >= 0 && ty >= 0 && (tx as usize) < w && (ty as usize) < h {
+                        let i = ty as usize * stride + tx as usize * 3;
+                        for c in 0..3 {
+                            acc[c] += wt * src[i + c] as f32;
+                        }
+                        mask += wt;
+                    }
+                }
             }
             for c in 0..3 {
-                px[c] = (acc[c] * mask).round_ties_even().clamp(0.0, 255.0) as u8;
+                px[c] = round_half_even((acc[c] * mask).clamp(0.0, 255.0)) as u8;
             }
         }
     }
     out
+}
+
+/// The fast path of [`rotate`] for one pixel with all four taps inside: lanes R, G, B and the
+/// mask (each tap's fourth lane set to 1), summed in grid_sample's order (nw, ne, sw, se),
+/// multiplied by the mask, rounded half to even (SSE2's default rounding). Byte-identical to the
+/// scalar path (tested).
+///
+/// # Safety
+/// `p` must hold at least `stride + 7` bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+unsafe fn rotate_tap_sse2(p: &[u8], stride: usize, w: [f32; 4]) -> [u8; 4] {
+    use std::arch::x86_64::*;
+    let rgb = _mm_castsi128_ps(_mm_set_epi32(0, -1, -1, -1));
+    let one = _mm_set_ps(1.0, 0.0, 0.0, 0.0);
+    let load = |offset: usize| {
+        let word = std::ptr::read_unaligned(p.as_ptr().add(offset) as *const i32);
+        let zero = _mm_setzero_si128();
+        let v = _mm_cvtepi32_ps(_mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(word), zero), zero));
+        _mm_or_ps(_mm_and_ps(v, rgb), one)
+    };
+    let mut acc = _mm_mul_ps(_mm_set1_ps(w[0]), load(0));
+    acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(w[1]), load(3)));
+    acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(w[2]), load(stride)));
+    acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(w[3]), load(stride + 3)));
+    let mask = _mm_shuffle_ps(acc, acc, 0xFF);
+    let v = _mm_min_ps(_mm_max_ps(_mm_mul_ps(acc, mask), _mm_setzero_ps()), _mm_set1_ps(255.0));
+    let ints = _mm_cvtps_epi32(v);
+    let packed = _mm_packus_epi16(_mm_packs_epi32(ints, ints), _mm_setzero_si128());
+    _mm_cvtsi128_si32(packed).to_le_bytes()
 }
 
 /// Down to `size` x `size` and back up (bilinear both ways): insightface's low-resolution
@@ -245,6 +312,41 @@ pub fn erase(t: &mut Chw, i: usize, j: usize, h: usize, w: usize, mut value: imp
         for y in i..(i + h).min(t.height) {
             for x in j..(j + w).min(t.width) {
                 t.data[c * n + y * t.width + x] = value();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SSE2 fast path of `rotate` gives the same bytes as the scalar arithmetic it replaces.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn sse2_rotation_tap_equals_scalar() {
+        let img = RgbImage::from_fn(37, 29, |x, y| image::Rgb([(x * 7 + y) as u8, (x * y) as u8, (255 - x - y) as u8]));
+        let src = img.as_raw();
+        let stride = 37 * 3;
+        let mut seed = 11u64;
+        for _ in 0..20_000 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let (fx, fy) = ((seed >> 40) as f32 / (1u64 << 24) as f32, (seed >> 16 & 0xFFFFFF) as f32 / (1u64 << 24) as f32);
+            let (x0, y0) = ((seed % 35) as usize, ((seed >> 8) % 27) as usize);
+            let w = [(1.0 - fx) * (1.0 - fy), fx * (1.0 - fy), (1.0 - fx) * fy, fx * fy];
+            let i = y0 * stride + x0 * 3;
+            let taps = [i, i + 3, i + stride, i + stride + 3];
+            let (mut acc, mut mask) = ([0.0f32; 3], 0.0f32);
+            for (t, wt) in taps.into_iter().zip(w) {
+                for c in 0..3 {
+                    acc[c] += wt * src[t + c] as f32;
+                }
+                mask += wt;
+            }
+            let scalar: [u8; 3] = std::array::from_fn(|c| round_half_even((acc[c] * mask).clamp(0.0, 255.0)) as u8);
+            if i + stride + 7 <= src.len() {
+                let simd = unsafe { rotate_tap_sse2(&src[i..], stride, w) };
+                assert_eq!(&simd[..3], &scalar, "fx {fx} fy {fy} at ({x0}, {y0})");
             }
         }
     }
