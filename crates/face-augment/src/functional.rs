@@ -60,7 +60,8 @@ pub fn adjust_brightness(img: &RgbImage, factor: f64) -> RgbImage {
     // Depends on the byte alone: one 256-entry table of the exact result.
     let blend = Blend::new(factor);
     let scaled = blend.table();
-    let lut: [u8; 256] = std::array::from_fn(|x| (scaled[x] + blend.rest * 0.0).clamp(0.0, 255.0) as u8);
+    let lut: [u8; 256] =
+        std::array::from_fn(|x| (scaled[x] + blend.rest * 0.0).clamp(0.0, 255.0) as u8);
     let mut out = img.clone();
     out.iter_mut().for_each(|v| *v = lut[*v as usize]);
     out
@@ -70,11 +71,16 @@ pub fn adjust_brightness(img: &RgbImage, factor: f64) -> RgbImage {
 pub fn adjust_contrast(img: &RgbImage, factor: f64) -> RgbImage {
     let blend = Blend::new(factor);
     let grey = grey_tables();
-    let sum: f64 = img.as_raw().chunks_exact(3).map(|p| grey_lookup(&grey, p) as f64).sum();
+    let sum: f64 = img
+        .as_raw()
+        .chunks_exact(3)
+        .map(|p| grey_lookup(&grey, p) as f64)
+        .sum();
     let mean = (sum / (img.width() as f64 * img.height() as f64)) as f32;
     // With the mean fixed, the result depends on the byte alone.
     let scaled = blend.table();
-    let lut: [u8; 256] = std::array::from_fn(|x| (scaled[x] + blend.rest * mean).clamp(0.0, 255.0) as u8);
+    let lut: [u8; 256] =
+        std::array::from_fn(|x| (scaled[x] + blend.rest * mean).clamp(0.0, 255.0) as u8);
     let mut out = img.clone();
     out.iter_mut().for_each(|v| *v = lut[*v as usize]);
     out
@@ -191,9 +197,17 @@ pub fn rotate(img: &RgbImage, angle: f64) -> RgbImage {
             let sy = sin * xc + cos * yc + cy;
             // floor without libm: truncation, minus one for negative non-integers.
             let (tx, ty) = (sx as i64, sy as i64);
-            let (x0, y0) = (tx - ((tx as f32) > sx) as i64, ty - ((ty as f32) > sy) as i64);
+            let (x0, y0) = (
+                tx - ((tx as f32) > sx) as i64,
+                ty - ((ty as f32) > sy) as i64,
+            );
             let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
-            let weights = [(1.0 - fx) * (1.0 - fy), fx * (1.0 - fy), (1.0 - fx) * fy, fx * fy];
+            let weights = [
+                (1.0 - fx) * (1.0 - fy),
+                fx * (1.0 - fy),
+                (1.0 - fx) * fy,
+                fx * fy,
+            ];
             let (mut acc, mut mask) = ([0.0f32; 3], 0.0f32);
             if x0 >= 0 && y0 >= 0 && ((x0 + 1) as usize) < w && ((y0 + 1) as usize) < h {
                 let i = y0 as usize * stride + x0 as usize * 3;
@@ -247,7 +261,10 @@ unsafe fn rotate_tap_sse2(p: &[u8], stride: usize, w: [f32; 4]) -> [u8; 4] {
     let load = |offset: usize| {
         let word = std::ptr::read_unaligned(p.as_ptr().add(offset) as *const i32);
         let zero = _mm_setzero_si128();
-        let v = _mm_cvtepi32_ps(_mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(word), zero), zero));
+        let v = _mm_cvtepi32_ps(_mm_unpacklo_epi16(
+            _mm_unpacklo_epi8(_mm_cvtsi32_si128(word), zero),
+            zero,
+        ));
         _mm_or_ps(_mm_and_ps(v, rgb), one)
     };
     let mut acc = _mm_mul_ps(_mm_set1_ps(w[0]), load(0));
@@ -255,7 +272,10 @@ unsafe fn rotate_tap_sse2(p: &[u8], stride: usize, w: [f32; 4]) -> [u8; 4] {
     acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(w[2]), load(stride)));
     acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(w[3]), load(stride + 3)));
     let mask = _mm_shuffle_ps(acc, acc, 0xFF);
-    let v = _mm_min_ps(_mm_max_ps(_mm_mul_ps(acc, mask), _mm_setzero_ps()), _mm_set1_ps(255.0));
+    let v = _mm_min_ps(
+        _mm_max_ps(_mm_mul_ps(acc, mask), _mm_setzero_ps()),
+        _mm_set1_ps(255.0),
+    );
     let ints = _mm_cvtps_epi32(v);
     let packed = _mm_packus_epi16(_mm_packs_epi32(ints, ints), _mm_setzero_si128());
     _mm_cvtsi128_si32(packed).to_le_bytes()
@@ -325,15 +345,27 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn sse2_rotation_tap_equals_scalar() {
-        let img = RgbImage::from_fn(37, 29, |x, y| image::Rgb([(x * 7 + y) as u8, (x * y) as u8, (255 - x - y) as u8]));
+        let img = RgbImage::from_fn(37, 29, |x, y| {
+            image::Rgb([(x * 7 + y) as u8, (x * y) as u8, (255 - x - y) as u8])
+        });
         let src = img.as_raw();
         let stride = 37 * 3;
         let mut seed = 11u64;
         for _ in 0..20_000 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let (fx, fy) = ((seed >> 40) as f32 / (1u64 << 24) as f32, (seed >> 16 & 0xFFFFFF) as f32 / (1u64 << 24) as f32);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let (fx, fy) = (
+                (seed >> 40) as f32 / (1u64 << 24) as f32,
+                (seed >> 16 & 0xFFFFFF) as f32 / (1u64 << 24) as f32,
+            );
             let (x0, y0) = ((seed % 35) as usize, ((seed >> 8) % 27) as usize);
-            let w = [(1.0 - fx) * (1.0 - fy), fx * (1.0 - fy), (1.0 - fx) * fy, fx * fy];
+            let w = [
+                (1.0 - fx) * (1.0 - fy),
+                fx * (1.0 - fy),
+                (1.0 - fx) * fy,
+                fx * fy,
+            ];
             let i = y0 * stride + x0 * 3;
             let taps = [i, i + 3, i + stride, i + stride + 3];
             let (mut acc, mut mask) = ([0.0f32; 3], 0.0f32);
@@ -343,7 +375,8 @@ mod tests {
                 }
                 mask += wt;
             }
-            let scalar: [u8; 3] = std::array::from_fn(|c| round_half_even((acc[c] * mask).clamp(0.0, 255.0)) as u8);
+            let scalar: [u8; 3] =
+                std::array::from_fn(|c| round_half_even((acc[c] * mask).clamp(0.0, 255.0)) as u8);
             if i + stride + 7 <= src.len() {
                 let simd = unsafe { rotate_tap_sse2(&src[i..], stride, w) };
                 assert_eq!(&simd[..3], &scalar, "fx {fx} fy {fy} at ({x0}, {y0})");
