@@ -1,0 +1,349 @@
+//! insightface's verification `.bin` files (`lfw.bin`, `cfp_fp.bin`, `agedb_30.bin`): a pickle of
+//! `(list of encoded images, list of bools)`, consecutive images paired. Read and written here
+//! without Python: the reader understands the pickle opcodes those files use (protocols 2 to 5,
+//! Python 2 `str` and Python 3 `bytes`), the writer emits protocol 4.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{io, DataError, Result};
+
+/// Pairs for 1:1 verification: images `2k` and `2k + 1` are pair `k`, `issame[k]` says whether
+/// they show the same person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerificationBin {
+    pub images: Vec<Vec<u8>>,
+    pub issame: Vec<bool>,
+}
+
+impl VerificationBin {
+    pub fn num_pairs(&self) -> usize {
+        self.issame.len()
+    }
+
+    /// Reads and checks a `.bin` (twice as many images as pairs).
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        Self::parse(&bytes).map_err(|reason| DataError::Bin {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// Parses the pickle.
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let value = Unpickler::new(bytes).run()?;
+        let Value::Tuple(parts) = value else {
+            return Err("top level is not a tuple".into());
+        };
+        let [images, issame] = <[Value; 2]>::try_from(parts)
+            .map_err(|p| format!("tuple of {} items, expected 2", p.len()))?;
+        let Value::List(images) = images else {
+            return Err("first item is not a list of images".into());
+        };
+        let Value::List(issame) = issame else {
+            return Err("second item is not a list of bools".into());
+        };
+        let images = images
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Bytes(b) => Ok(b),
+                other => Err(format!("image {i} is {} instead of bytes", other.kind())),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let issame = issame
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Bool(b) => Ok(b),
+                Value::Int(n) => Ok(n != 0),
+                other => Err(format!(
+                    "pair {i} label is {} instead of a bool",
+                    other.kind()
+                )),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if images.len() != 2 * issame.len() {
+            return Err(format!(
+                "{} images for {} pairs (need two per pair)",
+                images.len(),
+                issame.len()
+            ));
+        }
+        Ok(Self { images, issame })
+    }
+
+    /// The pickle bytes (protocol 4), which Python reads with `pickle.load(f, encoding='bytes')`
+    /// as insightface does.
+    pub fn to_pickle(&self) -> Vec<u8> {
+        let mut out = vec![0x80, 4]; // PROTO 4
+        out.push(b']'); // EMPTY_LIST (the tuple is built with TUPLE2 at the end)
+        for chunk in self.images.chunks(1000) {
+            out.push(b'('); // MARK
+            for img in chunk {
+                if img.len() < 256 {
+                    out.push(b'C'); // SHORT_BINBYTES
+                    out.push(img.len() as u8);
+                } else if img.len() <= u32::MAX as usize {
+                    out.push(b'B'); // BINBYTES
+                    out.extend_from_slice(&(img.len() as u32).to_le_bytes());
+                } else {
+                    out.push(0x8e); // BINBYTES8
+                    out.extend_from_slice(&(img.len() as u64).to_le_bytes());
+                }
+                out.extend_from_slice(img);
+            }
+            out.push(b'e'); // APPENDS
+        }
+        out.push(b']');
+        for chunk in self.issame.chunks(1000) {
+            out.push(b'(');
+            out.extend(chunk.iter().map(|&b| if b { 0x88 } else { 0x89 })); // NEWTRUE / NEWFALSE
+            out.push(b'e');
+        }
+        out.push(0x86); // TUPLE2
+        out.push(b'.'); // STOP
+        out
+    }
+
+    /// Writes the `.bin` atomically.
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+        std::fs::write(&tmp, self.to_pickle()).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    }
+}
+
+/// The subset of pickle values these files hold.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Bytes(Vec<u8>),
+    Bool(bool),
+    Int(i64),
+    None,
+    List(Vec<Value>),
+    Tuple(Vec<Value>),
+    Mark,
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Bytes(_) => "bytes",
+            Value::Bool(_) => "a bool",
+            Value::Int(_) => "an int",
+            Value::None => "None",
+            Value::List(_) => "a list",
+            Value::Tuple(_) => "a tuple",
+            Value::Mark => "a mark",
+        }
+    }
+}
+
+/// A small pickle machine: stack, memo, and the opcodes of `(list of bytes, list of bool)`.
+struct Unpickler<'a> {
+    data: &'a [u8],
+    pos: usize,
+    stack: Vec<Value>,
+    memo: std::collections::HashMap<u64, Value>,
+}
+
+impl<'a> Unpickler<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self {
+            data,
+            pos: 0,
+            stack: Vec::new(),
+            memo: Default::default(),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| {
+                format!(
+                    "truncated: need {n} bytes at offset {}, file has {}",
+                    self.pos,
+                    self.data.len()
+                )
+            })?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> std::result::Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+
+    fn pop(&mut self) -> std::result::Result<Value, String> {
+        self.stack
+            .pop()
+            .ok_or_else(|| format!("stack underflow at offset {}", self.pos))
+    }
+
+    /// Items above the topmost mark (the mark is removed).
+    fn pop_mark(&mut self) -> std::result::Result<Vec<Value>, String> {
+        let at = self
+            .stack
+            .iter()
+            .rposition(|v| *v == Value::Mark)
+            .ok_or_else(|| format!("no mark on the stack at offset {}", self.pos))?;
+        let items = self.stack.split_off(at + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+
+    fn push_bytes(&mut self, n: usize) -> std::result::Result<(), String> {
+        let b = self.take(n)?.to_vec();
+        self.stack.push(Value::Bytes(b));
+        Ok(())
+    }
+
+    fn extend_list(&mut self, items: Vec<Value>) -> std::result::Result<(), String> {
+        match self.stack.last_mut() {
+            Some(Value::List(list)) => {
+                list.extend(items);
+                Ok(())
+            }
+            _ => Err(format!(
+                "APPEND(S) without a list below, at offset {}",
+                self.pos
+            )),
+        }
+    }
+
+    fn run(mut self) -> std::result::Result<Value, String> {
+        loop {
+            let op = self.u8()?;
+            match op {
+                0x80 => {
+                    let proto = self.u8()?;
+                    if !(2..=5).contains(&proto) {
+                        return Err(format!("pickle protocol {proto} (2 to 5 are read)"));
+                    }
+                }
+                0x95 => {
+                    self.u64()?; // FRAME: the length of the next frame; data is inline
+                }
+                b'.' => return self.pop(),
+                b'(' => self.stack.push(Value::Mark),
+                b']' => self.stack.push(Value::List(Vec::new())),
+                b')' => self.stack.push(Value::Tuple(Vec::new())),
+                b'N' => self.stack.push(Value::None),
+                0x88 => self.stack.push(Value::Bool(true)),
+                0x89 => self.stack.push(Value::Bool(false)),
+                b'K' => {
+                    let v = self.u8()? as i64;
+                    self.stack.push(Value::Int(v));
+                }
+                b'M' => {
+                    let v = u16::from_le_bytes(self.take(2)?.try_into().unwrap()) as i64;
+                    self.stack.push(Value::Int(v));
+                }
+                b'J' => {
+                    let v = i32::from_le_bytes(self.take(4)?.try_into().unwrap()) as i64;
+                    self.stack.push(Value::Int(v));
+                }
+                // SHORT_BINSTRING / SHORT_BINBYTES: 1-byte length; BINSTRING / BINBYTES: 4;
+                // BINBYTES8: 8. Python 2 `str` and Python 3 `bytes` both read as bytes.
+                b'U' | b'C' => {
+                    let n = self.u8()? as usize;
+                    self.push_bytes(n)?;
+                }
+                b'T' | b'B' => {
+                    let n = self.u32()? as usize;
+                    self.push_bytes(n)?;
+                }
+                0x8e => {
+                    let n = usize::try_from(self.u64()?)
+                        .map_err(|_| "BINBYTES8 length overflows".to_string())?;
+                    self.push_bytes(n)?;
+                }
+                b'q' => {
+                    let k = self.u8()? as u64;
+                    let v = self.stack.last().ok_or("BINPUT on an empty stack")?.clone();
+                    self.memo.insert(k, v);
+                }
+                b'r' => {
+                    let k = self.u32()? as u64;
+                    let v = self
+                        .stack
+                        .last()
+                        .ok_or("LONG_BINPUT on an empty stack")?
+                        .clone();
+                    self.memo.insert(k, v);
+                }
+                0x94 => {
+                    let k = self.memo.len() as u64;
+                    let v = self
+                        .stack
+                        .last()
+                        .ok_or("MEMOIZE on an empty stack")?
+                        .clone();
+                    self.memo.insert(k, v);
+                }
+                b'h' | b'j' => {
+                    let k = if op == b'h' {
+                        self.u8()? as u64
+                    } else {
+                        self.u32()? as u64
+                    };
+                    let v = self
+                        .memo
+                        .get(&k)
+                        .cloned()
+                        .ok_or_else(|| format!("memo {k} not set"))?;
+                    self.stack.push(v);
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    self.extend_list(vec![v])?;
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    self.extend_list(items)?;
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::List(items));
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::Tuple(items));
+                }
+                0x85..=0x87 => {
+                    let n = (op - 0x84) as usize;
+                    if self.stack.len() < n {
+                        return Err(format!(
+                            "TUPLE{n} with {} items on the stack",
+                            self.stack.len()
+                        ));
+                    }
+                    let items = self.stack.split_off(self.stack.len() - n);
+                    if items.contains(&Value::Mark) {
+                        return Err("TUPLE over a mark".into());
+                    }
+                    self.stack.push(Value::Tuple(items));
+                }
+                other => return Err(format!(
+                    "unsupported pickle opcode {other:#04x} at offset {}: not an insightface .bin",
+                    self.pos - 1
+                )),
+            }
+        }
+    }
+}

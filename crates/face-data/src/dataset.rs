@@ -1,0 +1,59 @@
+//! The `FaceDataset` trait every source implements.
+
+use std::path::PathBuf;
+
+use image::RgbImage;
+
+use crate::error::{DataError, Result};
+
+/// One sample: a decoded RGB face and its identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceSample {
+    pub image: RgbImage,
+    pub label: usize,
+}
+
+/// A labelled face dataset with random access.
+pub trait FaceDataset: Send + Sync {
+    /// Number of images.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of identities; labels are `0..num_identities()`.
+    fn num_identities(&self) -> usize;
+
+    /// The identity of sample `index`, without decoding its image (samplers use this).
+    fn label(&self, index: usize) -> Result<usize>;
+
+    /// Sample `index`, decoded.
+    fn get(&self, index: usize) -> Result<FaceSample>;
+
+    /// Where the data lives, for error messages and reports.
+    fn source(&self) -> PathBuf;
+
+    /// `Err(OutOfRange)` unless `index < len()`.
+    fn check_index(&self, index: usize) -> Result<()> {
+        if index < self.len() {
+            Ok(())
+        } else {
+            Err(DataError::OutOfRange {
+                index,
+                len: self.len(),
+            })
+        }
+    }
+}
+
+/// Decodes encoded image bytes (JPEG, PNG, BMP) to RGB, naming the source on failure.
+pub fn decode(bytes: &[u8], path: &std::path::Path, index: usize) -> Result<RgbImage> {
+    image::load_from_memory(bytes)
+        .map(|img| img.to_rgb8())
+        .map_err(|e| DataError::Decode {
+            path: path.to_path_buf(),
+            index,
+            reason: e.to_string(),
+        })
+}

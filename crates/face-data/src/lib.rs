@@ -1,0 +1,24 @@
+//! Face datasets behind one `FaceDataset` trait: identity-per-folder image trees, insightface's
+//! RecordIO (`train.rec`/`.idx`, read memory-mapped and written), verification `.bin` files,
+//! LFW's `pairs.txt`, and a procedural synthetic set that is the project's built-in default;
+//! plus a multi-threaded loader that decodes, augments and batches into Burn tensors.
+
+mod bin;
+mod dataset;
+mod error;
+mod folder;
+mod lfw;
+pub mod recordio;
+pub mod synthetic;
+
+pub use bin::VerificationBin;
+pub use dataset::{decode, FaceDataset, FaceSample};
+pub use error::{DataError, Result};
+pub use folder::{is_image, write_label_map, ImageFolder};
+pub use lfw::{LfwPair, LfwPairs};
+pub use recordio::{
+    pack_folder, unpack_to_folder, IrHeader, RecordDataset, RecordFile, RecordWriter,
+};
+pub use synthetic::{
+    render, verification_pairs, Identity, RenderedFace, SyntheticConfig, SyntheticFaces,
+};

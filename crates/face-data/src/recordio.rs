@@ -1,0 +1,585 @@
+//! insightface's RecordIO (`train.rec` + `train.idx`) without MXNet: dmlc record framing, the
+//! `IRHeader`, insightface's layout (record 0 says where images and identities are) and plain
+//! `im2rec` output; memory-mapped random access; a writer and converters to and from folders.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::{
+    dataset::{decode, FaceDataset, FaceSample},
+    error::{io, DataError, Result},
+    folder::ImageFolder,
+};
+
+/// dmlc-core's record magic.
+pub const MAGIC: u32 = 0xced7_230a;
+const LENGTH_MASK: u32 = (1 << 29) - 1;
+
+/// Splits one (possibly multi-part) record starting at `offset`: returns the payload and the
+/// offset of the next record. Parts are joined with the magic bytes the writer cut out.
+pub fn read_record(data: &[u8], offset: usize) -> std::result::Result<(Vec<u8>, usize), String> {
+    let mut payload = Vec::new();
+    let mut at = offset;
+    let mut first = true;
+    loop {
+        let head = data
+            .get(at..at + 8)
+            .ok_or_else(|| format!("truncated record header at byte {at}"))?;
+        let magic = u32::from_le_bytes(head[0..4].try_into().unwrap());
+        if magic != MAGIC {
+            return Err(format!(
+                "bad magic {magic:#010x} at byte {at} (expected {MAGIC:#010x})"
+            ));
+        }
+        let lrec = u32::from_le_bytes(head[4..8].try_into().unwrap());
+        let (cflag, len) = (lrec >> 29, (lrec & LENGTH_MASK) as usize);
+        let body = data.get(at + 8..at + 8 + len).ok_or_else(|| {
+            format!("record part at byte {at} claims {len} bytes past the end of the file")
+        })?;
+        match (first, cflag) {
+            (true, 0) | (true, 1) | (false, 2) | (false, 3) => {}
+            _ => return Err(format!("unexpected continuation flag {cflag} at byte {at}")),
+        }
+        if !first {
+            payload.extend_from_slice(&MAGIC.to_le_bytes());
+        }
+        payload.extend_from_slice(body);
+        at += 8 + ((len + 3) & !3);
+        if cflag == 0 || cflag == 3 {
+            return Ok((payload, at));
+        }
+        first = false;
+    }
+}
+
+/// Frames `payload` as dmlc's `RecordIOWriter::WriteRecord` does: wherever the magic occurs at a
+/// 4-byte-aligned offset it is cut out and the record continues in a new part; the last part
+/// is zero-padded to 4 bytes.
+pub fn frame_record(payload: &[u8], out: &mut Vec<u8>) {
+    let magic = MAGIC.to_le_bytes();
+    let len = payload.len();
+    let mut start = 0usize;
+    let mut i = 0usize;
+    while i + 4 <= len & !3 {
+        if payload[i..i + 4] == magic {
+            let flag = if start == 0 { 1u32 } else { 2 };
+            out.extend_from_slice(&magic);
+            out.extend_from_slice(&((flag << 29) | (i - start) as u32).to_le_bytes());
+            out.extend_from_slice(&payload[start..i]);
+            start = i + 4;
+        }
+        i += 4;
+    }
+    let flag = if start != 0 { 3u32 } else { 0 };
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&((flag << 29) | (len - start) as u32).to_le_bytes());
+    out.extend_from_slice(&payload[start..]);
+    out.resize(out.len() + ((len + 3) & !3) - len, 0);
+}
+
+/// MXNet's `IRHeader`: `flag`, `label`, `id`, `id2` (little-endian `IfQQ`, 24 bytes). When
+/// `flag > 0`, `flag` f32 labels follow it and `label` is unused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IrHeader {
+    pub flag: u32,
+    pub label: f32,
+    pub id: u64,
+    pub id2: u64,
+    pub labels: Vec<f32>,
+}
+
+impl IrHeader {
+    pub const SIZE: usize = 24;
+
+    /// A single-label image header.
+    pub fn image(label: usize, id: u64) -> Self {
+        Self {
+            flag: 0,
+            label: label as f32,
+            id,
+            id2: 0,
+            labels: Vec::new(),
+        }
+    }
+
+    /// A header carrying several labels (insightface's record 0 and identity records).
+    pub fn with_labels(labels: Vec<f32>) -> Self {
+        Self {
+            flag: labels.len() as u32,
+            label: 0.0,
+            id: 0,
+            id2: 0,
+            labels,
+        }
+    }
+
+    /// The record's class: `label`, or the first of `labels` when there are several.
+    pub fn class(&self) -> f32 {
+        self.labels.first().copied().unwrap_or(self.label)
+    }
+
+    /// MXNet's `recordio.pack`: header, labels, then the payload.
+    pub fn pack(&self, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::SIZE + 4 * self.labels.len() + payload.len());
+        out.extend_from_slice(&(self.labels.len().max(self.flag as usize) as u32).to_le_bytes());
+        out.extend_from_slice(&self.label.to_le_bytes());
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&self.id2.to_le_bytes());
+        for l in &self.labels {
+            out.extend_from_slice(&l.to_le_bytes());
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// MXNet's `recordio.unpack`: the header and the payload after it.
+    pub fn unpack(record: &[u8]) -> std::result::Result<(Self, &[u8]), String> {
+        if record.len() < Self::SIZE {
+            return Err(format!(
+                "record of {} bytes is shorter than its 24-byte header",
+                record.len()
+            ));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(record[i..i + 4].try_into().unwrap());
+        let u64_at = |i: usize| u64::from_le_bytes(record[i..i + 8].try_into().unwrap());
+        let flag = u32_at(0);
+        let label = f32::from_le_bytes(record[4..8].try_into().unwrap());
+        let n = flag as usize;
+        let end = Self::SIZE
+            .checked_add(n.checked_mul(4).ok_or("label count overflows")?)
+            .ok_or("label count overflows")?;
+        if record.len() < end {
+            return Err(format!(
+                "header says {n} labels but the record has {} bytes",
+                record.len()
+            ));
+        }
+        let labels = (0..n)
+            .map(|k| {
+                f32::from_le_bytes(
+                    record[Self::SIZE + 4 * k..Self::SIZE + 4 * k + 4]
+                        .try_into()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        Ok((
+            Self {
+                flag,
+                label,
+                id: u64_at(8),
+                id2: u64_at(16),
+                labels,
+            },
+            &record[end..],
+        ))
+    }
+}
+
+/// A memory-mapped `.rec` with its `.idx` (`key\toffset` per line).
+pub struct RecordFile {
+    path: PathBuf,
+    data: Mmap,
+    offsets: HashMap<u64, u64>,
+    keys: Vec<u64>,
+}
+
+impl std::fmt::Debug for RecordFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordFile")
+            .field("path", &self.path)
+            .field("records", &self.keys.len())
+            .finish()
+    }
+}
+
+/// The `.idx` beside a `.rec`.
+pub fn index_path(rec: &Path) -> PathBuf {
+    rec.with_extension("idx")
+}
+
+/// Parses `.idx` text; every offset must point inside a file of `file_len` bytes.
+pub fn parse_index(text: &str, path: &Path, file_len: u64) -> Result<Vec<(u64, u64)>> {
+    let mut entries = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |reason: String| DataError::Index {
+            path: path.to_path_buf(),
+            line: n + 1,
+            reason,
+        };
+        let mut parts = line.split_whitespace();
+        let (Some(k), Some(o), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad(format!("expected `key<TAB>offset`, got {line:?}")));
+        };
+        let key = k
+            .parse::<u64>()
+            .map_err(|e| bad(format!("key {k:?}: {e}")))?;
+        let offset = o
+            .parse::<u64>()
+            .map_err(|e| bad(format!("offset {o:?}: {e}")))?;
+        if offset.saturating_add(8) > file_len {
+            return Err(bad(format!(
+                "offset {offset} points past the end of the .rec ({file_len} bytes)"
+            )));
+        }
+        entries.push((key, offset));
+    }
+    Ok(entries)
+}
+
+impl RecordFile {
+    /// Opens `rec` and the `.idx` beside it.
+    pub fn open(rec: impl AsRef<Path>) -> Result<Self> {
+        let path = rec.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(io(&path))?;
+        // SAFETY: the file is opened read-only; like any mmap reader we assume it is not
+        // truncated by another process while mapped.
+        let data = unsafe { Mmap::map(&file) }.map_err(io(&path))?;
+        let idx = index_path(&path);
+        let text = std::fs::read_to_string(&idx).map_err(io(&idx))?;
+        let entries = parse_index(&text, &idx, data.len() as u64)?;
+        let keys = entries.iter().map(|e| e.0).collect();
+        Ok(Self {
+            path,
+            data,
+            offsets: entries.into_iter().collect(),
+            keys,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keys in `.idx` order.
+    pub fn keys(&self) -> &[u64] {
+        &self.keys
+    }
+
+    /// The payload of record `key`.
+    pub fn read(&self, key: u64) -> Result<Vec<u8>> {
+        let offset = *self
+            .offsets
+            .get(&key)
+            .ok_or_else(|| DataError::MissingKey {
+                path: self.path.clone(),
+                key,
+            })?;
+        read_record(&self.data, offset as usize)
+            .map(|(payload, _)| payload)
+            .map_err(|reason| DataError::Record {
+                path: self.path.clone(),
+                offset,
+                reason: format!("key {key}: {reason}"),
+            })
+    }
+
+    /// Header and payload of record `key`.
+    pub fn read_unpacked(&self, key: u64) -> Result<(IrHeader, Vec<u8>)> {
+        let record = self.read(key)?;
+        let (header, payload) = IrHeader::unpack(&record).map_err(|reason| DataError::Record {
+            path: self.path.clone(),
+            offset: self.offsets[&key],
+            reason: format!("key {key}: {reason}"),
+        })?;
+        Ok((header, payload.to_vec()))
+    }
+}
+
+/// A `.rec` as a labelled face dataset: insightface's layout or plain `im2rec` output.
+#[derive(Debug)]
+pub struct RecordDataset {
+    file: RecordFile,
+    /// (key, label) of every image, in key order.
+    samples: Vec<(u64, usize)>,
+    num_identities: usize,
+    insightface_layout: bool,
+}
+
+fn label_of(header: &IrHeader, file: &RecordFile, key: u64) -> Result<usize> {
+    let c = header.class();
+    if !(c.is_finite() && c >= 0.0 && c.fract() == 0.0) {
+        return Err(DataError::Record {
+            path: file.path.clone(),
+            offset: file.offsets[&key],
+            reason: format!("key {key}: label {c} is not a class index"),
+        });
+    }
+    Ok(c as usize)
+}
+
+impl RecordDataset {
+    /// Opens `train.rec` (+ `train.idx`). With insightface's layout (record 0's labels `[a, b]`:
+    /// images are keys `1..a`, identity records `a..b` give each identity's image range) labels
+    /// come from the identity records without touching the images; otherwise every record is an
+    /// image and its header's label is read.
+    pub fn open(rec: impl AsRef<Path>) -> Result<Self> {
+        let file = RecordFile::open(rec)?;
+        let head = if file.offsets.contains_key(&0) {
+            Some(file.read_unpacked(0)?.0)
+        } else {
+            None
+        };
+        let layout = head
+            .as_ref()
+            .filter(|h| h.flag > 0 && h.labels.len() >= 2)
+            .map(|h| (h.labels[0] as u64, h.labels[1] as u64))
+            .filter(|&(a, b)| a >= 1 && b >= a);
+        let (samples, num_identities) = match layout {
+            Some((a, b)) => {
+                let mut samples = Vec::with_capacity((a - 1) as usize);
+                if b > a {
+                    for (label, id_key) in (a..b).enumerate() {
+                        let (h, _) = file.read_unpacked(id_key)?;
+                        let (start, end) = match h.labels.as_slice() {
+                            [s, e, ..] => (*s as u64, *e as u64),
+                            _ => {
+                                return Err(DataError::Record {
+                                    path: file.path.clone(),
+                                    offset: file.offsets[&id_key],
+                                    reason: format!(
+                                        "identity record {id_key} has no [start, end) labels"
+                                    ),
+                                })
+                            }
+                        };
+                        samples.extend((start..end).map(|k| (k, label)));
+                    }
+                } else {
+                    for key in 1..a {
+                        let (h, _) = file.read_unpacked(key)?;
+                        samples.push((key, label_of(&h, &file, key)?));
+                    }
+                }
+                samples.sort_unstable();
+                let ids = if b > a {
+                    (b - a) as usize
+                } else {
+                    samples.iter().map(|s| s.1 + 1).max().unwrap_or(0)
+                };
+                (samples, ids)
+            }
+            None => {
+                let mut samples = Vec::with_capacity(file.keys.len());
+                for &key in &file.keys {
+                    let (h, _) = file.read_unpacked(key)?;
+                    samples.push((key, label_of(&h, &file, key)?));
+                }
+                let ids = samples.iter().map(|s| s.1 + 1).max().unwrap_or(0);
+                (samples, ids)
+            }
+        };
+        for &(key, _) in &samples {
+            if !file.offsets.contains_key(&key) {
+                return Err(DataError::MissingKey {
+                    path: file.path.clone(),
+                    key,
+                });
+            }
+        }
+        Ok(Self {
+            file,
+            samples,
+            num_identities,
+            insightface_layout: layout.is_some(),
+        })
+    }
+
+    pub fn file(&self) -> &RecordFile {
+        &self.file
+    }
+
+    /// Whether record 0 described the layout (insightface) or every record is an image.
+    pub fn insightface_layout(&self) -> bool {
+        self.insightface_layout
+    }
+
+    /// Record key of sample `index`.
+    pub fn key(&self, index: usize) -> Result<u64> {
+        self.check_index(index)?;
+        Ok(self.samples[index].0)
+    }
+
+    /// The encoded image bytes of sample `index`, as stored.
+    pub fn raw(&self, index: usize) -> Result<Vec<u8>> {
+        let key = self.key(index)?;
+        Ok(self.file.read_unpacked(key)?.1)
+    }
+}
+
+impl FaceDataset for RecordDataset {
+    fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    fn num_identities(&self) -> usize {
+        self.num_identities
+    }
+
+    fn label(&self, index: usize) -> Result<usize> {
+        self.check_index(index)?;
+        Ok(self.samples[index].1)
+    }
+
+    fn get(&self, index: usize) -> Result<FaceSample> {
+        let bytes = self.raw(index)?;
+        Ok(FaceSample {
+            image: decode(&bytes, &self.file.path, index)?,
+            label: self.samples[index].1,
+        })
+    }
+
+    fn source(&self) -> PathBuf {
+        self.file.path.clone()
+    }
+}
+
+/// Writes `.rec` + `.idx`, each to a temporary file renamed into place by [`RecordWriter::finish`].
+pub struct RecordWriter {
+    rec: PathBuf,
+    out: std::io::BufWriter<File>,
+    offset: u64,
+    index: String,
+    buf: Vec<u8>,
+}
+
+fn tmp_of(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+impl RecordWriter {
+    pub fn create(rec: impl AsRef<Path>) -> Result<Self> {
+        let rec = rec.as_ref().to_path_buf();
+        let tmp = tmp_of(&rec);
+        let file = File::create(&tmp).map_err(io(&tmp))?;
+        Ok(Self {
+            rec,
+            out: std::io::BufWriter::new(file),
+            offset: 0,
+            index: String::new(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Appends a record under `key`.
+    pub fn write(&mut self, key: u64, payload: &[u8]) -> Result<()> {
+        self.buf.clear();
+        frame_record(payload, &mut self.buf);
+        self.out
+            .write_all(&self.buf)
+            .map_err(io(tmp_of(&self.rec)))?;
+        self.index.push_str(&format!("{key}\t{}\n", self.offset));
+        self.offset += self.buf.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes both files and moves them into place.
+    pub fn finish(self) -> Result<()> {
+        let tmp = tmp_of(&self.rec);
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| io(&tmp)(e.into_error()))?;
+        file.sync_all().map_err(io(&tmp))?;
+        let idx = index_path(&self.rec);
+        let idx_tmp = tmp_of(&idx);
+        std::fs::write(&idx_tmp, self.index.as_bytes()).map_err(io(&idx_tmp))?;
+        std::fs::rename(&tmp, &self.rec).map_err(io(&self.rec))?;
+        std::fs::rename(&idx_tmp, &idx).map_err(io(&idx))
+    }
+}
+
+/// Names beside a packed `.rec` (`train.names.json`): identity names and each image's relative
+/// path, so [`unpack_to_folder`] restores the folder exactly. Not needed to read the `.rec`.
+pub fn names_path(rec: &Path) -> PathBuf {
+    rec.with_extension("names.json")
+}
+
+/// Packs an image folder into `rec` in insightface's layout: record 0 `[a, b]`, images at keys
+/// `1..a` (the original encoded bytes, header label = identity, id = key), one identity record
+/// per identity at `a..b` with its `[start, end)` image keys. Returns the number of images.
+pub fn pack_folder(folder: &ImageFolder, rec: impl AsRef<Path>) -> Result<usize> {
+    let rec = rec.as_ref();
+    let files = folder.files();
+    let n = files.len() as u64;
+    let a = n + 1;
+    let b = a + folder.num_identities() as u64;
+    let mut w = RecordWriter::create(rec)?;
+    w.write(
+        0,
+        &IrHeader::with_labels(vec![a as f32, b as f32]).pack(&[]),
+    )?;
+    let mut ranges = vec![(u64::MAX, 0u64); folder.num_identities()];
+    for (i, (_, label)) in files.iter().enumerate() {
+        let key = i as u64 + 1;
+        w.write(key, &IrHeader::image(*label, key).pack(&folder.raw(i)?))?;
+        let r = &mut ranges[*label];
+        r.0 = r.0.min(key);
+        r.1 = r.1.max(key + 1);
+    }
+    for (k, (start, end)) in ranges.into_iter().enumerate() {
+        w.write(
+            a + k as u64,
+            &IrHeader::with_labels(vec![start as f32, end as f32]).pack(&[]),
+        )?;
+    }
+    w.finish()?;
+    let names = serde_json::json!({
+        "identities": folder.identities(),
+        "files": files.iter().map(|(p, _)| p.to_string_lossy().replace('\\', "/")).collect::<Vec<_>>(),
+    });
+    let path = names_path(rec);
+    std::fs::write(&path, serde_json::to_vec(&names).expect("serialisable")).map_err(io(&path))?;
+    Ok(files.len())
+}
+
+fn extension_of(bytes: &[u8]) -> &'static str {
+    match bytes {
+        [0xFF, 0xD8, ..] => "jpg",
+        [0x89, b'P', b'N', b'G', ..] => "png",
+        [b'B', b'M', ..] => "bmp",
+        _ => "bin",
+    }
+}
+
+/// Writes every image of a `.rec` into `out/<identity>/<file>` with its stored bytes: the
+/// original names when `train.names.json` is beside it (so folder -> rec -> folder is
+/// byte-exact), else `<label>/<key>.<ext>`. Returns the number of images.
+pub fn unpack_to_folder(rec: impl AsRef<Path>, out: impl AsRef<Path>) -> Result<usize> {
+    let (rec, out) = (rec.as_ref(), out.as_ref());
+    let data = RecordDataset::open(rec)?;
+    let names: Option<serde_json::Value> = std::fs::read(names_path(rec))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let files = names
+        .as_ref()
+        .and_then(|n| n["files"].as_array())
+        .filter(|f| f.len() == data.len());
+    for i in 0..data.len() {
+        let bytes = data.raw(i)?;
+        let label = data.label(i)?;
+        let relative = match files {
+            Some(f) => PathBuf::from(f[i].as_str().unwrap_or_default()),
+            None => PathBuf::from(format!("{label:06}")).join(format!(
+                "{:08}.{}",
+                data.key(i)?,
+                extension_of(&bytes)
+            )),
+        };
+        let path = out.join(&relative);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        std::fs::write(&path, &bytes).map_err(io(&path))?;
+    }
+    Ok(data.len())
+}
