@@ -55,6 +55,10 @@ PACKAGES = [
           "layers/modules/__init__.py", "layers/modules/multibox_loss.py",
           "models/__init__.py", "models/net.py", "models/retinaface.py",
           "utils/__init__.py", "utils/box_utils.py", "utils/nms/__init__.py", "utils/nms/py_cpu_nms.py"]}}),
+    # The LFW protocol (names only, no images) as SQLite; make_lfw_pairs() rebuilds View 2's pairs.txt.
+    ("xbob.db.lfw", "1.2.0", "sdist",
+     "e689054309d87189160d2fbea3f38a64e5d70ee9756a35c55c69af48e0f19950",
+     {"xbob.db.lfw-1.2.0/xbob/db/lfw/db.sql3": "lfw/db.sql3"}),
 ]
 
 # insightface's ArcFace template for 112x112 (left eye, right eye, nose, left/right mouth corner).
@@ -102,7 +106,7 @@ def download(name, version, kind, want):
 
 
 def unpack(archive, members):
-    opener = zipfile.ZipFile(archive) if archive.endswith(".whl") else tarfile.open(archive)
+    opener = zipfile.ZipFile(archive) if archive.endswith((".whl", ".zip")) else tarfile.open(archive)
     with opener as ar:
         for member, target in members.items():
             out = os.path.join(CACHE, target)
@@ -200,6 +204,35 @@ def make_warps():
     return len(fixture["warps"])
 
 
+def make_lfw_pairs():
+    """LFW View 2's pairs.txt from xbob.db.lfw's database: header `10<TAB>300`, then per fold its 300
+    matched pairs (`name<TAB>i<TAB>j`) and 300 mismatched ones (`name1<TAB>i<TAB>name2<TAB>j`), in the
+    database's order. Checked against datasets/fixtures/lfw/pairs_txt.sha256."""
+    import sqlite3
+    out = os.path.join(CACHE, "lfw", "pairs.txt")
+    db = sqlite3.connect(os.path.join(CACHE, "lfw", "db.sql3"))
+    files = {str(i): (client, int(name.rsplit("_", 1)[1])) for i, name, client in
+             db.execute("select id, name, client_id from file")}
+    lines = ["10\t300"]
+    for fold in range(1, 11):
+        rows = db.execute("select enrol_file_id, probe_file_id, is_match from pair where protocol = ? order by id",
+                          (f"fold{fold}",)).fetchall()
+        for want in (1, 0):
+            for a, b, same in rows:
+                if same != want:
+                    continue
+                (na, ia), (nb, ib) = files[str(a)], files[str(b)]
+                lines.append(f"{na}\t{ia}\t{ib}" if same else f"{na}\t{ia}\t{nb}\t{ib}")
+    text = "\n".join(lines) + "\n"
+    want = open(os.path.join(ROOT, "fixtures", "lfw", "pairs_txt.sha256")).read().split()[0]
+    got = hashlib.sha256(text.encode()).hexdigest()
+    if got != want:
+        sys.exit(f"FAILED: rebuilt LFW pairs.txt has sha256 {got}, expected {want}")
+    with open(out + ".tmp", "w") as fh:
+        fh.write(text)
+    os.replace(out + ".tmp", out)
+
+
 def make_decoded():
     """Every photo as OpenCV decodes it, saved losslessly in cache/decoded/, so parity tests can
     compare warps and detections apart from JPEG decoder differences."""
@@ -246,6 +279,7 @@ def main():
     hashes = make_faces(landmarks)
     warps = make_warps()
     make_decoded()
+    make_lfw_pairs()
     print(f"fetched {len(PACKAGES)} packages; {len(hashes)} aligned faces in {os.path.join(CACHE, 'faces')}; "
           f"{warps} OpenCV reference crops in {os.path.join(CACHE, 'warps')}")
     return hashes

@@ -125,6 +125,8 @@ enum Value {
     None,
     List(Vec<Value>),
     Tuple(Vec<Value>),
+    Str(String),
+    Global(String),
     Mark,
 }
 
@@ -137,6 +139,8 @@ impl Value {
             Value::None => "None",
             Value::List(_) => "a list",
             Value::Tuple(_) => "a tuple",
+            Value::Str(_) => "a str",
+            Value::Global(_) => "a global",
             Value::Mark => "a mark",
         }
     }
@@ -187,6 +191,19 @@ impl<'a> Unpickler<'a> {
 
     fn u64(&mut self) -> std::result::Result<u64, String> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+
+    /// A newline-terminated ASCII line (GLOBAL's operands).
+    fn line(&mut self) -> std::result::Result<String, String> {
+        let rest = &self.data[self.pos..];
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("unterminated GLOBAL")?;
+        let text =
+            std::str::from_utf8(&rest[..end]).map_err(|e| format!("bad GLOBAL name: {e}"))?;
+        self.pos += end + 1;
+        Ok(text.to_string())
     }
 
     fn pop(&mut self) -> std::result::Result<Value, String> {
@@ -339,10 +356,67 @@ impl<'a> Unpickler<'a> {
                     }
                     self.stack.push(Value::Tuple(items));
                 }
-                other => return Err(format!(
+                // Python 3 pickles `bytes` at protocol 2 as `_codecs.encode(str, 'latin1')`.
+                b'c' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    self.stack.push(Value::Global(format!("{module}.{name}")));
+                }
+                0x93 => {
+                    let (Value::Str(name), Value::Str(module)) = (self.pop()?, self.pop()?) else {
+                        return Err("STACK_GLOBAL without two strings".into());
+                    };
+                    self.stack.push(Value::Global(format!("{module}.{name}")));
+                }
+                b'X' | 0x8c | 0x8d => {
+                    let n = match op {
+                        b'X' => self.u32()? as usize,
+                        0x8c => self.u8()? as usize,
+                        _ => usize::try_from(self.u64()?)
+                            .map_err(|_| "BINUNICODE8 length overflows".to_string())?,
+                    };
+                    let text = std::str::from_utf8(self.take(n)?)
+                        .map_err(|e| format!("bad UTF-8 in a str: {e}"))?;
+                    self.stack.push(Value::Str(text.to_string()));
+                }
+                b'R' => {
+                    let (args, callable) = (self.pop()?, self.pop()?);
+                    let value = match (callable, args) {
+                        (Value::Global(g), Value::Tuple(a)) if g == "_codecs.encode" => {
+                            match a.as_slice() {
+                                [Value::Str(text), Value::Str(enc)]
+                                    if enc == "latin1" || enc == "latin-1" =>
+                                {
+                                    let bytes: Option<Vec<u8>> =
+                                        text.chars().map(|c| u8::try_from(c as u32).ok()).collect();
+                                    Value::Bytes(
+                                        bytes.ok_or("a latin1 str holds characters above 255")?,
+                                    )
+                                }
+                                _ => return Err("_codecs.encode with unexpected arguments".into()),
+                            }
+                        }
+                        (Value::Global(g), Value::Tuple(a))
+                            if (g == "__builtin__.bytes" || g == "builtins.bytes")
+                                && a.is_empty() =>
+                        {
+                            Value::Bytes(Vec::new())
+                        }
+                        (callable, _) => {
+                            return Err(format!(
+                                "REDUCE of {}: not an insightface .bin",
+                                callable.kind()
+                            ))
+                        }
+                    };
+                    self.stack.push(value);
+                }
+                other => {
+                    return Err(format!(
                     "unsupported pickle opcode {other:#04x} at offset {}: not an insightface .bin",
                     self.pos - 1
-                )),
+                ))
+                }
             }
         }
     }

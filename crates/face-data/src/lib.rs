@@ -8,6 +8,7 @@ mod dataset;
 mod error;
 mod folder;
 mod lfw;
+mod loader;
 pub mod recordio;
 pub mod synthetic;
 
@@ -16,6 +17,7 @@ pub use dataset::{decode, FaceDataset, FaceSample};
 pub use error::{DataError, Result};
 pub use folder::{is_image, write_label_map, ImageFolder};
 pub use lfw::{LfwPair, LfwPairs};
+pub use loader::{Batch, Epoch, Loader, LoaderConfig, Sampling};
 pub use recordio::{
     pack_folder, unpack_to_folder, IrHeader, RecordDataset, RecordFile, RecordWriter,
 };

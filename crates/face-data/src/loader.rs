@@ -1,0 +1,303 @@
+//! Decode + augment + batch on all cores, a bounded number of batches ahead, in an order fixed
+//! by (seed, epoch); optionally identity-balanced.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use face_augment::Pipeline;
+use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    dataset::FaceDataset,
+    error::{DataError, Result},
+};
+
+/// How an epoch visits the samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Sampling {
+    /// Every sample once.
+    Uniform,
+    /// Every identity `per_identity` times (drawn without replacement while its images last),
+    /// identities in random order: large and small identities weigh the same.
+    Balanced { per_identity: usize },
+}
+
+/// Loader settings (serde, for the trainer's TOML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    /// Shuffle each epoch (the order depends on seed and epoch only).
+    pub shuffle: bool,
+    pub seed: u64,
+    /// Drop a last, smaller batch.
+    pub drop_last: bool,
+    /// Batches prepared ahead of the consumer; bounds the memory in flight.
+    pub prefetch: usize,
+    pub sampling: Sampling,
+    /// Skip samples that fail to load (corrupt image, bad record) instead of stopping; each is
+    /// counted and reported in its batch.
+    pub skip_bad: bool,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 128,
+            shuffle: true,
+            seed: 0,
+            drop_last: true,
+            prefetch: 4,
+            sampling: Sampling::Uniform,
+            skip_bad: false,
+        }
+    }
+}
+
+/// One batch, channel-major like PyTorch: `images` is `[n, 3, h, w]` flattened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub images: Vec<f32>,
+    pub shape: [usize; 4],
+    pub labels: Vec<usize>,
+    /// Dataset index of each sample.
+    pub indices: Vec<usize>,
+    /// Samples of this batch that were skipped, with the reason (only with `skip_bad`).
+    pub skipped: Vec<(usize, String)>,
+}
+
+impl Batch {
+    /// The images `[n, 3, h, w]` and labels `[n]` as Burn tensors.
+    pub fn to_tensors<B: Backend>(&self, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
+        let images = Tensor::from_data(TensorData::new(self.images.clone(), self.shape), device);
+        let labels: Vec<i64> = self.labels.iter().map(|&l| l as i64).collect();
+        let labels = Tensor::from_data(TensorData::new(labels, [self.labels.len()]), device);
+        (images, labels)
+    }
+}
+
+/// A dataset, an augmentation pipeline and the batching around them.
+pub struct Loader<D: FaceDataset + 'static> {
+    dataset: Arc<D>,
+    pipeline: Arc<Pipeline>,
+    config: LoaderConfig,
+    /// Sample indices by identity (for balanced sampling).
+    by_identity: Arc<Vec<Vec<usize>>>,
+    skipped: Arc<AtomicUsize>,
+}
+
+impl<D: FaceDataset + 'static> Loader<D> {
+    pub fn new(dataset: D, pipeline: Pipeline, config: LoaderConfig) -> Result<Self> {
+        if config.batch_size == 0 || config.prefetch == 0 {
+            return Err(DataError::Config {
+                what: "loader",
+                reason: "batch_size and prefetch must be > 0".into(),
+            });
+        }
+        if dataset.is_empty() {
+            return Err(DataError::Config {
+                what: "loader",
+                reason: format!("{} holds no samples", dataset.source().display()),
+            });
+        }
+        let by_identity = match config.sampling {
+            Sampling::Uniform => Vec::new(),
+            Sampling::Balanced { per_identity } => {
+                if per_identity == 0 {
+                    return Err(DataError::Config {
+                        what: "loader",
+                        reason: "balanced sampling needs per_identity > 0".into(),
+                    });
+                }
+                let mut groups = vec![Vec::new(); dataset.num_identities()];
+                for i in 0..dataset.len() {
+                    let label = dataset.label(i)?;
+                    groups
+                        .get_mut(label)
+                        .ok_or_else(|| DataError::Config {
+                            what: "loader",
+                            reason: format!(
+                                "sample {i} has label {label} >= {} identities",
+                                dataset.num_identities()
+                            ),
+                        })?
+                        .push(i);
+                }
+                groups
+            }
+        };
+        Ok(Self {
+            dataset: Arc::new(dataset),
+            pipeline: Arc::new(pipeline),
+            config,
+            by_identity: Arc::new(by_identity),
+            skipped: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    pub fn dataset(&self) -> &D {
+        &self.dataset
+    }
+
+    /// Samples skipped so far (all epochs).
+    pub fn skipped(&self) -> usize {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// The sample indices of `epoch`, in order.
+    pub fn order(&self, epoch: u64) -> Vec<usize> {
+        let mut rng = StdRng::seed_from_u64(
+            self.config.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x10ad,
+        );
+        match &self.config.sampling {
+            Sampling::Uniform => {
+                let mut order: Vec<usize> = (0..self.dataset.len()).collect();
+                if self.config.shuffle {
+                    order.shuffle(&mut rng);
+                }
+                order
+            }
+            Sampling::Balanced { per_identity } => {
+                let mut ids: Vec<usize> = (0..self.by_identity.len())
+                    .filter(|&k| !self.by_identity[k].is_empty())
+                    .collect();
+                ids.shuffle(&mut rng);
+                let mut order = Vec::with_capacity(ids.len() * per_identity);
+                for id in ids {
+                    let mut pool = self.by_identity[id].clone();
+                    pool.shuffle(&mut rng);
+                    for k in 0..*per_identity {
+                        order.push(if k < pool.len() {
+                            pool[k]
+                        } else {
+                            pool[rng.random_range(0..pool.len())]
+                        });
+                    }
+                }
+                order
+            }
+        }
+    }
+
+    /// Number of batches in an epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        let n = self.order(0).len();
+        if self.config.drop_last {
+            n / self.config.batch_size
+        } else {
+            n.div_ceil(self.config.batch_size)
+        }
+    }
+
+    /// The batches of `epoch`, produced on a background thread (each batch decoded and augmented
+    /// on all cores with rayon) at most `prefetch` ahead. Dropping the iterator stops the work.
+    pub fn epoch(&self, epoch: u64) -> Epoch {
+        let (tx, rx) = sync_channel(self.config.prefetch);
+        let order = self.order(epoch);
+        let (dataset, pipeline, skipped) = (
+            self.dataset.clone(),
+            self.pipeline.clone(),
+            self.skipped.clone(),
+        );
+        let config = self.config.clone();
+        std::thread::spawn(move || {
+            let mut chunks: Vec<&[usize]> = order.chunks(config.batch_size).collect();
+            if config.drop_last && chunks.last().is_some_and(|c| c.len() < config.batch_size) {
+                chunks.pop();
+            }
+            for chunk in chunks {
+                let batch = make_batch(&*dataset, &pipeline, &config, epoch, chunk, &skipped);
+                let stop = batch.is_err();
+                if tx.send(batch).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Epoch { rx }
+    }
+}
+
+/// The batches of one epoch, in order.
+pub struct Epoch {
+    rx: Receiver<Result<Batch>>,
+}
+
+impl Iterator for Epoch {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.rx.recv().ok()
+    }
+}
+
+fn make_batch<D: FaceDataset>(
+    dataset: &D,
+    pipeline: &Pipeline,
+    config: &LoaderConfig,
+    epoch: u64,
+    indices: &[usize],
+    skipped_total: &AtomicUsize,
+) -> Result<Batch> {
+    let samples: Vec<(usize, Result<(face_augment::Chw, usize)>)> = indices
+        .par_iter()
+        .map(|&i| {
+            let out = dataset.get(i).and_then(|s| {
+                pipeline
+                    .run_tensor(s.image, config.seed, epoch, i as u64)
+                    .map(|t| (t, s.label))
+                    .map_err(|e| DataError::Decode {
+                        path: dataset.source(),
+                        index: i,
+                        reason: format!("augmentation: {e}"),
+                    })
+            });
+            (i, out)
+        })
+        .collect();
+    let mut batch = Batch {
+        images: Vec::new(),
+        shape: [0, 3, 0, 0],
+        labels: Vec::with_capacity(indices.len()),
+        indices: Vec::with_capacity(indices.len()),
+        skipped: Vec::new(),
+    };
+    for (i, sample) in samples {
+        let (t, label) = match sample {
+            Ok(s) => s,
+            Err(e) if config.skip_bad => {
+                skipped_total.fetch_add(1, Ordering::Relaxed);
+                batch.skipped.push((i, e.to_string()));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if batch.indices.is_empty() {
+            batch.shape = [0, 3, t.height, t.width];
+            batch.images.reserve(indices.len() * t.data.len());
+        } else if [t.height, t.width] != [batch.shape[2], batch.shape[3]] {
+            let e = DataError::Decode {
+                path: dataset.source(),
+                index: i,
+                reason: format!(
+                    "image is {}x{} but the batch is {}x{}: sizes must agree",
+                    t.width, t.height, batch.shape[3], batch.shape[2]
+                ),
+            };
+            if config.skip_bad {
+                skipped_total.fetch_add(1, Ordering::Relaxed);
+                batch.skipped.push((i, e.to_string()));
+                continue;
+            }
+            return Err(e);
+        }
+        batch.images.extend_from_slice(&t.data);
+        batch.labels.push(label);
+        batch.indices.push(i);
+    }
+    batch.shape[0] = batch.indices.len();
+    Ok(batch)
+}
