@@ -47,8 +47,21 @@ pub trait FaceDataset: Send + Sync {
     }
 }
 
-/// Decodes encoded image bytes (JPEG, PNG, BMP) to RGB, naming the source on failure.
+/// Decodes encoded image bytes (JPEG, PNG, BMP) to RGB, naming the source on failure. A JPEG
+/// without its end-of-image marker is refused: decoders fill a truncated file's missing part
+/// with grey rather than failing, and that would train on half a face.
 pub fn decode(bytes: &[u8], path: &std::path::Path, index: usize) -> Result<RgbImage> {
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        let tail = &bytes[end.saturating_sub(64)..end];
+        if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
+            return Err(DataError::Decode {
+                path: path.to_path_buf(),
+                index,
+                reason: "truncated JPEG (no end-of-image marker)".into(),
+            });
+        }
+    }
     image::load_from_memory(bytes)
         .map(|img| img.to_rgb8())
         .map_err(|e| DataError::Decode {
