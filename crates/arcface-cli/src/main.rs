@@ -1,5 +1,6 @@
 //! `arcface`: inspect, import and run face-recognition backbones.
 
+mod data;
 mod faces;
 
 use std::path::{Path, PathBuf};
@@ -80,6 +81,9 @@ enum Command {
     /// that keep the folder structure (identity-per-folder trees stay so), a summary and a JSON
     /// report. Re-running after an interruption continues where it stopped.
     Align(faces::AlignArgs),
+    /// Datasets: render the synthetic set, pack folders into RecordIO, inspect files.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Embed already-aligned 112x112 RGB face images; prints JSON, one embedding per image.
     Embed {
         /// Model file written by `arcface import`.
@@ -155,6 +159,7 @@ fn run<B: Backend>(command: Command, device: &B::Device) -> Result<()> {
         } => embed::<B>(&model, &images, l2, batch_size, device),
         Command::Detect(args) => faces::detect::<B>(&args, device),
         Command::Align(args) => faces::align::<B>(&args, device),
+        Command::Data(command) => data::run(command),
     }
 }
 

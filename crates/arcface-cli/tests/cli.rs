@@ -276,3 +276,85 @@ fn align_turns_a_photo_folder_into_crops_and_resumes() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("other options"));
 }
+
+#[test]
+fn data_synth_pack_and_inspect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let s = out.to_str().unwrap();
+    arcface(&[
+        "data",
+        "synth",
+        "--out",
+        s,
+        "--identities",
+        "6",
+        "--per-identity",
+        "4",
+        "--format",
+        "rec",
+    ]);
+    let summary = json(&arcface(&[
+        "data",
+        "inspect",
+        "--json",
+        out.join("train.rec").to_str().unwrap(),
+    ]));
+    assert_eq!(
+        (summary["images"].as_u64(), summary["identities"].as_u64()),
+        (Some(24), Some(6))
+    );
+    assert_eq!(summary["insightface_layout"], true);
+    let grid = image::open(summary["grid"].as_str().unwrap()).unwrap();
+    assert_eq!(grid.width(), 8 * 112);
+
+    let folder = out.join("folder");
+    arcface(&[
+        "data",
+        "synth",
+        "--out",
+        folder.to_str().unwrap(),
+        "--identities",
+        "3",
+        "--per-identity",
+        "2",
+    ]);
+    arcface(&[
+        "data",
+        "pack",
+        "--in",
+        folder.to_str().unwrap(),
+        "--out",
+        out.join("f.rec").to_str().unwrap(),
+    ]);
+    let packed = json(&arcface(&[
+        "data",
+        "inspect",
+        "--json",
+        out.join("f.rec").to_str().unwrap(),
+    ]));
+    assert_eq!(packed["images"], 6);
+
+    arcface(&[
+        "data",
+        "synth",
+        "--out",
+        s,
+        "--format",
+        "bin",
+        "--held-out",
+        "10",
+        "--pairs",
+        "20",
+    ]);
+    let bin = json(&arcface(&[
+        "data",
+        "inspect",
+        "--json",
+        out.join("synthetic.bin").to_str().unwrap(),
+    ]));
+    assert_eq!(
+        (bin["pairs"].as_u64(), bin["matched_pairs"].as_u64()),
+        (Some(40), Some(20))
+    );
+}

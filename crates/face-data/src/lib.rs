@@ -19,7 +19,7 @@ pub use folder::{is_image, write_label_map, ImageFolder};
 pub use lfw::{LfwPair, LfwPairs};
 pub use loader::{Batch, Epoch, Loader, LoaderConfig, Sampling};
 pub use recordio::{
-    pack_folder, unpack_to_folder, IrHeader, RecordDataset, RecordFile, RecordWriter,
+    pack_dataset, pack_folder, unpack_to_folder, IrHeader, RecordDataset, RecordFile, RecordWriter,
 };
 pub use synthetic::{
     render, verification_pairs, Identity, RenderedFace, SyntheticConfig, SyntheticFaces,

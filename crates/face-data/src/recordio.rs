@@ -583,3 +583,60 @@ pub fn unpack_to_folder(rec: impl AsRef<Path>, out: impl AsRef<Path>) -> Result<
     }
     Ok(data.len())
 }
+
+/// Packs any dataset into `rec` in insightface's layout, each image PNG-encoded (lossless), and
+/// calls `progress` after each image. Used for the synthetic set; `pack_folder` keeps a folder's
+/// original bytes instead.
+pub fn pack_dataset<D: FaceDataset + ?Sized>(
+    data: &D,
+    rec: impl AsRef<Path>,
+    mut progress: impl FnMut(usize),
+) -> Result<usize> {
+    let rec = rec.as_ref();
+    let n = data.len() as u64;
+    let (a, b) = (n + 1, n + 1 + data.num_identities() as u64);
+    let mut w = RecordWriter::create(rec)?;
+    w.write(
+        0,
+        &IrHeader::with_labels(vec![a as f32, b as f32]).pack(&[]),
+    )?;
+    let mut ranges = vec![(u64::MAX, 0u64); data.num_identities()];
+    for i in 0..data.len() {
+        let sample = data.get(i)?;
+        let mut png = std::io::Cursor::new(Vec::new());
+        sample
+            .image
+            .write_to(&mut png, image::ImageFormat::Png)
+            .map_err(|e| DataError::Config {
+                what: "PNG encoding",
+                reason: e.to_string(),
+            })?;
+        let key = i as u64 + 1;
+        w.write(key, &IrHeader::image(sample.label, key).pack(png.get_ref()))?;
+        let r = ranges
+            .get_mut(sample.label)
+            .ok_or_else(|| DataError::Config {
+                what: "dataset",
+                reason: format!(
+                    "sample {i} has label {} >= {} identities",
+                    sample.label,
+                    data.num_identities()
+                ),
+            })?;
+        *r = (r.0.min(key), r.1.max(key + 1));
+        progress(i + 1);
+    }
+    for (k, (start, end)) in ranges.into_iter().enumerate() {
+        let (start, end) = if start == u64::MAX {
+            (0, 0)
+        } else {
+            (start, end)
+        };
+        w.write(
+            a + k as u64,
+            &IrHeader::with_labels(vec![start as f32, end as f32]).pack(&[]),
+        )?;
+    }
+    w.finish()?;
+    Ok(data.len())
+}

@@ -1,6 +1,10 @@
 //! Every bad input is a typed error naming the file (and record or sample); the loader can skip
 //! bad samples and counts them.
 
+// `.err().expect()` rather than `expect_err`: the latter would print a whole decoded image
+// (megabytes of Debug output) when a test fails.
+#![allow(clippy::err_expect)]
+
 mod common;
 
 use common::synthetic_folder;
