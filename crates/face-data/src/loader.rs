@@ -43,6 +43,8 @@ pub struct LoaderConfig {
     /// Skip samples that fail to load (corrupt image, bad record) instead of stopping; each is
     /// counted and reported in its batch.
     pub skip_bad: bool,
+    /// Decode/augment threads; 0 uses every core.
+    pub workers: usize,
 }
 
 impl Default for LoaderConfig {
@@ -55,6 +57,7 @@ impl Default for LoaderConfig {
             prefetch: 4,
             sampling: Sampling::Uniform,
             skip_bad: false,
+            workers: 0,
         }
     }
 }
@@ -89,6 +92,7 @@ pub struct Loader<D: FaceDataset + 'static> {
     /// Sample indices by identity (for balanced sampling).
     by_identity: Arc<Vec<Vec<usize>>>,
     skipped: Arc<AtomicUsize>,
+    pool: Arc<rayon::ThreadPool>,
 }
 
 impl<D: FaceDataset + 'static> Loader<D> {
@@ -131,12 +135,21 @@ impl<D: FaceDataset + 'static> Loader<D> {
                 groups
             }
         };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.workers)
+            .thread_name(|i| format!("face-data-loader-{i}"))
+            .build()
+            .map_err(|e| DataError::Config {
+                what: "loader",
+                reason: format!("cannot start {} worker threads: {e}", config.workers),
+            })?;
         Ok(Self {
             dataset: Arc::new(dataset),
             pipeline: Arc::new(pipeline),
             config,
             by_identity: Arc::new(by_identity),
             skipped: Arc::new(AtomicUsize::new(0)),
+            pool: Arc::new(pool),
         })
     }
 
@@ -195,7 +208,8 @@ impl<D: FaceDataset + 'static> Loader<D> {
     }
 
     /// The batches of `epoch`, produced on a background thread (each batch decoded and augmented
-    /// on all cores with rayon) at most `prefetch` ahead. Dropping the iterator stops the work.
+    /// by the loader's `workers` threads) at most `prefetch` ahead. Dropping the iterator stops
+    /// the work.
     pub fn epoch(&self, epoch: u64) -> Epoch {
         let (tx, rx) = sync_channel(self.config.prefetch);
         let order = self.order(epoch);
@@ -204,6 +218,7 @@ impl<D: FaceDataset + 'static> Loader<D> {
             self.pipeline.clone(),
             self.skipped.clone(),
         );
+        let pool = self.pool.clone();
         let config = self.config.clone();
         std::thread::spawn(move || {
             let mut chunks: Vec<&[usize]> = order.chunks(config.batch_size).collect();
@@ -211,7 +226,8 @@ impl<D: FaceDataset + 'static> Loader<D> {
                 chunks.pop();
             }
             for chunk in chunks {
-                let batch = make_batch(&*dataset, &pipeline, &config, epoch, chunk, &skipped);
+                let batch = pool
+                    .install(|| make_batch(&*dataset, &pipeline, &config, epoch, chunk, &skipped));
                 let stop = batch.is_err();
                 if tx.send(batch).is_err() || stop {
                     return;

@@ -55,24 +55,15 @@ fn an_epoch_visits_every_sample_once_in_a_seeded_order() {
 
 #[test]
 fn same_batches_on_one_thread_or_many() {
-    let run = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| {
-                let loader = Loader::new(
-                    synthetic(4, 4),
-                    Pipeline::arcface_default(),
-                    LoaderConfig {
-                        batch_size: 5,
-                        seed: 3,
-                        ..Default::default()
-                    },
-                )
-                .unwrap();
-                loader.epoch(2).map(Result::unwrap).collect::<Vec<_>>()
-            })
+    let run = |workers: usize| {
+        let config = LoaderConfig {
+            batch_size: 5,
+            seed: 3,
+            workers,
+            ..Default::default()
+        };
+        let loader = Loader::new(synthetic(4, 4), Pipeline::arcface_default(), config).unwrap();
+        loader.epoch(2).map(Result::unwrap).collect::<Vec<_>>()
     };
     assert_eq!(run(1), run(3));
 }
