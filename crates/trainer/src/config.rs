@@ -1,0 +1,209 @@
+//! The training configuration, read from TOML with every choice spelled out.
+
+use arcface_loss::MarginFcConfig;
+use face_augment::PipelineConfig;
+use face_data::{LoaderConfig, SyntheticConfig};
+use iresnet::{BackboneConfig, IResNetConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::ScheduleConfig;
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config: {field} = {value}: {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+fn invalid(field: &'static str, value: impl std::fmt::Debug, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        value: format!("{value:?}"),
+        reason: reason.into(),
+    }
+}
+
+/// SGD as PyTorch defines it (dampening 0, unlike Burn's default 0.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SgdSettings {
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+}
+
+impl Default for SgdSettings {
+    fn default() -> Self {
+        Self {
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            nesterov: false,
+        }
+    }
+}
+
+/// Where the training images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataSource {
+    /// The built-in synthetic identities; verification uses its held-out identities.
+    Synthetic(SyntheticConfig),
+    /// An identity-per-folder image tree.
+    Folder { path: std::path::PathBuf },
+    /// An insightface `train.rec` (+ `.idx`).
+    Rec { path: std::path::PathBuf },
+}
+
+/// Verification during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSettings {
+    /// Evaluate every this many optimiser steps (and at the end); 0 = only at the end.
+    pub every_steps: u64,
+    /// Matched pairs drawn from the held-out synthetic identities (as many mismatched).
+    pub pairs: usize,
+    /// Embed each face and its mirror image and add them, as insightface's verification does.
+    pub flip_test: bool,
+}
+
+impl Default for EvalSettings {
+    fn default() -> Self {
+        Self {
+            every_steps: 200,
+            pairs: 300,
+            flip_test: true,
+        }
+    }
+}
+
+/// Everything a run needs; `arcface train --print-default-config` writes the default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub seed: u64,
+    /// Training length in epochs (fractions allowed).
+    pub epochs: f64,
+    /// Stop after this many seconds of wall time, evaluating and saving as at the end.
+    pub time_limit_secs: Option<u64>,
+    /// Batches per optimiser step; the effective batch is `loader.batch_size * accumulation`.
+    pub accumulation: usize,
+    /// Global L2-norm clipping of the backbone's gradients (PyTorch's `clip_grad_norm_`).
+    pub clip_norm: Option<f64>,
+    /// Consecutive non-finite losses or gradients that stop the run (each one skips its step).
+    pub max_bad_steps: usize,
+    pub backbone: BackboneConfig,
+    /// The head; `num_classes` and `embedding_dim` are filled in from the data and backbone.
+    pub head: MarginFcConfig,
+    pub sgd: SgdSettings,
+    pub schedule: ScheduleConfig,
+    pub data: DataSource,
+    pub augmentation: PipelineConfig,
+    pub loader: LoaderConfig,
+    pub eval: EvalSettings,
+    /// Write a metrics line every this many steps.
+    pub log_every: u64,
+}
+
+impl Default for TrainConfig {
+    /// The main command's run: a small IResNet on the synthetic identities, sized for a 2-core
+    /// CPU (see docs/performance.md for what it reaches and how long it takes).
+    fn default() -> Self {
+        let backbone = BackboneConfig::IResNet(
+            IResNetConfig::new([1, 1, 1, 1])
+                .with_widths([16, 32, 64, 128])
+                .with_embedding_dim(128),
+        );
+        Self {
+            seed: 0,
+            epochs: 6.0,
+            time_limit_secs: Some(540),
+            accumulation: 1,
+            clip_norm: Some(5.0),
+            max_bad_steps: 5,
+            backbone,
+            head: MarginFcConfig {
+                margin: arcface_loss::CosFace { scale: 32.0, margin: 0.3 }.into(),
+                ..MarginFcConfig::default()
+            },
+            sgd: SgdSettings::default(),
+            schedule: ScheduleConfig::ThreeStage {
+                base_lr: 0.1,
+                warmup_epochs: 0.5,
+                final_fraction: 0.15,
+                final_lr: 0.001,
+            },
+            data: DataSource::Synthetic(SyntheticConfig {
+                identities: 500,
+                per_identity: 24,
+                held_out: 200,
+                ..SyntheticConfig::default()
+            }),
+            augmentation: PipelineConfig::insightface_minimal(),
+            loader: LoaderConfig {
+                batch_size: 64,
+                ..LoaderConfig::default()
+            },
+            eval: EvalSettings::default(),
+            log_every: 10,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Parses TOML, rejecting unknown keys, then checks every value.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config serialises")
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.epochs.is_finite() && self.epochs > 0.0) {
+            return Err(invalid("epochs", self.epochs, "must be > 0"));
+        }
+        if self.accumulation == 0 {
+            return Err(invalid("accumulation", 0, "must be >= 1"));
+        }
+        if self.accumulation > 1 && self.head.sample_rate < 1.0 {
+            return Err(invalid(
+                "accumulation",
+                self.accumulation,
+                "Partial FC (head.sample_rate < 1) updates sampled rows every batch; accumulate only with the full head",
+            ));
+        }
+        if let Some(c) = self.clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(invalid("clip_norm", c, "must be > 0"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.sgd.momentum) || !(self.sgd.weight_decay >= 0.0) {
+            return Err(invalid("sgd", &self.sgd, "momentum in [0, 1), weight_decay >= 0"));
+        }
+        self.schedule.validate().map_err(|e| invalid("schedule", &self.schedule, e))?;
+        self.backbone.validate().map_err(|e| invalid("backbone", &self.backbone, e.to_string()))?;
+        if self.loader.batch_size < 2 {
+            return Err(invalid("loader.batch_size", self.loader.batch_size, "need at least 2 for BatchNorm"));
+        }
+        if self.eval.pairs < 10 {
+            return Err(invalid("eval.pairs", self.eval.pairs, "need at least 10 for 10-fold accuracy"));
+        }
+        if let DataSource::Synthetic(s) = &self.data {
+            s.validate().map_err(|e| invalid("data", s, e.to_string()))?;
+        }
+        face_augment::Pipeline::from_config(&self.augmentation).map_err(|e| invalid("augmentation", "", e.to_string()))?;
+        let mut head = self.head.clone();
+        head.num_classes = head.num_classes.max(2);
+        head.validate().map_err(|e| invalid("head", &self.head, e.to_string()))?;
+        Ok(())
+    }
+}
