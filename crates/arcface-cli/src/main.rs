@@ -164,7 +164,9 @@ fn run<B: Backend>(command: Command, device: &B::Device) -> Result<()> {
         Command::Detect(args) => faces::detect::<B>(&args, device),
         Command::Align(args) => faces::align::<B>(&args, device),
         Command::Data(command) => data::run(command),
-        Command::Train(args) => train_cmd::run::<iresnet::burn::backend::Autodiff<B>>(&args, device),
+        Command::Train(args) => {
+            train_cmd::run::<iresnet::burn::backend::Autodiff<B>>(&args, device)
+        }
     }
 }
 

@@ -37,7 +37,8 @@ pub fn run<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result<(
     }
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             TrainConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => TrainConfig::default(),
@@ -46,13 +47,11 @@ pub fn run<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result<(
         config.epochs = e;
     }
     if let Some(t) = args.time_limit {
-        config.time_limit_secs = (t > 0).then_some(t);
+        config.time_limit_secs = t;
     }
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps {elapsed}/{eta} {msg}",
-        )
-        .expect("valid template"),
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}/{eta} {msg}")
+            .expect("valid template"),
     );
     let mut accuracy = String::new();
     let report = train::<B>(&config, &args.out, device, |s| {
@@ -77,7 +76,11 @@ pub fn run<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result<(
             report.images,
             report.effective_batch,
             report.wall_secs,
-            if report.stopped_by_time_limit { " (time limit)" } else { "" }
+            if report.stopped_by_time_limit {
+                " (time limit)"
+            } else {
+                ""
+            }
         );
         println!(
             "held-out verification accuracy: {:.2}% (best {:.2}%), final loss {:.3}",
@@ -86,7 +89,11 @@ pub fn run<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result<(
             report.final_loss
         );
         println!("model: {}", report.model.display());
-        println!("metrics: {}, report: {}", report.metrics.display(), args.out.join("report.json").display());
+        println!(
+            "metrics: {}, report: {}",
+            report.metrics.display(),
+            args.out.join("report.json").display()
+        );
     }
     Ok(())
 }

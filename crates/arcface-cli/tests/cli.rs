@@ -358,3 +358,30 @@ fn data_synth_pack_and_inspect() {
         (Some(40), Some(20))
     );
 }
+
+#[test]
+fn train_prints_its_default_config_and_rejects_bad_ones() {
+    let out = arcface(&["train", "--print-default-config"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("family = \"i_res_net\"") && text.contains("kind = \"three_stage\""),
+        "{text}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        text.replace("epochs = 2.2", "epochs = 2.2\nlearning_rate = 3"),
+    )
+    .unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args(["train", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("learning_rate") && err.contains("bad.toml"),
+        "{err}"
+    );
+}

@@ -21,7 +21,11 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(field: &'static str, value: impl std::fmt::Debug, reason: impl Into<String>) -> ConfigError {
+fn invalid(
+    field: &'static str,
+    value: impl std::fmt::Debug,
+    reason: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
         field,
         value: format!("{value:?}"),
@@ -89,8 +93,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Training length in epochs (fractions allowed).
     pub epochs: f64,
-    /// Stop after this many seconds of wall time, evaluating and saving as at the end.
-    pub time_limit_secs: Option<u64>,
+    /// Stop after this many seconds of wall time, evaluating and saving as at the end; 0 = no
+    /// limit. (A number rather than an optional so that "none" survives a TOML round trip.)
+    pub time_limit_secs: u64,
     /// Batches per optimiser step; the effective batch is `loader.batch_size * accumulation`.
     pub accumulation: usize,
     /// Global L2-norm clipping of the backbone's gradients (PyTorch's `clip_grad_norm_`).
@@ -116,25 +121,29 @@ impl Default for TrainConfig {
     fn default() -> Self {
         let backbone = BackboneConfig::IResNet(
             IResNetConfig::new([1, 1, 1, 1])
-                .with_widths([16, 32, 64, 128])
+                .with_widths([8, 16, 32, 64])
                 .with_embedding_dim(128),
         );
         Self {
             seed: 0,
-            epochs: 6.0,
-            time_limit_secs: Some(540),
+            epochs: 2.2,
+            time_limit_secs: 570,
             accumulation: 1,
             clip_norm: Some(5.0),
             max_bad_steps: 5,
             backbone,
             head: MarginFcConfig {
-                margin: arcface_loss::CosFace { scale: 32.0, margin: 0.3 }.into(),
+                margin: arcface_loss::CosFace {
+                    scale: 32.0,
+                    margin: 0.3,
+                }
+                .into(),
                 ..MarginFcConfig::default()
             },
             sgd: SgdSettings::default(),
             schedule: ScheduleConfig::ThreeStage {
                 base_lr: 0.1,
-                warmup_epochs: 0.5,
+                warmup_epochs: 0.3,
                 final_fraction: 0.15,
                 final_lr: 0.001,
             },
@@ -186,24 +195,44 @@ impl TrainConfig {
                 return Err(invalid("clip_norm", c, "must be > 0"));
             }
         }
-        if !(0.0..1.0).contains(&self.sgd.momentum) || !(self.sgd.weight_decay >= 0.0) {
-            return Err(invalid("sgd", &self.sgd, "momentum in [0, 1), weight_decay >= 0"));
+        let decay_ok = self.sgd.weight_decay.is_finite() && self.sgd.weight_decay >= 0.0;
+        if !(0.0..1.0).contains(&self.sgd.momentum) || !decay_ok {
+            return Err(invalid(
+                "sgd",
+                &self.sgd,
+                "momentum in [0, 1), weight_decay >= 0",
+            ));
         }
-        self.schedule.validate().map_err(|e| invalid("schedule", &self.schedule, e))?;
-        self.backbone.validate().map_err(|e| invalid("backbone", &self.backbone, e.to_string()))?;
+        self.schedule
+            .validate()
+            .map_err(|e| invalid("schedule", &self.schedule, e))?;
+        self.backbone
+            .validate()
+            .map_err(|e| invalid("backbone", &self.backbone, e.to_string()))?;
         if self.loader.batch_size < 2 {
-            return Err(invalid("loader.batch_size", self.loader.batch_size, "need at least 2 for BatchNorm"));
+            return Err(invalid(
+                "loader.batch_size",
+                self.loader.batch_size,
+                "need at least 2 for BatchNorm",
+            ));
         }
         if self.eval.pairs < 10 {
-            return Err(invalid("eval.pairs", self.eval.pairs, "need at least 10 for 10-fold accuracy"));
+            return Err(invalid(
+                "eval.pairs",
+                self.eval.pairs,
+                "need at least 10 for 10-fold accuracy",
+            ));
         }
         if let DataSource::Synthetic(s) = &self.data {
-            s.validate().map_err(|e| invalid("data", s, e.to_string()))?;
+            s.validate()
+                .map_err(|e| invalid("data", s, e.to_string()))?;
         }
-        face_augment::Pipeline::from_config(&self.augmentation).map_err(|e| invalid("augmentation", "", e.to_string()))?;
+        face_augment::Pipeline::from_config(&self.augmentation)
+            .map_err(|e| invalid("augmentation", "", e.to_string()))?;
         let mut head = self.head.clone();
         head.num_classes = head.num_classes.max(2);
-        head.validate().map_err(|e| invalid("head", &self.head, e.to_string()))?;
+        head.validate()
+            .map_err(|e| invalid("head", &self.head, e.to_string()))?;
         Ok(())
     }
 }

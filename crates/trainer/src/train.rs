@@ -9,12 +9,14 @@ use std::time::Instant;
 use arcface_loss::{MarginFc, MarginHead, SampledSgd, SampledSgdConfig};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{
-    decay::WeightDecayConfig, momentum::MomentumConfig, GradientsAccumulator, GradientsParams, Optimizer, SgdConfig,
+    decay::WeightDecayConfig, momentum::MomentumConfig, GradientsAccumulator, GradientsParams,
+    Optimizer, SgdConfig,
 };
 use burn::tensor::{backend::AutodiffBackend, backend::Backend, Tensor, TensorData};
 use face_augment::Pipeline;
 use face_data::{
-    verification_pairs, FaceDataset, ImageFolder, Loader, RecordDataset, SyntheticFaces, VerificationBin,
+    verification_pairs, FaceDataset, ImageFolder, Loader, RecordDataset, SyntheticFaces,
+    VerificationBin,
 };
 use iresnet::{AnyBackbone, Backbone};
 use serde::Serialize;
@@ -44,7 +46,11 @@ pub enum TrainError {
         source: std::io::Error,
     },
     #[error("{count} consecutive non-finite losses or gradients at step {step}: stopping (last checkpoint: {checkpoint})")]
-    Diverged { step: u64, count: usize, checkpoint: String },
+    Diverged {
+        step: u64,
+        count: usize,
+        checkpoint: String,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -127,19 +133,29 @@ fn eval_set(bin: &VerificationBin) -> Result<EvalSet, TrainError> {
 
 /// Embeds all faces (and their mirror images, with flip test) with the inference-mode backbone,
 /// L2-normalises, and returns the 10-fold verification accuracy.
-fn verify<B: Backend>(backbone: &AnyBackbone<B>, set: &EvalSet, flip: bool, device: &B::Device) -> f64 {
+fn verify<B: Backend>(
+    backbone: &AnyBackbone<B>,
+    set: &EvalSet,
+    flip: bool,
+    device: &B::Device,
+) -> f64 {
     let per = 3 * 112 * 112;
     let n = set.faces.len() / per;
     let mut embeddings: Vec<Vec<f32>> = Vec::with_capacity(n);
     for chunk in set.faces.chunks(64 * per) {
         let b = chunk.len() / per;
-        let x = Tensor::<B, 4>::from_data(TensorData::new(chunk.to_vec(), [b, 3, 112, 112]), device);
+        let x =
+            Tensor::<B, 4>::from_data(TensorData::new(chunk.to_vec(), [b, 3, 112, 112]), device);
         let mut e = backbone.embed(x.clone());
         if flip {
             e = e + backbone.embed(x.flip([3]));
         }
         let [_, d] = e.dims();
-        let values = e.into_data().convert::<f32>().to_vec::<f32>().expect("f32 embeddings");
+        let values = e
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 embeddings");
         for row in values.chunks(d) {
             let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
             embeddings.push(row.iter().map(|v| v / norm).collect());
@@ -167,9 +183,11 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<TrainReport, TrainError> {
     config.validate()?;
     std::fs::create_dir_all(out).map_err(io(out))?;
-    std::fs::write(out.join("config.toml"), config.to_toml()).map_err(io(&out.join("config.toml")))?;
+    std::fs::write(out.join("config.toml"), config.to_toml())
+        .map_err(io(&out.join("config.toml")))?;
     B::seed(device, config.seed);
-    let pipeline = Pipeline::from_config(&config.augmentation).map_err(|e| TrainError::Other(e.to_string()))?;
+    let pipeline = Pipeline::from_config(&config.augmentation)
+        .map_err(|e| TrainError::Other(e.to_string()))?;
     let mut loader_config = config.loader.clone();
     loader_config.seed = config.seed;
     match &config.data {
@@ -217,7 +235,8 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
             .with_dampening(0.0)
             .with_nesterov(config.sgd.nesterov)
     });
-    let weight_decay = (config.sgd.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.sgd.weight_decay as f32));
+    let weight_decay = (config.sgd.weight_decay > 0.0)
+        .then(|| WeightDecayConfig::new(config.sgd.weight_decay as f32));
     let mut optimizer = SgdConfig::new()
         .with_momentum(momentum)
         .with_weight_decay(weight_decay)
@@ -241,14 +260,15 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
     );
 
     let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = std::io::BufWriter::new(std::fs::File::create(&metrics_path).map_err(io(&metrics_path))?);
+    let mut metrics =
+        std::io::BufWriter::new(std::fs::File::create(&metrics_path).map_err(io(&metrics_path))?);
     let mut accumulator = GradientsAccumulator::new();
     let (mut step, mut images, mut batch_in_step) = (0u64, 0u64, 0usize);
     let (mut bad_in_a_row, mut skipped) = (0usize, 0usize);
     let (mut last_loss, mut best_accuracy, mut last_accuracy) = (f64::NAN, 0.0f64, f64::NAN);
     let mut loss_sum = 0.0;
     let mut stopped_by_time = false;
-    let time_limit = config.time_limit_secs.map(|s| s as f64);
+    let time_limit = (config.time_limit_secs > 0).then_some(config.time_limit_secs as f64);
 
     'epochs: for epoch in 0.. {
         for batch in loader.epoch(epoch) {
@@ -270,14 +290,24 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
                 tracing::warn!("step {step}: non-finite loss {loss_value}, step skipped ({bad_in_a_row} in a row)");
                 if bad_in_a_row >= config.max_bad_steps {
                     let saved = save(&model, out, "model.arcface")?;
-                    return Err(TrainError::Diverged { step, count: bad_in_a_row, checkpoint: saved.display().to_string() });
+                    return Err(TrainError::Diverged {
+                        step,
+                        count: bad_in_a_row,
+                        checkpoint: saved.display().to_string(),
+                    });
                 }
                 accumulator = GradientsAccumulator::new();
                 batch_in_step = 0;
                 continue;
             }
             if partial_fc {
-                model.head = model.head.step_sampled(&grads, &out_head.sample, &out_head.centres, &mut sampled_sgd, lr);
+                model.head = model.head.step_sampled(
+                    &grads,
+                    &out_head.sample,
+                    &out_head.centres,
+                    &mut sampled_sgd,
+                    lr,
+                );
             }
             let grads = GradientsParams::from_grads(grads, &model);
             accumulator.accumulate(&model, grads);
@@ -295,10 +325,16 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
             if grad_norm.is_some_and(|n| !n.is_finite()) {
                 skipped += 1;
                 bad_in_a_row += 1;
-                tracing::warn!("step {step}: non-finite gradient norm, step skipped ({bad_in_a_row} in a row)");
+                tracing::warn!(
+                    "step {step}: non-finite gradient norm, step skipped ({bad_in_a_row} in a row)"
+                );
                 if bad_in_a_row >= config.max_bad_steps {
                     let saved = save(&model, out, "model.arcface")?;
-                    return Err(TrainError::Diverged { step, count: bad_in_a_row, checkpoint: saved.display().to_string() });
+                    return Err(TrainError::Diverged {
+                        step,
+                        count: bad_in_a_row,
+                        checkpoint: saved.display().to_string(),
+                    });
                 }
                 loss_sum = 0.0;
                 continue;
@@ -312,7 +348,8 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
             let elapsed = start.elapsed().as_secs_f64();
             let out_of_time = time_limit.is_some_and(|t| elapsed >= t);
             let done = step >= total_steps || out_of_time;
-            let evaluate = eval.is_some() && (done || (config.eval.every_steps > 0 && step % config.eval.every_steps == 0));
+            let evaluate = eval.is_some()
+                && (done || (config.eval.every_steps > 0 && step % config.eval.every_steps == 0));
             let accuracy = if evaluate {
                 let set = eval.as_ref().expect("checked");
                 let acc = verify(&model.backbone.valid(), set, config.eval.flip_test, device);
@@ -334,7 +371,12 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
                 accuracy,
             };
             if step % config.log_every.max(1) == 0 || accuracy.is_some() || done {
-                writeln!(metrics, "{}", serde_json::to_string(&info).expect("serialisable")).map_err(io(&metrics_path))?;
+                writeln!(
+                    metrics,
+                    "{}",
+                    serde_json::to_string(&info).expect("serialisable")
+                )
+                .map_err(io(&metrics_path))?;
                 metrics.flush().map_err(io(&metrics_path))?;
             }
             progress(&info);
@@ -360,15 +402,28 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
         stopped_by_time_limit: stopped_by_time,
     };
     let report_path = out.join("report.json");
-    std::fs::write(&report_path, serde_json::to_vec_pretty(&report).expect("serialisable")).map_err(io(&report_path))?;
+    std::fs::write(
+        &report_path,
+        serde_json::to_vec_pretty(&report).expect("serialisable"),
+    )
+    .map_err(io(&report_path))?;
     Ok(report)
 }
 
 /// The backbone as an arcface-rs model file (atomic write, verified on load).
-fn save<B: AutodiffBackend>(model: &Model<B>, out: &Path, name: &str) -> Result<PathBuf, TrainError> {
+fn save<B: AutodiffBackend>(
+    model: &Model<B>,
+    out: &Path,
+    name: &str,
+) -> Result<PathBuf, TrainError> {
     let path = out.join(name);
     let backbone = model.backbone.valid();
-    iresnet::record::save_model(&backbone, &path, iresnet::record::Precision::F32, "arcface train")?;
+    iresnet::record::save_model(
+        &backbone,
+        &path,
+        iresnet::record::Precision::F32,
+        "arcface train",
+    )?;
     Ok(path)
 }
 
