@@ -110,14 +110,11 @@ fn synth(args: &SynthArgs) -> Result<()> {
             let progress = bar(data.len(), "images");
             for i in 0..data.len() {
                 let sample = data.get(i)?;
-                let dir = args.out.join(format!("id_{:06}", sample.label));
-                std::fs::create_dir_all(&dir)?;
-                let path = dir.join(format!("{:04}.png", i % args.per_identity));
-                let tmp = dir.join(format!(".{:04}.png.tmp", i % args.per_identity));
-                sample
-                    .image
-                    .save_with_format(&tmp, image::ImageFormat::Png)?;
-                std::fs::rename(&tmp, &path)?;
+                let path = args
+                    .out
+                    .join(format!("id_{:06}", sample.label))
+                    .join(format!("{:04}.png", i % args.per_identity));
+                crate::faces::write_png_atomically(&sample.image, &path)?;
                 progress.inc(1);
             }
             progress.finish_and_clear();

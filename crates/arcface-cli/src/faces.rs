@@ -165,18 +165,6 @@ struct Summary {
     rejected_by_rule: BTreeMap<String, usize>,
 }
 
-fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| {
-            matches!(
-                e.to_ascii_lowercase().as_str(),
-                "jpg" | "jpeg" | "png" | "bmp"
-            )
-        })
-        .unwrap_or(false)
-}
-
 /// Image files under `root`, sorted, as paths relative to it; the output folder is skipped.
 fn collect_images(root: &Path, skip: &Path) -> Result<Vec<PathBuf>> {
     let mut stack = vec![root.to_path_buf()];
@@ -194,7 +182,7 @@ fn collect_images(root: &Path, skip: &Path) -> Result<Vec<PathBuf>> {
                 {
                     stack.push(path);
                 }
-            } else if is_image(&path) {
+            } else if face_data::is_image(&path) {
                 found.push(path.strip_prefix(root)?.to_path_buf());
             }
         }
@@ -203,7 +191,8 @@ fn collect_images(root: &Path, skip: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-fn write_png_atomically(image: &image::RgbImage, path: &Path) -> Result<()> {
+/// A PNG written to a temporary file and renamed, so an interrupted run never leaves half a file.
+pub(crate) fn write_png_atomically(image: &image::RgbImage, path: &Path) -> Result<()> {
     let dir = path.parent().context("output path has no folder")?;
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(

@@ -122,6 +122,11 @@ impl ConvShape {
         self.groups = self.cin;
         self
     }
+
+    /// PyTorch's weight layout: `[cout, cin / groups, k, k]`.
+    pub fn weight_shape(&self) -> [usize; 4] {
+        [self.cout, self.cin / self.groups, self.kernel, self.kernel]
+    }
 }
 
 fn build_conv<B: Backend>(
@@ -144,8 +149,8 @@ fn build_conv<B: Backend>(
         .with_groups(groups)
         .with_bias(true)
         .init(device);
-    let w = [cout, cin / groups, kernel, kernel];
-    conv.weight = Param::from_tensor(Tensor::from_data(TensorData::new(weight, w), device));
+    let w = TensorData::new(weight, shape.weight_shape());
+    conv.weight = Param::from_tensor(Tensor::from_data(w, device));
     conv.bias = Some(Param::from_tensor(Tensor::from_data(
         TensorData::new(bias, [cout]),
         device,
@@ -163,13 +168,7 @@ impl StateDict {
         shape: ConvShape,
         device: &B::Device,
     ) -> Result<Conv2d<B>, DetectError> {
-        let wshape = [
-            shape.cout,
-            shape.cin / shape.groups,
-            shape.kernel,
-            shape.kernel,
-        ];
-        let mut weight = self.take(&format!("{conv}.weight"), &wshape)?;
+        let mut weight = self.take(&format!("{conv}.weight"), &shape.weight_shape())?;
         let c = [shape.cout];
         let gamma = self.take(&format!("{bn}.weight"), &c)?;
         let beta = self.take(&format!("{bn}.bias"), &c)?;
@@ -194,13 +193,7 @@ impl StateDict {
         shape: ConvShape,
         device: &B::Device,
     ) -> Result<Conv2d<B>, DetectError> {
-        let wshape = [
-            shape.cout,
-            shape.cin / shape.groups,
-            shape.kernel,
-            shape.kernel,
-        ];
-        let weight = self.take(&format!("{prefix}.weight"), &wshape)?;
+        let weight = self.take(&format!("{prefix}.weight"), &shape.weight_shape())?;
         let bias = self.take(&format!("{prefix}.bias"), &[shape.cout])?;
         Ok(build_conv(shape, weight, bias, device))
     }
