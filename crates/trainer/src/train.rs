@@ -22,7 +22,7 @@ use iresnet::{AnyBackbone, Backbone};
 use serde::Serialize;
 
 use crate::{
-    clip::clip_global_norm,
+    clip::{clip_global_norm, global_norm},
     config::{DataSource, TrainConfig},
     schedule::LrSchedule,
     verify::ten_fold_accuracy,
@@ -77,7 +77,8 @@ pub struct StepInfo {
     pub epoch: f64,
     pub loss: f64,
     pub lr: f64,
-    pub grad_norm: Option<f64>,
+    /// Global L2 norm of the backbone's gradients, before clipping.
+    pub grad_norm: f64,
     pub images_per_sec: f64,
     pub elapsed_secs: f64,
     /// Set on steps that ran a verification.
@@ -264,7 +265,11 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
         std::io::BufWriter::new(std::fs::File::create(&metrics_path).map_err(io(&metrics_path))?);
     let mut accumulator = GradientsAccumulator::new();
     let (mut step, mut images, mut batch_in_step) = (0u64, 0u64, 0usize);
-    let (mut bad_in_a_row, mut skipped) = (0usize, 0usize);
+    let mut guard = NanGuard {
+        skipped: 0,
+        in_a_row: 0,
+        max: config.max_bad_steps,
+    };
     let (mut last_loss, mut best_accuracy, mut last_accuracy) = (f64::NAN, 0.0f64, f64::NAN);
     let mut loss_sum = 0.0;
     let mut stopped_by_time = false;
@@ -281,25 +286,20 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
             let out_head = model.head.forward(embeddings, &batch.labels, step)?;
             let loss_value = out_head.loss.clone().into_scalar().elem::<f64>();
             images += batch.labels.len() as u64;
-            let loss = out_head.loss.clone().div_scalar(config.accumulation as f64);
-            let grads = loss.backward();
             let lr = schedule.lr(step);
+            // A non-finite loss is caught before a backward pass is spent on it.
             if !loss_value.is_finite() {
-                skipped += 1;
-                bad_in_a_row += 1;
-                tracing::warn!("step {step}: non-finite loss {loss_value}, step skipped ({bad_in_a_row} in a row)");
-                if bad_in_a_row >= config.max_bad_steps {
-                    let saved = save(&model, out, "model.arcface")?;
-                    return Err(TrainError::Diverged {
-                        step,
-                        count: bad_in_a_row,
-                        checkpoint: saved.display().to_string(),
-                    });
+                if guard.bad(step, &format!("non-finite loss {loss_value}")) {
+                    return Err(diverged(&model, out, step, guard.in_a_row)?);
                 }
                 accumulator = GradientsAccumulator::new();
-                batch_in_step = 0;
+                (batch_in_step, loss_sum) = (0, 0.0);
                 continue;
             }
+            let grads = out_head
+                .loss
+                .div_scalar(config.accumulation as f64)
+                .backward();
             if partial_fc {
                 model.head = model.head.step_sampled(
                     &grads,
@@ -318,28 +318,19 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
             }
             batch_in_step = 0;
             let mut grads = accumulator.grads();
+            // The norm is computed whether or not it clips, so the guard sees every gradient.
             let grad_norm = match config.clip_norm {
-                Some(max) => Some(clip_global_norm::<B, _>(&model.backbone, &mut grads, max)),
-                None => None,
+                Some(max) => clip_global_norm::<B, _>(&model.backbone, &mut grads, max),
+                None => global_norm::<B, _>(&model.backbone, &grads),
             };
-            if grad_norm.is_some_and(|n| !n.is_finite()) {
-                skipped += 1;
-                bad_in_a_row += 1;
-                tracing::warn!(
-                    "step {step}: non-finite gradient norm, step skipped ({bad_in_a_row} in a row)"
-                );
-                if bad_in_a_row >= config.max_bad_steps {
-                    let saved = save(&model, out, "model.arcface")?;
-                    return Err(TrainError::Diverged {
-                        step,
-                        count: bad_in_a_row,
-                        checkpoint: saved.display().to_string(),
-                    });
+            if !grad_norm.is_finite() {
+                if guard.bad(step, &format!("non-finite gradient norm {grad_norm}")) {
+                    return Err(diverged(&model, out, step, guard.in_a_row)?);
                 }
                 loss_sum = 0.0;
                 continue;
             }
-            bad_in_a_row = 0;
+            guard.in_a_row = 0;
             model = optimizer.step(lr, model, grads);
             last_loss = loss_sum / config.accumulation as f64;
             loss_sum = 0.0;
@@ -396,7 +387,7 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
         final_loss: last_loss,
         final_accuracy: last_accuracy,
         best_accuracy,
-        skipped_steps: skipped,
+        skipped_steps: guard.skipped,
         model: model_path,
         metrics: metrics_path,
         stopped_by_time_limit: stopped_by_time,
@@ -408,6 +399,41 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
     )
     .map_err(io(&report_path))?;
     Ok(report)
+}
+
+/// The NaN guard's count: a non-finite loss or gradient norm drops the whole accumulation group.
+struct NanGuard {
+    skipped: usize,
+    in_a_row: usize,
+    max: usize,
+}
+
+impl NanGuard {
+    /// Records a skipped step; `true` when `max` came in a row and the run must stop.
+    fn bad(&mut self, step: u64, what: &str) -> bool {
+        self.skipped += 1;
+        self.in_a_row += 1;
+        tracing::warn!(
+            "step {step}: {what}, step skipped ({} in a row)",
+            self.in_a_row
+        );
+        self.in_a_row >= self.max
+    }
+}
+
+/// Saves what the run has and returns the error that stops it.
+fn diverged<B: AutodiffBackend>(
+    model: &Model<B>,
+    out: &Path,
+    step: u64,
+    count: usize,
+) -> Result<TrainError, TrainError> {
+    let saved = save(model, out, "model.arcface")?;
+    Ok(TrainError::Diverged {
+        step,
+        count,
+        checkpoint: saved.display().to_string(),
+    })
 }
 
 /// The backbone as an arcface-rs model file (atomic write, verified on load).
