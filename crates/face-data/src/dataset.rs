@@ -70,3 +70,15 @@ pub fn decode(bytes: &[u8], path: &std::path::Path, index: usize) -> Result<RgbI
             reason: e.to_string(),
         })
 }
+
+/// Lossless PNG bytes of an image (what the synthetic set is written and packed as).
+pub fn encode_png(image: &RgbImage) -> Result<Vec<u8>> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| DataError::Config {
+            what: "PNG encoding",
+            reason: e.to_string(),
+        })?;
+    Ok(out.into_inner())
+}

@@ -13,7 +13,7 @@ pub mod recordio;
 pub mod synthetic;
 
 pub use bin::VerificationBin;
-pub use dataset::{decode, FaceDataset, FaceSample};
+pub use dataset::{decode, encode_png, FaceDataset, FaceSample};
 pub use error::{DataError, Result};
 pub use folder::{is_image, write_label_map, ImageFolder};
 pub use lfw::{LfwPair, LfwPairs};
@@ -22,5 +22,6 @@ pub use recordio::{
     pack_dataset, pack_folder, unpack_to_folder, IrHeader, RecordDataset, RecordFile, RecordWriter,
 };
 pub use synthetic::{
-    render, verification_pairs, Identity, RenderedFace, SyntheticConfig, SyntheticFaces,
+    render, verification_pair_indices, verification_pairs, Identity, RenderedFace, SyntheticConfig,
+    SyntheticFaces,
 };

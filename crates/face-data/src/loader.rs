@@ -199,7 +199,17 @@ impl<D: FaceDataset + 'static> Loader<D> {
 
     /// Number of batches in an epoch.
     pub fn batches_per_epoch(&self) -> usize {
-        let n = self.order(0).len();
+        let n = match &self.config.sampling {
+            Sampling::Uniform => self.dataset.len(),
+            Sampling::Balanced { per_identity } => {
+                per_identity
+                    * self
+                        .by_identity
+                        .iter()
+                        .filter(|ids| !ids.is_empty())
+                        .count()
+            }
+        };
         if self.config.drop_last {
             n / self.config.batch_size
         } else {

@@ -498,6 +498,43 @@ impl RecordWriter {
     }
 }
 
+/// insightface's layout for `n` images of `identities` identities: record 0 `[a, b]`, images at
+/// keys `1..a` (`image(i)` gives sample `i`'s label and encoded bytes; header id = key), then one
+/// identity record per identity at `a..b` with its `[start, end)` image keys.
+fn write_insightface_layout(
+    rec: &Path,
+    n: usize,
+    identities: usize,
+    mut image: impl FnMut(usize) -> Result<(usize, Vec<u8>)>,
+) -> Result<()> {
+    let a = n as u64 + 1;
+    let b = a + identities as u64;
+    let mut w = RecordWriter::create(rec)?;
+    w.write(
+        0,
+        &IrHeader::with_labels(vec![a as f32, b as f32]).pack(&[]),
+    )?;
+    let mut ranges = vec![None::<(u64, u64)>; identities];
+    for i in 0..n {
+        let (label, payload) = image(i)?;
+        let key = i as u64 + 1;
+        w.write(key, &IrHeader::image(label, key).pack(&payload))?;
+        let range = ranges.get_mut(label).ok_or_else(|| DataError::Config {
+            what: "dataset",
+            reason: format!("sample {i} has label {label} >= {identities} identities"),
+        })?;
+        *range = Some(range.map_or((key, key + 1), |(s, e)| (s.min(key), e.max(key + 1))));
+    }
+    for (k, range) in ranges.into_iter().enumerate() {
+        let (start, end) = range.unwrap_or((0, 0));
+        w.write(
+            a + k as u64,
+            &IrHeader::with_labels(vec![start as f32, end as f32]).pack(&[]),
+        )?;
+    }
+    w.finish()
+}
+
 /// Names beside a packed `.rec` (`train.names.json`): identity names and each image's relative
 /// path, so [`unpack_to_folder`] restores the folder exactly. Not needed to read the `.rec`.
 pub fn names_path(rec: &Path) -> PathBuf {
@@ -510,29 +547,9 @@ pub fn names_path(rec: &Path) -> PathBuf {
 pub fn pack_folder(folder: &ImageFolder, rec: impl AsRef<Path>) -> Result<usize> {
     let rec = rec.as_ref();
     let files = folder.files();
-    let n = files.len() as u64;
-    let a = n + 1;
-    let b = a + folder.num_identities() as u64;
-    let mut w = RecordWriter::create(rec)?;
-    w.write(
-        0,
-        &IrHeader::with_labels(vec![a as f32, b as f32]).pack(&[]),
-    )?;
-    let mut ranges = vec![(u64::MAX, 0u64); folder.num_identities()];
-    for (i, (_, label)) in files.iter().enumerate() {
-        let key = i as u64 + 1;
-        w.write(key, &IrHeader::image(*label, key).pack(&folder.raw(i)?))?;
-        let r = &mut ranges[*label];
-        r.0 = r.0.min(key);
-        r.1 = r.1.max(key + 1);
-    }
-    for (k, (start, end)) in ranges.into_iter().enumerate() {
-        w.write(
-            a + k as u64,
-            &IrHeader::with_labels(vec![start as f32, end as f32]).pack(&[]),
-        )?;
-    }
-    w.finish()?;
+    write_insightface_layout(rec, files.len(), folder.num_identities(), |i| {
+        Ok((files[i].1, folder.raw(i)?))
+    })?;
     let names = serde_json::json!({
         "identities": folder.identities(),
         "files": files.iter().map(|(p, _)| p.to_string_lossy().replace('\\', "/")).collect::<Vec<_>>(),
@@ -592,51 +609,11 @@ pub fn pack_dataset<D: FaceDataset + ?Sized>(
     rec: impl AsRef<Path>,
     mut progress: impl FnMut(usize),
 ) -> Result<usize> {
-    let rec = rec.as_ref();
-    let n = data.len() as u64;
-    let (a, b) = (n + 1, n + 1 + data.num_identities() as u64);
-    let mut w = RecordWriter::create(rec)?;
-    w.write(
-        0,
-        &IrHeader::with_labels(vec![a as f32, b as f32]).pack(&[]),
-    )?;
-    let mut ranges = vec![(u64::MAX, 0u64); data.num_identities()];
-    for i in 0..data.len() {
+    write_insightface_layout(rec.as_ref(), data.len(), data.num_identities(), |i| {
         let sample = data.get(i)?;
-        let mut png = std::io::Cursor::new(Vec::new());
-        sample
-            .image
-            .write_to(&mut png, image::ImageFormat::Png)
-            .map_err(|e| DataError::Config {
-                what: "PNG encoding",
-                reason: e.to_string(),
-            })?;
-        let key = i as u64 + 1;
-        w.write(key, &IrHeader::image(sample.label, key).pack(png.get_ref()))?;
-        let r = ranges
-            .get_mut(sample.label)
-            .ok_or_else(|| DataError::Config {
-                what: "dataset",
-                reason: format!(
-                    "sample {i} has label {} >= {} identities",
-                    sample.label,
-                    data.num_identities()
-                ),
-            })?;
-        *r = (r.0.min(key), r.1.max(key + 1));
+        let png = crate::dataset::encode_png(&sample.image)?;
         progress(i + 1);
-    }
-    for (k, (start, end)) in ranges.into_iter().enumerate() {
-        let (start, end) = if start == u64::MAX {
-            (0, 0)
-        } else {
-            (start, end)
-        };
-        w.write(
-            a + k as u64,
-            &IrHeader::with_labels(vec![start as f32, end as f32]).pack(&[]),
-        )?;
-    }
-    w.finish()?;
+        Ok((sample.label, png))
+    })?;
     Ok(data.len())
 }

@@ -614,6 +614,23 @@ pub fn verification_pairs(
     pairs: usize,
     seed: u64,
 ) -> Result<crate::bin::VerificationBin> {
+    let mut images = Vec::with_capacity(4 * pairs);
+    let mut issame = Vec::with_capacity(2 * pairs);
+    for (a, b, same) in verification_pair_indices(split, pairs, seed)? {
+        images.push(crate::dataset::encode_png(&split.get(a)?.image)?);
+        images.push(crate::dataset::encode_png(&split.get(b)?.image)?);
+        issame.push(same);
+    }
+    Ok(crate::bin::VerificationBin { images, issame })
+}
+
+/// The sample indices behind [`verification_pairs`]: `(first, second, same identity)`,
+/// alternating matched and mismatched, for callers that use the images directly.
+pub fn verification_pair_indices(
+    split: &SyntheticFaces,
+    pairs: usize,
+    seed: u64,
+) -> Result<Vec<(usize, usize, bool)>> {
     let per = split.config.per_identity;
     let ids = split.num_identities();
     if ids < 2 || per < 2 {
@@ -623,35 +640,22 @@ pub fn verification_pairs(
         });
     }
     let mut r = StdRng::seed_from_u64(seed ^ 0x9a125);
-    let mut images = Vec::with_capacity(4 * pairs);
-    let mut issame = Vec::with_capacity(2 * pairs);
-    let png = |index: usize| -> Result<Vec<u8>> {
-        let img = split.get(index)?.image;
-        let mut out = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut out, image::ImageFormat::Png)
-            .map_err(|e| DataError::Config {
-                what: "PNG encoding",
-                reason: e.to_string(),
-            })?;
-        Ok(out.into_inner())
-    };
-    for k in 0..2 * pairs {
-        let same = k % 2 == 0;
-        let a = r.random_range(0..ids);
-        let b = if same {
-            a
-        } else {
-            (a + r.random_range(1..ids)) % ids
-        };
-        let i = r.random_range(0..per);
-        let j = if same {
-            (i + r.random_range(1..per)) % per
-        } else {
-            r.random_range(0..per)
-        };
-        images.push(png(a * per + i)?);
-        images.push(png(b * per + j)?);
-        issame.push(same);
-    }
-    Ok(crate::bin::VerificationBin { images, issame })
+    Ok((0..2 * pairs)
+        .map(|k| {
+            let same = k % 2 == 0;
+            let a = r.random_range(0..ids);
+            let b = if same {
+                a
+            } else {
+                (a + r.random_range(1..ids)) % ids
+            };
+            let i = r.random_range(0..per);
+            let j = if same {
+                (i + r.random_range(1..per)) % per
+            } else {
+                r.random_range(0..per)
+            };
+            (a * per + i, b * per + j, same)
+        })
+        .collect())
 }
