@@ -12,11 +12,10 @@ use burn::optim::{
     decay::WeightDecayConfig, momentum::MomentumConfig, GradientsAccumulator, GradientsParams,
     Optimizer, SgdConfig,
 };
-use burn::tensor::{backend::AutodiffBackend, backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::AutodiffBackend, backend::Backend};
 use face_augment::Pipeline;
 use face_data::{
-    verification_pairs, FaceDataset, ImageFolder, Loader, RecordDataset, SyntheticFaces,
-    VerificationBin,
+    verification_pair_indices, FaceDataset, ImageFolder, Loader, RecordDataset, SyntheticFaces,
 };
 use iresnet::{AnyBackbone, Backbone};
 use serde::Serialize;
@@ -102,34 +101,24 @@ pub struct TrainReport {
     pub stopped_by_time_limit: bool,
 }
 
-/// Faces of the verification pairs, preprocessed once: `[2P, 3, 112, 112]` in [-1, 1].
+/// The faces of the verification pairs, rendered once, and whether each pair is one person.
 struct EvalSet {
-    faces: Vec<f32>,
+    faces: Vec<image::RgbImage>,
     issame: Vec<bool>,
 }
 
-fn eval_set(bin: &VerificationBin) -> Result<EvalSet, TrainError> {
-    let mut faces = Vec::with_capacity(bin.images.len() * 3 * 112 * 112);
-    for (i, bytes) in bin.images.iter().enumerate() {
-        let img = face_data::decode(bytes, Path::new("verification pairs"), i)?;
-        let img = if img.dimensions() == (112, 112) {
-            img
-        } else {
-            image::imageops::resize(&img, 112, 112, image::imageops::FilterType::Triangle)
-        };
-        let n = 112 * 112;
-        let start = faces.len();
-        faces.resize(start + 3 * n, 0.0);
-        for (k, p) in img.pixels().enumerate() {
-            for c in 0..3 {
-                faces[start + c * n + k] = (p[c] as f32 - 127.5) / 127.5;
-            }
-        }
+/// Pairs of held-out synthetic identities, taken from the split directly (no encode/decode).
+fn eval_set(held: &SyntheticFaces, pairs: usize, seed: u64) -> Result<EvalSet, TrainError> {
+    let mut set = EvalSet {
+        faces: Vec::with_capacity(4 * pairs),
+        issame: Vec::with_capacity(2 * pairs),
+    };
+    for (a, b, same) in verification_pair_indices(held, pairs, seed)? {
+        set.faces.push(held.get(a)?.image);
+        set.faces.push(held.get(b)?.image);
+        set.issame.push(same);
     }
-    Ok(EvalSet {
-        faces,
-        issame: bin.issame.clone(),
-    })
+    Ok(set)
 }
 
 /// Embeds all faces (and their mirror images, with flip test) with the inference-mode backbone,
@@ -139,14 +128,11 @@ fn verify<B: Backend>(
     set: &EvalSet,
     flip: bool,
     device: &B::Device,
-) -> f64 {
-    let per = 3 * 112 * 112;
-    let n = set.faces.len() / per;
-    let mut embeddings: Vec<Vec<f32>> = Vec::with_capacity(n);
-    for chunk in set.faces.chunks(64 * per) {
-        let b = chunk.len() / per;
-        let x =
-            Tensor::<B, 4>::from_data(TensorData::new(chunk.to_vec(), [b, 3, 112, 112]), device);
+) -> Result<f64, TrainError> {
+    let mut embeddings: Vec<Vec<f32>> = Vec::with_capacity(set.faces.len());
+    for chunk in set.faces.chunks(64) {
+        let bytes: Vec<&[u8]> = chunk.iter().map(|f| f.as_raw().as_slice()).collect();
+        let x = iresnet::preprocess::faces_to_tensor::<B>(&bytes, device)?;
         let mut e = backbone.embed(x.clone());
         if flip {
             e = e + backbone.embed(x.flip([3]));
@@ -171,7 +157,7 @@ fn verify<B: Backend>(
                 .sum()
         })
         .collect();
-    ten_fold_accuracy(&scores, &set.issame)
+    Ok(ten_fold_accuracy(&scores, &set.issame))
 }
 
 /// Trains per `config`, writing into `out`: `config.toml`, `metrics.jsonl`, `model.arcface`,
@@ -196,8 +182,7 @@ pub fn train<B: AutodiffBackend>(
             let mut s = s.clone();
             s.seed = s.seed.wrapping_add(config.seed);
             let held = SyntheticFaces::held_out(s.clone())?;
-            let pairs = verification_pairs(&held, config.eval.pairs, config.seed)?;
-            let eval = eval_set(&pairs)?;
+            let eval = eval_set(&held, config.eval.pairs, config.seed)?;
             let loader = Loader::new(SyntheticFaces::train(s)?, pipeline, loader_config)?;
             run::<B, _>(config, out, device, loader, Some(eval), &mut progress)
         }
@@ -343,7 +328,7 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
                 && (done || (config.eval.every_steps > 0 && step % config.eval.every_steps == 0));
             let accuracy = if evaluate {
                 let set = eval.as_ref().expect("checked");
-                let acc = verify(&model.backbone.valid(), set, config.eval.flip_test, device);
+                let acc = verify(&model.backbone.valid(), set, config.eval.flip_test, device)?;
                 best_accuracy = best_accuracy.max(acc);
                 last_accuracy = acc;
                 Some(acc)
