@@ -46,38 +46,50 @@ def import_reference():
     return cfg_mnet, PriorBox, RetinaFace, decode, decode_landm, py_cpu_nms
 
 
-def main():
-    cfg, PriorBox, RetinaFace, decode, decode_landm, nms = import_reference()
-    weights = os.path.join(CACHE, "models", "retinaface_mnet025.pth")
-    state = torch.load(weights, map_location="cpu")
+def load_model(cfg, RetinaFace):
+    """The reference network with the cached weights (a DataParallel `module.` prefix stripped)."""
+    state = torch.load(os.path.join(CACHE, "models", "retinaface_mnet025.pth"), map_location="cpu")
     state = {k.split("module.", 1)[-1]: v for k, v in state.items()}
     model = RetinaFace(cfg=cfg, phase="test")
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not missing, missing
     model.eval()
     torch.set_num_threads(2)
+    return model
 
+
+def detect(reference, model, img, threshold):
+    """detector.py's pipeline on a float32 BGR image: returns (dets [k, 5] after NMS, their
+    landmarks [k, 10], number of priors)."""
+    cfg, PriorBox, _, decode, decode_landm, nms = reference
+    h, w = img.shape[:2]
+    x = torch.from_numpy((img - (104, 117, 123)).transpose(2, 0, 1).copy()).unsqueeze(0).float()
+    with torch.no_grad():
+        loc, conf, landms = model(x)
+    priors = PriorBox(cfg, image_size=(h, w)).forward()
+    boxes = (decode(loc[0], priors, cfg["variance"]) * torch.tensor([w, h, w, h])).numpy()
+    lms = (decode_landm(landms[0], priors, cfg["variance"]) * torch.tensor([w, h] * 5)).numpy()
+    scores = conf[0, :, 1].numpy()
+    keep = np.where(scores > threshold)[0]
+    order = keep[scores[keep].argsort()[::-1]][:5000]
+    dets = np.hstack((boxes[order], scores[order, None])).astype(np.float32)
+    kept = nms(dets, 0.4)[:750]
+    return dets[kept], lms[order[kept]], int(priors.shape[0])
+
+
+def main():
+    reference = import_reference()
+    model = load_model(reference[0], reference[2])
     photos = {}
     for name in PHOTOS:
         img = cv2.imread(os.path.join(CACHE, "photos", name), cv2.IMREAD_COLOR).astype(np.float32)
         h, w = img.shape[:2]
-        x = torch.from_numpy((img - (104, 117, 123)).transpose(2, 0, 1).copy()).unsqueeze(0).float()
-        with torch.no_grad():
-            loc, conf, landms = model(x)
-        priors = PriorBox(cfg, image_size=(h, w)).forward()
-        boxes = (decode(loc[0], priors, cfg["variance"]) * torch.tensor([w, h, w, h])).numpy()
-        lms = (decode_landm(landms[0], priors, cfg["variance"]) * torch.tensor([w, h] * 5)).numpy()
-        scores = conf[0, :, 1].numpy()
-        keep = np.where(scores > THRESHOLD)[0]
-        order = keep[scores[keep].argsort()[::-1]][:5000]
-        dets = np.hstack((boxes[order], scores[order, None])).astype(np.float32)
-        kept = nms(dets, 0.4)[:750]
-        faces = [{"box": [round(float(v), 4) for v in dets[k, :4]],
-                  "score": round(float(dets[k, 4]), 6),
-                  "landmarks": [[round(float(v), 4) for v in lms[order[k]].reshape(5, 2)[p]]
-                                for p in range(5)]}
-                 for k in kept]
-        photos[name] = {"width": w, "height": h, "num_priors": int(priors.shape[0]), "faces": faces}
+        dets, lms, num_priors = detect(reference, model, img, THRESHOLD)
+        faces = [{"box": [round(float(v), 4) for v in det[:4]],
+                  "score": round(float(det[4]), 6),
+                  "landmarks": [[round(float(v), 4) for v in lm.reshape(5, 2)[p]] for p in range(5)]}
+                 for det, lm in zip(dets, lms)]
+        photos[name] = {"width": w, "height": h, "num_priors": num_priors, "faces": faces}
         print(f"{name}: {w}x{h}, {len(faces)} faces above {THRESHOLD}")
     out = {
         "made_by": "tools/make_retinaface_fixture.py: facesdk==0.0.8 retinaface reference code and "
