@@ -117,23 +117,65 @@ fn balanced_sampling_gives_every_identity_the_same_weight() {
     assert_eq!(distinct.len(), 4);
 }
 
+/// A dataset that counts how many samples the loader has read.
+struct Counting {
+    inner: SyntheticFaces,
+    gets: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FaceDataset for Counting {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn num_identities(&self) -> usize {
+        self.inner.num_identities()
+    }
+    fn label(&self, index: usize) -> face_data::Result<usize> {
+        self.inner.label(index)
+    }
+    fn get(&self, index: usize) -> face_data::Result<face_data::FaceSample> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get(index)
+    }
+    fn source(&self) -> std::path::PathBuf {
+        self.inner.source()
+    }
+}
+
 #[test]
 fn prefetch_is_bounded_and_dropping_the_epoch_stops_it() {
-    let loader = Loader::new(
-        synthetic(50, 4),
-        Pipeline::insightface_minimal(),
-        LoaderConfig {
-            batch_size: 2,
-            prefetch: 2,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    use std::sync::atomic::Ordering;
+    let gets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let dataset = Counting {
+        inner: synthetic(50, 4),
+        gets: gets.clone(),
+    };
+    let (batch, prefetch) = (2, 2);
+    let config = LoaderConfig {
+        batch_size: batch,
+        prefetch,
+        ..Default::default()
+    };
+    let loader = Loader::new(dataset, Pipeline::insightface_minimal(), config).unwrap();
     let mut epoch = loader.epoch(0);
-    let first = epoch.next().unwrap().unwrap();
-    assert_eq!(first.labels.len(), 2);
+    assert_eq!(epoch.next().unwrap().unwrap().labels.len(), 2);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Consumed one batch; at most `prefetch` wait in the channel and one more is being built.
+    let read = gets.load(Ordering::SeqCst);
+    assert!(
+        read <= (1 + prefetch + 1) * batch,
+        "{read} samples read ahead of a consumer that took 1 batch"
+    );
     drop(epoch);
-    // The producer stops at its next send; a new epoch works at once.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after_drop = gets.load(Ordering::SeqCst);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        gets.load(Ordering::SeqCst),
+        after_drop,
+        "the producer kept reading after the epoch was dropped"
+    );
+    assert!(after_drop < 200, "the whole epoch was read");
     assert_eq!(loader.epoch(1).take(3).count(), 3);
 }
 
