@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use iresnet::burn::tensor::backend::AutodiffBackend;
-use trainer::{train, TrainConfig};
+use iresnet::burn::tensor::backend::{Device, DeviceId};
+use trainer::{resume, train, StepInfo, TrainConfig};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -13,9 +14,19 @@ pub struct TrainArgs {
     /// identities, evaluated on held-out ones (`--print-default-config` shows every setting).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Output directory: config.toml, metrics.jsonl, model.arcface, report.json.
+    /// Output directory: config.toml, metrics.jsonl, checkpoints/, model.arcface, loss.png,
+    /// lr.png, accuracy.png, report.json.
     #[arg(long, default_value = "runs/default")]
     out: PathBuf,
+    /// Continue the run in DIR from its newest intact checkpoint, with the config it started
+    /// with (after a crash, a kill or a time limit); the curve continues as if never stopped.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "print_default_config", "epochs", "time_limit"])]
+    resume: Option<PathBuf>,
+    /// Data-parallel replicas: each batch is split over this many devices (GPUs 0..N with
+    /// --device cuda; threads sharing the CPU with --device cpu). The batch size and learning
+    /// rate stay the config's: the gradient is the whole batch's mean either way.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    devices: u16,
     /// Print the default config as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -35,6 +46,41 @@ pub fn run<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result<(
         print!("{}", TrainConfig::default().to_toml());
         return Ok(());
     }
+    let base = device.to_id();
+    let devices: Vec<B::Device> = (0..args.devices)
+        .map(|i| B::Device::from_id(DeviceId::new(base.type_id, base.index_id + i)))
+        .collect();
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}/{eta} {msg}")
+            .expect("valid template"),
+    );
+    let mut accuracy = String::new();
+    let mut show = |s: &StepInfo| {
+        bar.set_length(s.total_steps);
+        bar.set_position(s.step);
+        if let Some(a) = s.accuracy {
+            accuracy = format!(" verification {:.2}%", 100.0 * a);
+        }
+        bar.set_message(format!(
+            "epoch {:.2} loss {:.3} lr {:.4} {:.0} img/s{accuracy}",
+            s.epoch, s.loss, s.lr, s.images_per_sec
+        ));
+    };
+    let (report, out) = match &args.resume {
+        Some(dir) => (resume::<B>(dir, &devices, &mut show)?, dir.clone()),
+        None => {
+            let config = config_from(args)?;
+            (
+                train::<B>(&config, &args.out, &devices, &mut show)?,
+                args.out.clone(),
+            )
+        }
+    };
+    bar.finish_and_clear();
+    print_report(&report, &out, args.json)
+}
+
+fn config_from(args: &TrainArgs) -> Result<TrainConfig> {
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -49,50 +95,69 @@ pub fn run<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result<(
     if let Some(t) = args.time_limit {
         config.time_limit_secs = t;
     }
-    let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}/{eta} {msg}")
-            .expect("valid template"),
-    );
-    let mut accuracy = String::new();
-    let report = train::<B>(&config, &args.out, device, |s| {
-        bar.set_length(s.total_steps);
-        bar.set_position(s.step);
-        if let Some(a) = s.accuracy {
-            accuracy = format!(" verification {:.2}%", 100.0 * a);
-        }
-        bar.set_message(format!(
-            "epoch {:.2} loss {:.3} lr {:.4} {:.0} img/s{accuracy}",
-            s.epoch, s.loss, s.lr, s.images_per_sec
-        ));
-    })?;
-    bar.finish_and_clear();
-    if args.json {
+    Ok(config)
+}
+
+fn print_report(report: &trainer::TrainReport, out: &std::path::Path, json: bool) -> Result<()> {
+    if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
+        let stop = if report.stopped_early {
+            " (early stopping)"
+        } else if report.stopped_by_time_limit {
+            " (time limit)"
+        } else {
+            ""
+        };
         println!(
-            "trained {} steps ({:.2} epochs, {} images, batch {}) in {:.0} s{}",
+            "trained {} steps ({:.2} epochs, {} images, batch {} on {} device(s)) in {:.0} s{stop}",
             report.steps,
             report.epochs,
             report.images,
             report.effective_batch,
+            report.devices,
             report.wall_secs,
-            if report.stopped_by_time_limit {
-                " (time limit)"
-            } else {
-                ""
-            }
         );
-        println!(
-            "held-out verification accuracy: {:.2}% (best {:.2}%), final loss {:.3}",
-            100.0 * report.final_accuracy,
-            100.0 * report.best_accuracy,
-            report.final_loss
-        );
+        if let Some(from) = report.resumed_from_step {
+            println!("resumed from the checkpoint of step {from}");
+        }
+        match (report.final_accuracy, report.best_accuracy) {
+            (Some(last), Some(best)) => println!(
+                "verification accuracy: {:.2}% (best {:.2}%), final loss {:.3}",
+                100.0 * last,
+                100.0 * best,
+                report.final_loss
+            ),
+            _ => println!(
+                "final loss {:.3} (no verification pairs configured)",
+                report.final_loss
+            ),
+        }
+        if let Some(share) = report.collapse_share {
+            println!(
+                "top-10 singular values: {:.0}% of the embedding spectrum",
+                100.0 * share
+            );
+        }
         println!("model: {}", report.model.display());
+        println!(
+            "checkpoints: {} (best: {})",
+            report.checkpoints.display(),
+            report
+                .best_checkpoint
+                .as_ref()
+                .map_or("none".into(), |p| p.display().to_string())
+        );
+        let plots: Vec<String> = report
+            .plots
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        println!("plots: {}", plots.join(", "));
         println!(
             "metrics: {}, report: {}",
             report.metrics.display(),
-            args.out.join("report.json").display()
+            out.join("report.json").display()
         );
     }
     Ok(())

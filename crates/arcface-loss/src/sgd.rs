@@ -60,6 +60,17 @@ pub struct SampledSgd<B: Backend> {
 }
 
 impl<B: Backend> SampledSgd<B> {
+    /// The velocity (`[K, D]`, `None` before the first step), for checkpoints.
+    pub fn velocity(&self) -> Option<&Tensor<B, 2>> {
+        self.velocity.as_ref()
+    }
+
+    /// Continues from a checkpoint's velocity.
+    pub fn with_velocity(mut self, velocity: Option<Tensor<B, 2>>) -> Self {
+        self.velocity = velocity;
+        self
+    }
+
     /// One update of `weights` (`[K, D]`) restricted to `rows` (all rows when `None`), from the
     /// gradient of those rows (`[rows, D]`, or `[K, D]` for all). Returns the new weights; other
     /// rows are returned unchanged.

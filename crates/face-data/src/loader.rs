@@ -82,6 +82,32 @@ impl Batch {
         let labels = Tensor::from_data(TensorData::new(labels, [self.labels.len()]), device);
         (images, labels)
     }
+
+    /// Splits the batch into `parts` contiguous shards as even as possible (the first
+    /// `len % parts` one sample larger), for data-parallel replicas; empty shards are left out.
+    pub fn split(&self, parts: usize) -> Vec<Batch> {
+        let n = self.labels.len();
+        let parts = parts.max(1);
+        let per_sample = self.shape[1] * self.shape[2] * self.shape[3];
+        let mut shards = Vec::with_capacity(parts);
+        let mut start = 0;
+        for k in 0..parts {
+            let len = n / parts + usize::from(k < n % parts);
+            if len == 0 {
+                continue;
+            }
+            let range = start..start + len;
+            shards.push(Batch {
+                images: self.images[range.start * per_sample..range.end * per_sample].to_vec(),
+                shape: [len, self.shape[1], self.shape[2], self.shape[3]],
+                labels: self.labels[range.clone()].to_vec(),
+                indices: self.indices[range.clone()].to_vec(),
+                skipped: Vec::new(),
+            });
+            start = range.end;
+        }
+        shards
+    }
 }
 
 /// A dataset, an augmentation pipeline and the batching around them.
@@ -221,6 +247,13 @@ impl<D: FaceDataset + 'static> Loader<D> {
     /// by the loader's `workers` threads) at most `prefetch` ahead. Dropping the iterator stops
     /// the work.
     pub fn epoch(&self, epoch: u64) -> Epoch {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `first` on, the earlier ones neither read nor augmented:
+    /// a resumed run continues at the batch it stopped before. Every sample's augmentation
+    /// depends only on (seed, epoch, index), so the batches are the ones `epoch` would give.
+    pub fn epoch_from(&self, epoch: u64, first: usize) -> Epoch {
         let (tx, rx) = sync_channel(self.config.prefetch);
         let order = self.order(epoch);
         let (dataset, pipeline, skipped) = (
@@ -235,7 +268,7 @@ impl<D: FaceDataset + 'static> Loader<D> {
             if config.drop_last && chunks.last().is_some_and(|c| c.len() < config.batch_size) {
                 chunks.pop();
             }
-            for chunk in chunks {
+            for chunk in chunks.into_iter().skip(first) {
                 let batch = pool
                     .install(|| make_batch(&*dataset, &pipeline, &config, epoch, chunk, &skipped));
                 let stop = batch.is_err();

@@ -6,6 +6,7 @@ use face_data::{LoaderConfig, SyntheticConfig};
 use iresnet::{BackboneConfig, IResNetConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::optim::{Algorithm, OptimizerSettings};
 use crate::schedule::ScheduleConfig;
 
 /// Why a config was refused.
@@ -33,25 +34,6 @@ fn invalid(
     }
 }
 
-/// SGD as PyTorch defines it (dampening 0, unlike Burn's default 0.1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SgdSettings {
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub nesterov: bool,
-}
-
-impl Default for SgdSettings {
-    fn default() -> Self {
-        Self {
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            nesterov: false,
-        }
-    }
-}
-
 /// Where the training images come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -64,6 +46,22 @@ pub enum DataSource {
     Rec { path: std::path::PathBuf },
 }
 
+/// The pairs verified during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EvalData {
+    /// Pairs of the synthetic data's held-out identities (only with synthetic training data).
+    HeldOut,
+    /// An insightface verification `.bin` (`lfw.bin`, `cfp_fp.bin`, ...) of aligned 112x112 faces.
+    Bin { path: std::path::PathBuf },
+    /// LFW's `pairs.txt` over a folder `name/name_0001.jpg` of aligned 112x112 faces (what
+    /// `arcface align` writes); its ten folds are the file's.
+    Lfw {
+        pairs: std::path::PathBuf,
+        images: std::path::PathBuf,
+    },
+}
+
 /// Verification during training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -74,6 +72,10 @@ pub struct EvalSettings {
     pub pairs: usize,
     /// Embed each face and its mirror image and add them, as insightface's verification does.
     pub flip_test: bool,
+    pub data: EvalData,
+    /// Warn when the top-10 singular values hold more than this share of the spectrum of the
+    /// evaluation embeddings (feature collapse).
+    pub collapse_warn: f64,
 }
 
 impl Default for EvalSettings {
@@ -82,6 +84,61 @@ impl Default for EvalSettings {
             every_steps: 200,
             pairs: 300,
             flip_test: true,
+            data: EvalData::HeldOut,
+            collapse_warn: 0.7,
+        }
+    }
+}
+
+/// What early stopping watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopMetric {
+    /// Never stop early.
+    Off,
+    /// Verification accuracy (higher is better).
+    Accuracy,
+    /// The margin loss on unseen samples of the training identities (synthetic data only;
+    /// lower is better).
+    ValidationLoss,
+}
+
+/// Stop when the watched metric has not improved for `patience` evaluations in a row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EarlyStopping {
+    pub metric: StopMetric,
+    pub patience: usize,
+    /// An improvement smaller than this does not count.
+    pub min_delta: f64,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> Self {
+        Self {
+            metric: StopMetric::Accuracy,
+            patience: 3,
+            min_delta: 0.0,
+        }
+    }
+}
+
+/// Resumable checkpoints under `<out>/checkpoints`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSettings {
+    /// Write one every this many steps (and at every evaluation and at the end); 0 = only at
+    /// evaluations and the end.
+    pub every_steps: u64,
+    /// Checkpoints kept besides the best.
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointSettings {
+    fn default() -> Self {
+        Self {
+            every_steps: 100,
+            keep_last: 2,
         }
     }
 }
@@ -105,12 +162,14 @@ pub struct TrainConfig {
     pub backbone: BackboneConfig,
     /// The head; `num_classes` and `embedding_dim` are filled in from the data and backbone.
     pub head: MarginFcConfig,
-    pub sgd: SgdSettings,
+    pub optimizer: OptimizerSettings,
     pub schedule: ScheduleConfig,
     pub data: DataSource,
     pub augmentation: PipelineConfig,
     pub loader: LoaderConfig,
     pub eval: EvalSettings,
+    pub early_stopping: EarlyStopping,
+    pub checkpoint: CheckpointSettings,
     /// Write a metrics line every this many steps.
     pub log_every: u64,
 }
@@ -140,7 +199,7 @@ impl Default for TrainConfig {
                 .into(),
                 ..MarginFcConfig::default()
             },
-            sgd: SgdSettings::default(),
+            optimizer: OptimizerSettings::default(),
             schedule: ScheduleConfig::ThreeStage {
                 base_lr: 0.1,
                 warmup_epochs: 0.3,
@@ -159,6 +218,8 @@ impl Default for TrainConfig {
                 ..LoaderConfig::default()
             },
             eval: EvalSettings::default(),
+            early_stopping: EarlyStopping::default(),
+            checkpoint: CheckpointSettings::default(),
             log_every: 10,
         }
     }
@@ -195,13 +256,45 @@ impl TrainConfig {
                 return Err(invalid("clip_norm", c, "must be > 0"));
             }
         }
-        let decay_ok = self.sgd.weight_decay.is_finite() && self.sgd.weight_decay >= 0.0;
-        if !(0.0..1.0).contains(&self.sgd.momentum) || !decay_ok {
+        self.optimizer
+            .validate()
+            .map_err(|e| invalid("optimizer", &self.optimizer, e))?;
+        if self.head.sample_rate < 1.0 && self.optimizer.algorithm != Algorithm::Sgd {
             return Err(invalid(
-                "sgd",
-                &self.sgd,
-                "momentum in [0, 1), weight_decay >= 0",
+                "optimizer.algorithm",
+                self.optimizer.algorithm,
+                "Partial FC (head.sample_rate < 1) updates its sampled centres with SGD; use sgd or the full head",
             ));
+        }
+        if !(self.eval.collapse_warn > 0.0 && self.eval.collapse_warn <= 1.0) {
+            return Err(invalid(
+                "eval.collapse_warn",
+                self.eval.collapse_warn,
+                "a share in (0, 1]",
+            ));
+        }
+        let synthetic = matches!(self.data, DataSource::Synthetic(_));
+        if !synthetic
+            && self.eval.data == EvalData::HeldOut
+            && self.early_stopping.metric == StopMetric::Accuracy
+        {
+            // Without held-out identities there is nothing to verify on: early stopping on
+            // accuracy would never see a number.
+            return Err(invalid(
+                "early_stopping.metric",
+                "accuracy",
+                "needs verification pairs: set eval.data to a .bin or LFW pairs, or early_stopping.metric = \"off\"",
+            ));
+        }
+        if !synthetic && self.early_stopping.metric == StopMetric::ValidationLoss {
+            return Err(invalid(
+                "early_stopping.metric",
+                "validation_loss",
+                "validation samples are rendered for synthetic data only",
+            ));
+        }
+        if self.early_stopping.metric != StopMetric::Off && self.early_stopping.patience == 0 {
+            return Err(invalid("early_stopping.patience", 0, "must be >= 1"));
         }
         self.schedule
             .validate()

@@ -2,7 +2,10 @@
 
 use face_data::SyntheticConfig;
 use iresnet::{BackboneConfig, IResNetConfig};
-use trainer::{train, DataSource, EvalSettings, TrainConfig};
+use trainer::{
+    resume, train, Algorithm, DataSource, EarlyStopping, EvalSettings, StepInfo, StopMetric,
+    TrainConfig,
+};
 
 type Ad = burn::backend::Autodiff<burn::backend::Flex>;
 
@@ -28,7 +31,11 @@ fn tiny() -> TrainConfig {
         eval: EvalSettings {
             every_steps: 2,
             pairs: 10,
-            flip_test: true,
+            ..Default::default()
+        },
+        early_stopping: EarlyStopping {
+            metric: StopMetric::Off,
+            ..Default::default()
         },
         log_every: 1,
         ..TrainConfig::default()
@@ -39,7 +46,7 @@ fn tiny() -> TrainConfig {
 fn a_tiny_run_writes_config_metrics_model_and_report() {
     let tmp = tempfile::tempdir().unwrap();
     let mut steps = Vec::new();
-    let report = train::<Ad>(&tiny(), tmp.path(), &Default::default(), |s| {
+    let report = train::<Ad>(&tiny(), tmp.path(), &[Default::default()], |s| {
         steps.push(s.clone())
     })
     .unwrap();
@@ -48,7 +55,27 @@ fn a_tiny_run_writes_config_metrics_model_and_report() {
     assert_eq!(steps.len(), 6);
     assert!(steps.iter().all(|s| s.loss.is_finite() && s.lr >= 0.0));
     assert!(steps.iter().filter(|s| s.accuracy.is_some()).count() >= 3);
-    assert!((0.0..=1.0).contains(&report.final_accuracy));
+    assert!((0.0..=1.0).contains(&report.final_accuracy.unwrap()));
+    let share = report.collapse_share.unwrap();
+    assert!(share > 0.0 && share <= 1.0, "{share}");
+    // Checkpoints at every evaluation (steps 2, 4, 6), the last two kept plus the best.
+    let kept = trainer::Checkpointer::new(tmp.path(), 2)
+        .unwrap()
+        .steps()
+        .unwrap();
+    assert!(kept.ends_with(&[4, 6]), "{kept:?}");
+    // Plots of loss, lr and accuracy, as PNG images.
+    assert_eq!(report.plots.len(), 3);
+    for plot in &report.plots {
+        assert!(
+            image::open(plot).unwrap().width() >= 200,
+            "{}",
+            plot.display()
+        );
+    }
+    // A second run into the same directory is refused rather than mixing two runs.
+    let again = train::<Ad>(&tiny(), tmp.path(), &[Default::default()], |_| {}).unwrap_err();
+    assert!(again.to_string().contains("--resume"), "{again}");
     let metrics = std::fs::read_to_string(tmp.path().join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 6);
     let (model, header) =
@@ -93,4 +120,135 @@ fn bad_configs_name_the_problem() {
         .to_string()
         .contains("Partial FC"));
     assert!(TrainConfig::default().validate().is_ok());
+}
+
+fn losses(steps: &[StepInfo]) -> Vec<(u64, f64, Option<f64>)> {
+    steps.iter().map(|s| (s.step, s.loss, s.accuracy)).collect()
+}
+
+fn metrics_of(dir: &std::path::Path) -> Vec<StepInfo> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn resuming_from_a_checkpoint_continues_the_same_curve() {
+    let mut config = tiny();
+    config.epochs = 3.0;
+    config.checkpoint.every_steps = 1;
+    config.checkpoint.keep_last = 20;
+    config.head.margin = arcface_loss::ArcFace::default().into();
+    let whole = tempfile::tempdir().unwrap();
+    train::<Ad>(&config, whole.path(), &[Default::default()], |_| {}).unwrap();
+
+    // The same run stopped after step 5 (its later checkpoints deleted as if never written,
+    // and metrics lines past them left behind as a crash leaves them), then resumed.
+    let cut = tempfile::tempdir().unwrap();
+    train::<Ad>(&config, cut.path(), &[Default::default()], |_| {}).unwrap();
+    let dir = cut.path().join("checkpoints");
+    for step in 6..=9 {
+        let _ = std::fs::remove_dir_all(dir.join(format!("step-{step:06}")));
+    }
+    let _ = std::fs::remove_file(dir.join("best.json"));
+    let report = resume::<Ad>(cut.path(), &[Default::default()], |_| {}).unwrap();
+    assert_eq!(report.resumed_from_step, Some(5));
+    assert_eq!(report.steps, 9);
+    let (a, b) = (metrics_of(whole.path()), metrics_of(cut.path()));
+    assert_eq!(a.len(), 9);
+    assert_eq!(
+        losses(&a),
+        losses(&b),
+        "bit-identical loss and accuracy per step"
+    );
+}
+
+#[test]
+fn adamw_with_its_own_head_group_trains() {
+    let mut config = tiny();
+    config.optimizer.algorithm = Algorithm::AdamW;
+    config.optimizer.weight_decay = 0.05;
+    config.optimizer.head.lr_scale = 10.0;
+    config.optimizer.head.weight_decay = Some(0.0);
+    config.schedule = trainer::ScheduleConfig::ThreeStage {
+        base_lr: 1e-3,
+        warmup_epochs: 0.5,
+        final_fraction: 0.2,
+        final_lr: 1e-5,
+    };
+    config.epochs = 4.0;
+    config.checkpoint.every_steps = 1;
+    config.checkpoint.keep_last = 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut steps = Vec::new();
+    train::<Ad>(&config, tmp.path(), &[Default::default()], |s| {
+        steps.push(s.clone())
+    })
+    .unwrap();
+    let first = steps[..3].iter().map(|s| s.loss).sum::<f64>();
+    let last = steps[steps.len() - 3..].iter().map(|s| s.loss).sum::<f64>();
+    assert!(
+        last < first,
+        "AdamW did not lower the loss: {first} -> {last}"
+    );
+    // Resuming AdamW restores its moments (a fresh AdamW would take a different step). Both
+    // curves are read from the file: serde_json's float parsing is not bit-exact.
+    let before = losses(&metrics_of(tmp.path()));
+    let dir = tmp.path().join("checkpoints");
+    let kept = trainer::Checkpointer::new(tmp.path(), 20)
+        .unwrap()
+        .steps()
+        .unwrap();
+    assert_eq!(kept.len(), 12);
+    for &step in kept.iter().filter(|&&s| s > 8) {
+        std::fs::remove_dir_all(dir.join(format!("step-{step:06}"))).unwrap();
+    }
+    let _ = std::fs::remove_file(dir.join("best.json"));
+    resume::<Ad>(tmp.path(), &[Default::default()], |_| {}).unwrap();
+    assert_eq!(losses(&metrics_of(tmp.path())), before);
+}
+
+#[test]
+fn early_stopping_ends_a_run_that_stopped_improving() {
+    let mut config = tiny();
+    config.epochs = 40.0;
+    config.eval.every_steps = 1;
+    // No change can beat the first evaluation by more than min_delta.
+    config.early_stopping = EarlyStopping {
+        metric: StopMetric::ValidationLoss,
+        patience: 3,
+        min_delta: 1e9,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut steps = Vec::new();
+    let report = train::<Ad>(&config, tmp.path(), &[Default::default()], |s| {
+        steps.push(s.clone())
+    })
+    .unwrap();
+    assert!(report.stopped_early);
+    // Evaluation 1 sets the best; 2, 3, 4 do not beat it.
+    assert_eq!(report.steps, 4);
+    assert!(steps.iter().all(|s| s.validation_loss.is_some()));
+    assert!(report.plots.iter().any(|p| p.ends_with("loss.png")));
+}
+
+#[test]
+fn two_devices_train_data_parallel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let devices = [Default::default(), Default::default()];
+    let mut steps = Vec::new();
+    let report = train::<Ad>(&tiny(), tmp.path(), &devices, |s| steps.push(s.clone())).unwrap();
+    assert_eq!(report.devices, 2);
+    assert_eq!(report.steps, 6);
+    assert!(steps
+        .iter()
+        .all(|s| s.loss.is_finite() && s.grad_norm > 0.0));
+    // Partial FC is single-device here: refused with the reason.
+    let mut pfc = tiny();
+    pfc.head.sample_rate = 0.5;
+    let other = tempfile::tempdir().unwrap();
+    let err = train::<Ad>(&pfc, other.path(), &devices, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("Partial FC"), "{err}");
 }
