@@ -385,3 +385,142 @@ fn train_prints_its_default_config_and_rejects_bad_ones() {
         "{err}"
     );
 }
+
+/// A run small enough to train in seconds, checkpointing every step.
+fn tiny_run_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut config = trainer::TrainConfig {
+        epochs: 40.0,
+        time_limit_secs: 0,
+        backbone: iresnet::BackboneConfig::IResNet(
+            iresnet::IResNetConfig::new([1, 1, 1, 1])
+                .with_widths([4, 8, 8, 16])
+                .with_embedding_dim(16),
+        ),
+        data: trainer::DataSource::Synthetic(face_data::SyntheticConfig {
+            identities: 6,
+            per_identity: 4,
+            held_out: 10,
+            ..Default::default()
+        }),
+        loader: face_data::LoaderConfig {
+            batch_size: 8,
+            ..Default::default()
+        },
+        log_every: 1,
+        ..Default::default()
+    };
+    config.eval.every_steps = 10;
+    config.eval.pairs = 10;
+    config.early_stopping.metric = trainer::StopMetric::Off;
+    config.checkpoint.every_steps = 1;
+    config.checkpoint.keep_last = 3;
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, config.to_toml()).unwrap();
+    path
+}
+
+fn loss_curve(dir: &std::path::Path) -> Vec<(u64, String, Option<f64>)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            // The loss as written (text), so the comparison is bit for bit.
+            let loss = l
+                .split("\"loss\":")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap();
+            (
+                v["step"].as_u64().unwrap(),
+                loss.to_string(),
+                v["accuracy"].as_f64(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_to_the_same_loss_curve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_run_config(tmp.path());
+    let whole = tmp.path().join("whole");
+    arcface(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        whole.to_str().unwrap(),
+        "--json",
+    ]);
+    let expected = loss_curve(&whole);
+    assert_eq!(expected.len(), 120);
+
+    let cut = tmp.path().join("cut");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args([
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            cut.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill (SIGKILL) as soon as a few checkpoints exist: the next one may be half written.
+    let marker = cut.join("checkpoints/step-000030");
+    let start = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(start.elapsed().as_secs() < 120, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!cut.join("report.json").exists(), "killed mid-run");
+    let partial = loss_curve(&cut);
+    assert!(
+        partial.len() < expected.len(),
+        "{} lines before the kill",
+        partial.len()
+    );
+
+    let out = arcface(&["train", "--resume", cut.to_str().unwrap(), "--json"]);
+    let report = json(&out);
+    let from = report["resumed_from_step"].as_u64().unwrap();
+    assert!((30..120).contains(&from), "resumed from {from}");
+    assert_eq!(report["steps"], 120);
+    assert_eq!(
+        loss_curve(&cut),
+        expected,
+        "the resumed run's curve is the uninterrupted one"
+    );
+    // The finished run's directory: model, plots, checkpoints (last 3 + best).
+    for file in [
+        "model.arcface",
+        "loss.png",
+        "lr.png",
+        "accuracy.png",
+        "report.json",
+    ] {
+        assert!(cut.join(file).exists(), "{file}");
+    }
+    let kept = trainer::Checkpointer::new(&cut, 3)
+        .unwrap()
+        .steps()
+        .unwrap();
+    assert!(
+        kept.len() <= 4 && kept.ends_with(&[118, 119, 120]),
+        "{kept:?}"
+    );
+    // Resuming a finished run is refused: nothing more to do... or continues to the same end.
+    let again = arcface(&["train", "--resume", cut.to_str().unwrap(), "--json"]);
+    assert_eq!(json(&again)["steps"], 120);
+}

@@ -63,16 +63,23 @@ pub(crate) fn apply_batch_norm<B: Backend, const D: usize>(
     let mean = channel_mean(x.clone());
     let centered = channel_affine(x, None, Some(mean.clone().neg()));
     let var = channel_mean(centered.clone().powi_scalar(2));
-    let scale = bn.gamma.val() / var.clone().add_scalar(bn.epsilon).sqrt();
-    let y = channel_affine(centered, Some(scale), Some(bn.beta.val()));
+    // The affine parameters in the activations' dtype: under mixed precision a frozen gamma
+    // (insightface's embedding BN) is not cast with the trainable weights.
+    let dtype = var.dtype();
+    let scale = bn.gamma.val().cast(dtype) / var.clone().add_scalar(bn.epsilon).sqrt();
+    let y = channel_affine(centered, Some(scale), Some(bn.beta.val().cast(dtype)));
 
     let m = bn.momentum;
     let unbiased = var
         .detach()
         .mul_scalar(count as f64 / count.saturating_sub(1).max(1) as f64);
+    // Running statistics keep their own dtype (f32 under mixed precision, where the batch
+    // statistics come in bf16).
+    let (old_mean, old_var) = (bn.running_mean.value_sync(), bn.running_var.value_sync());
     let running_mean =
-        bn.running_mean.value_sync().mul_scalar(1.0 - m) + mean.detach().mul_scalar(m);
-    let running_var = bn.running_var.value_sync().mul_scalar(1.0 - m) + unbiased.mul_scalar(m);
+        old_mean.clone().mul_scalar(1.0 - m) + mean.detach().cast(old_mean.dtype()).mul_scalar(m);
+    let running_var =
+        old_var.clone().mul_scalar(1.0 - m) + unbiased.cast(old_var.dtype()).mul_scalar(m);
     bn.running_mean.update(running_mean.detach());
     bn.running_var.update(running_var.detach());
     y

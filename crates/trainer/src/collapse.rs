@@ -7,7 +7,7 @@
 pub fn top_singular_share(embeddings: &[f32], dim: usize, k: usize) -> f64 {
     let singular = singular_values(embeddings, dim);
     let total: f64 = singular.iter().sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return f64::NAN;
     }
     singular.iter().take(k).sum::<f64>() / total

@@ -150,13 +150,17 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Training length in epochs (fractions allowed).
     pub epochs: f64,
-    /// Stop after this many seconds of wall time, evaluating and saving as at the end; 0 = no
-    /// limit. (A number rather than an optional so that "none" survives a TOML round trip.)
+    /// Stop after this many seconds of wall time, evaluating and checkpointing as at the end; 0 =
+    /// no limit. Per invocation: `--resume` continues such a run with the time again. (A number
+    /// rather than an optional so that "none" survives a TOML round trip.)
     pub time_limit_secs: u64,
     /// Batches per optimiser step; the effective batch is `loader.batch_size * accumulation`.
     pub accumulation: usize,
     /// Global L2-norm clipping of the backbone's gradients (PyTorch's `clip_grad_norm_`).
     pub clip_norm: Option<f64>,
+    /// What the backbone computes in: `f32`, or `bf16` with f32 master weights (see
+    /// `trainer::mixed`); verification always runs in f32.
+    pub precision: crate::mixed::Precision,
     /// Consecutive non-finite losses or gradients that stop the run (each one skips its step).
     pub max_bad_steps: usize,
     pub backbone: BackboneConfig,
@@ -189,6 +193,7 @@ impl Default for TrainConfig {
             time_limit_secs: 570,
             accumulation: 1,
             clip_norm: Some(5.0),
+            precision: crate::mixed::Precision::F32,
             max_bad_steps: 5,
             backbone,
             head: MarginFcConfig {

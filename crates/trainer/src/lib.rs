@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod collapse;
 pub mod config;
+pub mod mixed;
 pub mod optim;
 pub mod plots;
 pub mod schedule;
@@ -19,6 +20,7 @@ pub use collapse::top_singular_share;
 pub use config::{
     CheckpointSettings, DataSource, EarlyStopping, EvalData, EvalSettings, StopMetric, TrainConfig,
 };
+pub use mixed::Precision;
 pub use optim::{Algorithm, HeadGroup, OptimizerSettings};
 pub use schedule::{LrSchedule, Schedule, ScheduleConfig};
 pub use train::{resume, train, Model, StepInfo, TrainError, TrainReport};

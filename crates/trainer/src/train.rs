@@ -17,7 +17,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{
-    backend::AutodiffBackend, backend::Backend, ElementConversion, Tensor, TensorData,
+    backend::AutodiffBackend, backend::Backend, ElementConversion, FloatDType, Tensor, TensorData,
 };
 use face_augment::Pipeline;
 use face_data::{Batch, FaceDataset, ImageFolder, Loader, RecordDataset, SyntheticFaces};
@@ -28,6 +28,7 @@ use crate::{
     checkpoint::{write_atomic, BestMarker, Checkpoint, CheckpointError, Checkpointer},
     clip::{clip_global_norm, global_norm},
     config::{DataSource, EvalData, StopMetric, TrainConfig},
+    mixed::{compute_copy, Precision},
     optim::GroupOptimizer,
     schedule::LrSchedule,
     verify::{PairSet, ValidationSet},
@@ -141,6 +142,10 @@ struct TrainState {
     /// The early-stopping metric's best value, and evaluations since it improved.
     best_metric: Option<f64>,
     evals_since_best: usize,
+    /// The run reached its end (all steps, or early stopping); resuming it only rewrites the
+    /// model file, plots and report. A run stopped by its time limit is not finished.
+    finished: bool,
+    stopped_early: bool,
 }
 
 const MODEL_FILE: &str = "model.bin";
@@ -345,13 +350,17 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
     let mut metrics = open_metrics(&metrics_path, state.step)?;
     let mut accumulators = (GradientsAccumulator::new(), GradientsAccumulator::new());
     let (mut batch_in_step, mut loss_sum) = (0usize, 0.0);
-    let (mut stopped_by_time, mut stopped_early) = (false, false);
+    let mut stopped_by_time = false;
     let time_limit = (config.time_limit_secs > 0).then_some(config.time_limit_secs as f64);
     let elapsed_before = state.elapsed_secs;
     let images_before = state.images;
     let mut last_checkpoint = None;
 
-    'epochs: for epoch in state.epoch.. {
+    let epochs = match state.finished {
+        true => state.epoch..state.epoch,
+        false => state.epoch..u64::MAX,
+    };
+    'epochs: for epoch in epochs {
         let first = if epoch == state.epoch { state.batch } else { 0 };
         for (offset, batch) in loader.epoch_from(epoch, first).enumerate() {
             let batch = batch?;
@@ -424,7 +433,8 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
 
             let session = start.elapsed().as_secs_f64();
             state.elapsed_secs = elapsed_before + session;
-            let out_of_time = time_limit.is_some_and(|t| state.elapsed_secs >= t);
+            // The limit is per invocation: a resumed run gets its time again.
+            let out_of_time = time_limit.is_some_and(|t| session >= t);
             let mut done = state.step >= total_steps || out_of_time;
             let evaluate =
                 done || (config.eval.every_steps > 0 && state.step % config.eval.every_steps == 0);
@@ -483,7 +493,7 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
                                 state.step,
                                 state.evals_since_best
                             );
-                            stopped_early = !done;
+                            state.stopped_early = !done;
                             done = true;
                         }
                     }
@@ -497,6 +507,10 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
                 )
                 .and_then(|_| metrics.flush())
                 .map_err(io(&metrics_path))?;
+            }
+            if done {
+                stopped_by_time = out_of_time && state.step < total_steps && !state.stopped_early;
+                state.finished = !stopped_by_time;
             }
             let every = config.checkpoint.every_steps;
             if evaluate || done || (every > 0 && state.step % every == 0) {
@@ -514,7 +528,6 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
             }
             progress(&info);
             if done {
-                stopped_by_time = out_of_time && state.step < total_steps;
                 break 'epochs;
             }
         }
@@ -547,7 +560,7 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
         plots,
         resumed_from_step: resumed_from,
         stopped_by_time_limit: stopped_by_time,
-        stopped_early,
+        stopped_early: state.stopped_early,
     };
     write_atomic(
         &out.join("report.json"),
@@ -581,9 +594,8 @@ fn single_device<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<(ShardGrads, Option<MarginFc<B>>), TrainError> {
     let (x, _) = batch.to_tensors::<B>(device);
-    let out = model
-        .head
-        .forward(model.backbone.embed(x), &batch.labels, step)?;
+    let embeddings = embed(&model.backbone, x, config.precision);
+    let out = model.head.forward(embeddings, &batch.labels, step)?;
     let loss = out.loss.clone().into_scalar().elem::<f64>();
     if !loss.is_finite() {
         return Ok((non_finite(loss), None));
@@ -608,6 +620,20 @@ fn non_finite(loss: f64) -> ShardGrads {
         loss,
         backbone: GradientsParams::new(),
         head: GradientsParams::new(),
+    }
+}
+
+/// The batch's embeddings, f32, computed in the configured precision.
+fn embed<B: AutodiffBackend>(
+    backbone: &AnyBackbone<B>,
+    x: Tensor<B, 4>,
+    precision: Precision,
+) -> Tensor<B, 2> {
+    match precision.compute_dtype() {
+        None => backbone.embed(x),
+        Some(dtype) => compute_copy(backbone, dtype)
+            .embed(x.cast(dtype))
+            .cast(FloatDType::F32),
     }
 }
 
@@ -896,12 +922,14 @@ mod tests {
 
     #[test]
     fn data_parallel_gradient_is_the_mean_of_the_shards() {
-        let mut config = TrainConfig::default();
-        config.backbone = iresnet::BackboneConfig::IResNet(
-            iresnet::IResNetConfig::new([1, 1, 1, 1])
-                .with_widths([4, 8, 8, 16])
-                .with_embedding_dim(16),
-        );
+        let config = TrainConfig {
+            backbone: iresnet::BackboneConfig::IResNet(
+                iresnet::IResNetConfig::new([1, 1, 1, 1])
+                    .with_widths([4, 8, 8, 16])
+                    .with_embedding_dim(16),
+            ),
+            ..Default::default()
+        };
         let device = Default::default();
         let mut head = config.head.clone();
         (head.num_classes, head.embedding_dim) = (5, 16);

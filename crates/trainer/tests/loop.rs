@@ -252,3 +252,114 @@ fn two_devices_train_data_parallel() {
     let err = train::<Ad>(&pfc, other.path(), &devices, |_| {}).unwrap_err();
     assert!(err.to_string().contains("Partial FC"), "{err}");
 }
+
+#[test]
+fn bf16_mixed_precision_trains_close_to_f32() {
+    let (f32_dir, bf16_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut config = tiny();
+    config.epochs = 4.0;
+    let mut f32_steps = Vec::new();
+    train::<Ad>(&config, f32_dir.path(), &[Default::default()], |s| {
+        f32_steps.push(s.clone())
+    })
+    .unwrap();
+    config.precision = trainer::Precision::Bf16;
+    let mut bf16_steps = Vec::new();
+    train::<Ad>(&config, bf16_dir.path(), &[Default::default()], |s| {
+        bf16_steps.push(s.clone())
+    })
+    .unwrap();
+    // Same weights and batch at step 1: the loss differs only by bf16 rounding.
+    let (a, b) = (f32_steps[0].loss, bf16_steps[0].loss);
+    assert!(a != b && (a - b).abs() < 0.05 * a, "f32 {a} vs bf16 {b}");
+    let first = bf16_steps[..3].iter().map(|s| s.loss).sum::<f64>();
+    let last = bf16_steps[bf16_steps.len() - 3..]
+        .iter()
+        .map(|s| s.loss)
+        .sum::<f64>();
+    assert!(
+        last < first,
+        "bf16 did not lower the loss: {first} -> {last}"
+    );
+}
+
+#[test]
+fn verification_runs_on_a_bin_file_and_on_lfw_style_pairs() {
+    use face_data::{FaceDataset, SyntheticFaces, VerificationBin};
+    let tmp = tempfile::tempdir().unwrap();
+    // Held-out synthetic faces stand in for a real set: 20 pairs, as a .bin and as LFW folders.
+    let held = SyntheticFaces::held_out(SyntheticConfig {
+        identities: 6,
+        per_identity: 4,
+        held_out: 10,
+        seed: 77,
+        ..Default::default()
+    })
+    .unwrap();
+    let pairs = face_data::verification_pair_indices(&held, 10, 1).unwrap();
+    let mut bin = VerificationBin {
+        images: vec![],
+        issame: vec![],
+    };
+    let lfw = tmp.path().join("lfw");
+    let (mut matched, mut mismatched) = (String::new(), String::new());
+    for (k, (a, b, same)) in pairs.iter().enumerate() {
+        let (fa, fb) = (held.get(*a).unwrap().image, held.get(*b).unwrap().image);
+        bin.images.push(face_data::encode_png(&fa).unwrap());
+        bin.images.push(face_data::encode_png(&fb).unwrap());
+        bin.issame.push(*same);
+        // Each LFW "person" is one pair's first face; the second is image 2 of the same name or
+        // image 1 of another name.
+        let (p, q) = (format!("p{k:02}"), format!("q{k:02}"));
+        std::fs::create_dir_all(lfw.join(&p)).unwrap();
+        fa.save(lfw.join(&p).join(format!("{p}_0001.jpg"))).unwrap();
+        if *same {
+            fb.save(lfw.join(&p).join(format!("{p}_0002.jpg"))).unwrap();
+            matched += &format!("{p}\t1\t2\n");
+        } else {
+            std::fs::create_dir_all(lfw.join(&q)).unwrap();
+            fb.save(lfw.join(&q).join(format!("{q}_0001.jpg"))).unwrap();
+            mismatched += &format!("{p}\t1\t{q}\t1\n");
+        }
+    }
+    let bin_path = tmp.path().join("pairs.bin");
+    bin.write(&bin_path).unwrap();
+    let pairs_txt = tmp.path().join("pairs.txt");
+    std::fs::write(&pairs_txt, format!("1\t10\n{matched}{mismatched}")).unwrap();
+
+    for data in [
+        trainer::EvalData::Bin {
+            path: bin_path.clone(),
+        },
+        trainer::EvalData::Lfw {
+            pairs: pairs_txt.clone(),
+            images: lfw.clone(),
+        },
+    ] {
+        let mut config = tiny();
+        config.eval.data = data.clone();
+        let out = tmp.path().join(format!(
+            "run-{}",
+            matches!(data, trainer::EvalData::Bin { .. })
+        ));
+        let report = train::<Ad>(&config, &out, &[Default::default()], |_| {}).unwrap();
+        let acc = report.final_accuracy.expect("verified");
+        assert!((0.0..=1.0).contains(&acc), "{data:?}: {acc}");
+    }
+
+    // Faces that are not aligned 112x112 crops are refused with the reason.
+    let big = image::RgbImage::new(250, 250);
+    bin.images[3] = face_data::encode_png(&big).unwrap();
+    bin.write(&bin_path).unwrap();
+    let mut config = tiny();
+    config.eval.data = trainer::EvalData::Bin { path: bin_path };
+    let err = train::<Ad>(
+        &config,
+        &tmp.path().join("bad"),
+        &[Default::default()],
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("250x250") && err.contains("aligned"), "{err}");
+}
