@@ -111,6 +111,7 @@ enum Command {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
+    iresnet::keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     match cli.device {

@@ -31,3 +31,20 @@ pub use mobilefacenet::{MbfHead, MobileFaceNet, MobileFaceNetConfig};
 
 /// The default CPU backend (Burn's `flex`, SIMD and threads on).
 pub type CpuBackend = burn::backend::Flex;
+
+/// For binaries whose global allocator is mimalloc: keep freed memory for reuse instead of
+/// returning it to the OS after mimalloc's default 10 ms. Training and inference free and
+/// reallocate the same large activation buffers every step; returned pages come back zeroed by
+/// the kernel, which took 22% of an IResNet-18 training step (perf, docs/performance.md).
+/// Leaves the setting alone when `MIMALLOC_PURGE_DELAY` was set.
+pub fn keep_freed_memory() {
+    // `mi_option_purge_delay`: index 15 in both mimalloc.h headers (v2 and v3) that
+    // libmimalloc-sys bundles, which has no constant for it. Its default is 10 ms in v2 and
+    // 1000 ms in v3 (the one built by default); -1 means never purge.
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: setting a mimalloc option has no preconditions, and index 15 is a defined option.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) }
+}
