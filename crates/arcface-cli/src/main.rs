@@ -1,6 +1,7 @@
 //! `arcface`: inspect, import and run face-recognition backbones.
 
 mod data;
+mod eval_cmd;
 mod faces;
 mod train_cmd;
 
@@ -85,6 +86,10 @@ enum Command {
     /// Train a face recogniser. With no arguments: a small IResNet on the built-in synthetic
     /// identities, verified on held-out ones, written to runs/default.
     Train(train_cmd::TrainArgs),
+    /// Evaluate a model: 1:1 verification with insightface's protocol (10-fold accuracy,
+    /// VAL@FAR, ROC, AUC, EER, TAR@FAR) on a .bin, LFW pairs or the synthetic identities, and 1:N
+    /// identification (CMC, TPIR@FPIR, distractors) on the synthetic identities.
+    Eval(eval_cmd::EvalArgs),
     /// Datasets: render the synthetic set, pack folders into RecordIO, inspect files.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -165,6 +170,7 @@ fn run<B: Backend>(command: Command, device: &B::Device) -> Result<()> {
         Command::Detect(args) => faces::detect::<B>(&args, device),
         Command::Align(args) => faces::align::<B>(&args, device),
         Command::Data(command) => data::run(command),
+        Command::Eval(args) => eval_cmd::run::<B>(&args, device),
         Command::Train(args) => {
             train_cmd::run::<iresnet::burn::backend::Autodiff<B>>(&args, device)
         }
