@@ -71,8 +71,10 @@ struct Identification {
 
 fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
     indicatif::ProgressBar::new(len as u64).with_style(
-        indicatif::ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} faces {{eta}}"))
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} {{pos}}/{{len}} faces {{eta}}"
+        ))
+        .expect("valid template"),
     )
 }
 
@@ -85,7 +87,11 @@ pub fn run<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
         (PairSet::bin(bin)?, bin.display().to_string(), None)
     } else if let Some(pairs) = &args.pairs {
         let images = args.images.as_ref().expect("clap requires --images");
-        (PairSet::lfw(pairs, images)?, pairs.display().to_string(), None)
+        (
+            PairSet::lfw(pairs, images)?,
+            pairs.display().to_string(),
+            None,
+        )
     } else if args.synthetic {
         let config = SyntheticConfig {
             held_out: 500,
@@ -93,12 +99,18 @@ pub fn run<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
         };
         let held = SyntheticFaces::held_out(config.clone())?;
         let pairs = PairSet::synthetic(&held, args.synthetic_pairs, 1)?;
-        (pairs, "synthetic held-out identities".to_string(), Some((held, config)))
+        (
+            pairs,
+            "synthetic held-out identities".to_string(),
+            Some((held, config)),
+        )
     } else {
         bail!("choose the pairs: --bin FILE, --pairs pairs.txt --images DIR, or --synthetic");
     };
     let progress = bar(set.faces.len(), "embedding");
-    let embeddings = embed_normalised(&embedder, &set.faces, flip, |n| progress.set_position(n as u64))?;
+    let embeddings = embed_normalised(&embedder, &set.faces, flip, |n| {
+        progress.set_position(n as u64)
+    })?;
     progress.finish_and_clear();
     let verification = verify_pairs(&embeddings, &set.same, set.fold.as_deref())?;
     let mut plots = Vec::new();
@@ -134,7 +146,12 @@ pub fn run<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
             100.0 * id.closed_set.rank10
         );
         for p in id.open_set.iter().flatten() {
-            println!("  TPIR@FPIR={:<5}   {:.2}% (score > {:.3})", p.fpir, 100.0 * p.tpir, p.threshold);
+            println!(
+                "  TPIR@FPIR={:<5}   {:.2}% (score > {:.3})",
+                p.fpir,
+                100.0 * p.tpir,
+                p.threshold
+            );
         }
         for (m, r) in &id.rank1_by_distractors {
             println!("  rank-1 with {m:>7} distractors: {:.2}%", 100.0 * r);
@@ -179,8 +196,11 @@ fn identify(
         progress.set_position((faces.len() + n) as u64)
     })?;
     progress.finish_and_clear();
-    let (mut gallery, mut probes, mut distractors) =
-        (Labelled::default(), Labelled::default(), Labelled::default());
+    let (mut gallery, mut probes, mut distractors) = (
+        Labelled::default(),
+        Labelled::default(),
+        Labelled::default(),
+    );
     for id in 0..ids {
         if id < enrolled {
             gallery.push(e[2 * id].clone(), id as u64);
@@ -205,8 +225,12 @@ fn identify(
     let curve = rank1_with_distractors(&gallery, &mated, &distractors, &sizes);
     if let Some(dir) = &args.plots {
         use arcface_plot::{Chart, Series};
-        let cmc: Vec<(f64, f64)> =
-            closed.cmc.iter().enumerate().map(|(k, v)| ((k + 1) as f64, 100.0 * v)).collect();
+        let cmc: Vec<(f64, f64)> = closed
+            .cmc
+            .iter()
+            .enumerate()
+            .map(|(k, v)| ((k + 1) as f64, 100.0 * v))
+            .collect();
         let cmc_path = dir.join("cmc.png");
         Chart::new("CMC", "rank", "identification rate %")
             .with_series(Series::new("", cmc, 0))
@@ -214,7 +238,11 @@ fn identify(
         plots.push(cmc_path);
         if curve.len() > 1 {
             let mut chart = Chart::new("Rank-1 against distractors", "distractors", "rank-1 %")
-                .with_series(Series::new("", curve.iter().map(|&(m, r)| (m as f64, 100.0 * r)).collect(), 1));
+                .with_series(Series::new(
+                    "",
+                    curve.iter().map(|&(m, r)| (m as f64, 100.0 * r)).collect(),
+                    1,
+                ));
             chart.log_x = true;
             let path = dir.join("distractors.png");
             chart.save_png(&path)?;

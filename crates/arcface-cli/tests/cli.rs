@@ -524,3 +524,87 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_loss_curve() {
     let again = arcface(&["train", "--resume", cut.to_str().unwrap(), "--json"]);
     assert_eq!(json(&again)["steps"], 120);
 }
+
+#[test]
+fn eval_reports_verification_and_identification_with_plots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = tiny_run_config(tmp.path());
+    // A few steps are enough: this checks the command, not the model.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("epochs = 40.0", "epochs = 2.0");
+    config = tmp.path().join("short.toml");
+    std::fs::write(&config, text).unwrap();
+    let run = tmp.path().join("run");
+    arcface(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--json",
+    ]);
+    let model = run.join("model.arcface");
+    let plots = tmp.path().join("plots");
+    let out = arcface(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--synthetic",
+        "--synthetic-pairs",
+        "60",
+        "--distractors",
+        "100",
+        "--json",
+        "--plots",
+        plots.to_str().unwrap(),
+    ]);
+    let report = json(&out);
+    let v = &report["verification"];
+    assert_eq!(v["pairs"], 120);
+    let acc = v["ten_fold"]["accuracy_mean"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert_eq!(v["tar_at_far"].as_array().unwrap().len(), 6);
+    let id = &report["identification"];
+    assert_eq!(id["gallery_identities"], 250);
+    assert_eq!(
+        (id["mated_probes"].as_u64(), id["non_mated_probes"].as_u64()),
+        (Some(250), Some(250))
+    );
+    let rank1 = id["closed_set"]["rank1"].as_f64().unwrap();
+    assert!(rank1 <= id["closed_set"]["rank5"].as_f64().unwrap());
+    assert_eq!(
+        id["rank1_by_distractors"].as_array().unwrap().len(),
+        2,
+        "10 and 100"
+    );
+    for name in ["roc.png", "scores.png", "cmc.png", "distractors.png"] {
+        assert!(image::open(plots.join(name)).is_ok(), "{name}");
+    }
+    // The table, and a .bin set.
+    let held = face_data::SyntheticFaces::held_out(face_data::SyntheticConfig::default()).unwrap();
+    let bin = tmp.path().join("set.bin");
+    face_data::verification_pairs(&held, 10, 3)
+        .unwrap()
+        .write(&bin)
+        .unwrap();
+    let table = arcface(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--bin",
+        bin.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.contains("accuracy (10-fold)") && text.contains("TAR@FAR=1e-3"),
+        "{text}"
+    );
+    // No pair set: a clear error.
+    let none = Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args(["eval", "--model", model.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("--synthetic"));
+}

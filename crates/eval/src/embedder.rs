@@ -71,7 +71,8 @@ pub fn embed_normalised(
     for chunk in faces.chunks(256) {
         let mut e = embedder.embed(chunk)?;
         if flip {
-            let mirrored: Vec<RgbImage> = chunk.iter().map(image::imageops::flip_horizontal).collect();
+            let mirrored: Vec<RgbImage> =
+                chunk.iter().map(image::imageops::flip_horizontal).collect();
             for (a, b) in e.iter_mut().zip(embedder.embed(&mirrored)?) {
                 a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
             }

@@ -14,7 +14,10 @@ use serde::Serialize;
 
 /// Inner product.
 fn dot(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (*x as f64) * (*y as f64)).sum()
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64) * (*y as f64))
+        .sum()
 }
 
 /// Labelled, L2-normalised embeddings.
@@ -44,9 +47,7 @@ fn identity_scores(gallery: &Labelled, probe: &[f32]) -> Vec<(u64, f64)> {
     let mut best: HashMap<u64, f64> = HashMap::new();
     for (e, &id) in gallery.embeddings.iter().zip(&gallery.identities) {
         let s = dot(e, probe);
-        best.entry(id)
-            .and_modify(|b| *b = b.max(s))
-            .or_insert(s);
+        best.entry(id).and_modify(|b| *b = b.max(s)).or_insert(s);
     }
     let mut scores: Vec<(u64, f64)> = best.into_iter().collect();
     scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -165,7 +166,11 @@ pub fn rank1_with_distractors(
     // Each probe's mate score and its best score among distractors added so far: one pass over the
     // distractors, reading off the running maximum at every size.
     let base = search(gallery, probes);
-    let mut sorted: Vec<usize> = sizes.iter().copied().filter(|&m| m <= distractors.len()).collect();
+    let mut sorted: Vec<usize> = sizes
+        .iter()
+        .copied()
+        .filter(|&m| m <= distractors.len())
+        .collect();
     sorted.sort_unstable();
     let mut best_distractor = vec![f64::NEG_INFINITY; probes.len()];
     let mut out = Vec::new();

@@ -15,7 +15,9 @@ pub use identification::{
 };
 pub use pairs::PairSet;
 pub use report::{verify_pairs, VerificationReport};
-pub use verification::{contiguous_folds, fold_ids, k_fold, ten_fold, val_at_far, Roc, TenFold, ValAtFar};
+pub use verification::{
+    contiguous_folds, fold_ids, k_fold, ten_fold, val_at_far, Roc, TenFold, ValAtFar,
+};
 
 /// Why an evaluation could not run.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use face_data::{verification_pair_indices, FaceDataset, LfwPairs, SyntheticFaces, VerificationBin};
+use face_data::{
+    verification_pair_indices, FaceDataset, LfwPairs, SyntheticFaces, VerificationBin,
+};
 use image::RgbImage;
 
 use crate::EvalError;

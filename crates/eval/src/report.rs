@@ -50,12 +50,22 @@ pub fn verify_pairs(
         )));
     }
     if same.len() < 10 {
-        return Err(EvalError::Input(format!("{} pairs: 10-fold needs at least 10", same.len())));
+        return Err(EvalError::Input(format!(
+            "{} pairs: 10-fold needs at least 10",
+            same.len()
+        )));
     }
-    let (mut dist, mut cos) = (Vec::with_capacity(same.len()), Vec::with_capacity(same.len()));
+    let (mut dist, mut cos) = (
+        Vec::with_capacity(same.len()),
+        Vec::with_capacity(same.len()),
+    );
     for pair in embeddings.chunks(2) {
         let (a, b) = (&pair[0], &pair[1]);
-        let d: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+        let d: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+            .sum();
         let c: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
         if !(d.is_finite() && c.is_finite()) {
             return Err(EvalError::Input("non-finite embedding".into()));
@@ -66,7 +76,11 @@ pub fn verify_pairs(
     let mut report = report_from_scores(&dist, &cos, same);
     if let Some(fold) = fold {
         if fold.len() != same.len() {
-            return Err(EvalError::Input(format!("{} fold ids for {} pairs", fold.len(), same.len())));
+            return Err(EvalError::Input(format!(
+                "{} fold ids for {} pairs",
+                fold.len(),
+                same.len()
+            )));
         }
         report.ten_fold = k_fold(&dist, same, fold);
     }
@@ -144,7 +158,8 @@ impl VerificationReport {
     /// `roc.png` (TAR against FAR on a log axis) and `scores.png` (genuine and impostor score
     /// histograms) in `dir`.
     pub fn plots(&self, dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
-        std::fs::create_dir_all(dir).map_err(|e| EvalError::Input(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| EvalError::Input(format!("{}: {e}", dir.display())))?;
         let points: Vec<(f64, f64)> = self
             .roc
             .fpr
@@ -159,8 +174,15 @@ impl VerificationReport {
         let histogram = |genuine: bool| -> Vec<(f64, f64)> {
             let bins = 50;
             let mut counts = vec![0usize; bins];
-            for (s, _) in self.scores.iter().zip(&self.same).filter(|(_, g)| **g == genuine) {
-                let b = (((s + 1.0) / 2.0) * bins as f64).floor().clamp(0.0, bins as f64 - 1.0);
+            for (s, _) in self
+                .scores
+                .iter()
+                .zip(&self.same)
+                .filter(|(_, g)| **g == genuine)
+            {
+                let b = (((s + 1.0) / 2.0) * bins as f64)
+                    .floor()
+                    .clamp(0.0, bins as f64 - 1.0);
                 counts[b as usize] += 1;
             }
             let total = counts.iter().sum::<usize>().max(1) as f64;
@@ -169,7 +191,10 @@ impl VerificationReport {
                 .iter()
                 .enumerate()
                 .flat_map(|(k, &c)| {
-                    let (lo, hi) = (-1.0 + 2.0 * k as f64 / bins as f64, -1.0 + 2.0 * (k + 1) as f64 / bins as f64);
+                    let (lo, hi) = (
+                        -1.0 + 2.0 * k as f64 / bins as f64,
+                        -1.0 + 2.0 * (k + 1) as f64 / bins as f64,
+                    );
                     let h = 100.0 * c as f64 / total;
                     [(lo, h), (hi, h)]
                 })

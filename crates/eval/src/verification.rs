@@ -173,7 +173,11 @@ pub fn val_at_far(dist: &[f64], same: &[bool], target: f64) -> ValAtFar {
     for test in contiguous_folds(n, 10) {
         let train: Vec<usize> = (0..n).filter(|i| !test.contains(i)).collect();
         // FAR per threshold: count impostor distances below each threshold once, sorted.
-        let mut impostor: Vec<f64> = train.iter().filter(|&&i| !same[i]).map(|&i| dist[i]).collect();
+        let mut impostor: Vec<f64> = train
+            .iter()
+            .filter(|&&i| !same[i])
+            .map(|&i| dist[i])
+            .collect();
         impostor.sort_by(f64::total_cmp);
         let far_train: Vec<f64> = grid
             .iter()
@@ -257,15 +261,26 @@ impl Roc {
                     || (tps[k + 1] - 2.0 * tps[k] + tps[k - 1]) != 0.0
             })
             .collect();
-        let (total_fp, total_tp) = (fps.last().copied().unwrap_or(0.0), tps.last().copied().unwrap_or(0.0));
+        let (total_fp, total_tp) = (
+            fps.last().copied().unwrap_or(0.0),
+            tps.last().copied().unwrap_or(0.0),
+        );
         let mut roc = Roc {
             fpr: vec![0.0],
             tpr: vec![0.0],
             thresholds: vec![f64::INFINITY],
         };
         for k in keep {
-            roc.fpr.push(if total_fp > 0.0 { fps[k] / total_fp } else { f64::NAN });
-            roc.tpr.push(if total_tp > 0.0 { tps[k] / total_tp } else { f64::NAN });
+            roc.fpr.push(if total_fp > 0.0 {
+                fps[k] / total_fp
+            } else {
+                f64::NAN
+            });
+            roc.tpr.push(if total_tp > 0.0 {
+                tps[k] / total_tp
+            } else {
+                f64::NAN
+            });
             roc.thresholds.push(thr[k]);
         }
         roc
