@@ -33,10 +33,14 @@ pub struct EvalArgs {
     /// Matched pairs drawn from the synthetic identities (as many mismatched).
     #[arg(long, default_value_t = 1500)]
     synthetic_pairs: usize,
-    /// Largest synthetic distractor set for the rank-1-versus-gallery-size curve (10, 100, 1000, ...
-    /// up to this).
+    /// Largest distractor set for the rank-1-versus-gallery-size curve (10, 100, 1000, ... up to
+    /// this).
     #[arg(long, default_value_t = 1000)]
     distractors: usize,
+    /// Distractor faces from a folder of aligned 112x112 images (searched recursively) or a `.bin`,
+    /// instead of synthetic identities (with --synthetic).
+    #[arg(long, value_name = "DIR_OR_BIN", requires = "synthetic")]
+    distractors_from: Option<PathBuf>,
     /// Embed each face alone, without adding its mirror image's embedding.
     #[arg(long)]
     no_flip: bool,
@@ -182,14 +186,19 @@ fn identify(
         faces.push(held.get(id * per)?.image);
         faces.push(held.get(id * per + 1)?.image);
     }
-    let train = SyntheticFaces::train(SyntheticConfig {
-        identities: args.distractors.max(1),
-        per_identity: 1,
-        ..config.clone()
-    })?;
-    let distractor_faces: Vec<_> = (0..args.distractors)
-        .map(|i| train.get(i).map(|s| s.image))
-        .collect::<Result<_, _>>()?;
+    let distractor_faces = match &args.distractors_from {
+        Some(path) => faces_from(path, args.distractors)?,
+        None => {
+            let train = SyntheticFaces::train(SyntheticConfig {
+                identities: args.distractors.max(1),
+                per_identity: 1,
+                ..config.clone()
+            })?;
+            (0..args.distractors)
+                .map(|i| train.get(i).map(|s| s.image))
+                .collect::<Result<_, _>>()?
+        }
+    };
     let progress = bar(faces.len() + distractor_faces.len(), "identification");
     let e = embed_normalised(embedder, &faces, flip, |n| progress.set_position(n as u64))?;
     let d = embed_normalised(embedder, &distractor_faces, flip, |n| {
@@ -257,4 +266,59 @@ fn identify(
         open_set: open,
         rank1_by_distractors: curve,
     })
+}
+
+/// Up to `limit` aligned faces from a `.bin` or a folder of images (sorted paths).
+fn faces_from(path: &std::path::Path, limit: usize) -> Result<Vec<image::RgbImage>> {
+    let size = iresnet::INPUT_SIZE as u32;
+    let check = |face: image::RgbImage, what: &dyn std::fmt::Display| -> Result<image::RgbImage> {
+        if face.dimensions() != (size, size) {
+            bail!(
+                "{what}: {}x{} pixels; distractors must be aligned {size}x{size} faces",
+                face.width(),
+                face.height()
+            );
+        }
+        Ok(face)
+    };
+    if path.is_file() {
+        let bin = face_data::VerificationBin::read(path)?;
+        return bin
+            .images
+            .iter()
+            .take(limit)
+            .enumerate()
+            .map(|(i, bytes)| {
+                check(
+                    face_data::decode(bytes, path, i)?,
+                    &format!("{} image {i}", path.display()),
+                )
+            })
+            .collect();
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let p = entry?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if face_data::is_image(&p) {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+        .iter()
+        .take(limit)
+        .map(|p| {
+            let face = image::open(p)
+                .with_context(|| format!("decoding {}", p.display()))?
+                .to_rgb8();
+            check(face, &p.display())
+        })
+        .collect()
 }

@@ -137,3 +137,33 @@ fn every_metric_equals_the_python_reference() {
         }
     }
 }
+
+#[test]
+fn given_folds_are_the_folds_used() {
+    // LFW's pairs.txt defines its folds. With folds interleaved (pair k in fold k % 10), the result
+    // must equal contiguous folds over the pairs regrouped fold by fold, and differ from treating the
+    // file order as contiguous folds.
+    let fx = fixture();
+    let c = &fx["cases"]["uneven_1234"];
+    let dist = floats(&c["dist"])[..1000].to_vec();
+    let same: Vec<bool> = c["same"].as_array().unwrap()[..1000]
+        .iter()
+        .map(|v| v.as_bool().unwrap())
+        .collect();
+    let fold: Vec<usize> = (0..1000).map(|k| k % 10).collect();
+    let given = eval::k_fold(&dist, &same, &fold);
+    let order: Vec<usize> = (0..10)
+        .flat_map(|f| (0..1000).filter(move |k| k % 10 == f))
+        .collect();
+    let regrouped = eval::ten_fold(
+        &order.iter().map(|&k| dist[k]).collect::<Vec<_>>(),
+        &order.iter().map(|&k| same[k]).collect::<Vec<_>>(),
+    );
+    assert_eq!(given.accuracy_per_fold, regrouped.accuracy_per_fold);
+    assert_eq!(
+        given.best_threshold_per_fold,
+        regrouped.best_threshold_per_fold
+    );
+    let contiguous = eval::ten_fold(&dist, &same);
+    assert_ne!(given.accuracy_per_fold, contiguous.accuracy_per_fold);
+}

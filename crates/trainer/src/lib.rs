@@ -24,4 +24,4 @@ pub use mixed::Precision;
 pub use optim::{Algorithm, HeadGroup, OptimizerSettings};
 pub use schedule::{LrSchedule, Schedule, ScheduleConfig};
 pub use train::{resume, train, Model, StepInfo, TrainError, TrainReport};
-pub use verify::{ten_fold_accuracy, PairSet, Verification};
+pub use verify::Verification;

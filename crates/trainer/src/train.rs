@@ -19,6 +19,7 @@ use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{
     backend::AutodiffBackend, backend::Backend, ElementConversion, FloatDType, Tensor, TensorData,
 };
+use eval::PairSet;
 use face_augment::Pipeline;
 use face_data::{Batch, FaceDataset, ImageFolder, Loader, RecordDataset, SyntheticFaces};
 use iresnet::{AnyBackbone, Backbone};
@@ -31,7 +32,7 @@ use crate::{
     mixed::{compute_copy, Precision},
     optim::GroupOptimizer,
     schedule::LrSchedule,
-    verify::{PairSet, ValidationSet},
+    verify::{verify, ValidationSet},
 };
 
 /// Why a run stopped early or could not start.
@@ -49,6 +50,8 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     State(#[from] crate::optim::StateError),
+    #[error(transparent)]
+    Eval(#[from] eval::EvalError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -217,14 +220,13 @@ fn dispatch<B: AutodiffBackend>(
             config.loader.batch_size
         )));
     }
-    B::seed(&devices[0], config.seed);
     let pipeline = Pipeline::from_config(&config.augmentation)
         .map_err(|e| TrainError::Other(e.to_string()))?;
     let mut loader_config = config.loader.clone();
     loader_config.seed = config.seed;
     let pairs = |held: Option<&SyntheticFaces>| -> Result<Option<PairSet>, TrainError> {
         match (&config.eval.data, held) {
-            (EvalData::HeldOut, Some(held)) => Ok(Some(PairSet::held_out(
+            (EvalData::HeldOut, Some(held)) => Ok(Some(PairSet::synthetic(
                 held,
                 config.eval.pairs,
                 config.seed,
@@ -303,14 +305,23 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
     } = ctx;
     let start = Instant::now();
     let device = &devices[0];
-    let backbone = config.backbone.init::<B>(device)?;
-    let mut head_config = config.head.clone();
-    head_config.num_classes = loader.dataset().num_identities();
-    head_config.embedding_dim = backbone.embedding_dim();
-    head_config.seed = config.seed;
-    let head = head_config.init::<B>(device)?;
-    let mut model = Model { backbone, head };
-    materialize(&model);
+    // Burn's backend RNG is process-wide: seeding it and drawing the initial weights happen under
+    // one lock, so runs started at the same time in one process (tests, sweeps) still start from
+    // their seed's weights.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let (mut model, head_config) = {
+        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        B::seed(device, config.seed);
+        let backbone = config.backbone.init::<B>(device)?;
+        let mut head_config = config.head.clone();
+        head_config.num_classes = loader.dataset().num_identities();
+        head_config.embedding_dim = backbone.embedding_dim();
+        head_config.seed = config.seed;
+        let head = head_config.init::<B>(device)?;
+        let model = Model { backbone, head };
+        materialize(&model);
+        (model, head_config)
+    };
     let settings = &config.optimizer;
     let mut optim = Optimizers {
         backbone: settings.init(settings.weight_decay),
@@ -455,7 +466,7 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
             if evaluate {
                 let valid = model.valid();
                 if let Some(set) = &eval {
-                    let v = set.verify(&valid.backbone, config.eval.flip_test, device)?;
+                    let v = verify(set, &valid.backbone, config.eval.flip_test, device)?;
                     state.last_accuracy = Some(v.accuracy);
                     state.best_accuracy = Some(state.best_accuracy.unwrap_or(0.0).max(v.accuracy));
                     state.last_collapse = Some(v.collapse_share);
