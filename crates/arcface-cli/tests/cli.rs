@@ -4,6 +4,8 @@
 
 #[path = "../../../tests/support/real_data.rs"]
 mod support;
+#[path = "../../../tests/support/tiny_training.rs"]
+mod tiny_training;
 
 use std::process::Command;
 
@@ -388,30 +390,9 @@ fn train_prints_its_default_config_and_rejects_bad_ones() {
 
 /// A run small enough to train in seconds, checkpointing every step.
 fn tiny_run_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut config = trainer::TrainConfig {
-        epochs: 40.0,
-        time_limit_secs: 0,
-        backbone: iresnet::BackboneConfig::IResNet(
-            iresnet::IResNetConfig::new([1, 1, 1, 1])
-                .with_widths([4, 8, 8, 16])
-                .with_embedding_dim(16),
-        ),
-        data: trainer::DataSource::Synthetic(face_data::SyntheticConfig {
-            identities: 6,
-            per_identity: 4,
-            held_out: 10,
-            ..Default::default()
-        }),
-        loader: face_data::LoaderConfig {
-            batch_size: 8,
-            ..Default::default()
-        },
-        log_every: 1,
-        ..Default::default()
-    };
+    let mut config = tiny_training::tiny_training();
+    config.epochs = 40.0;
     config.eval.every_steps = 10;
-    config.eval.pairs = 10;
-    config.early_stopping.metric = trainer::StopMetric::Off;
     config.checkpoint.every_steps = 1;
     config.checkpoint.keep_last = 3;
     let path = dir.join("tiny.toml");

@@ -983,30 +983,23 @@ mod tests {
         // DP weights each shard's loss by 4/8: twice the DP gradient is the shards' sum.
         let (shards_backbone, shards_head) = (sum.0.grads(), sum.1.grads());
         let dp_backbone = scaled::<Ad, _>(&model.backbone, dp.backbone, 2.0);
-        let mut v = MaxDiff {
-            a: &dp_backbone,
-            b: &shards_backbone,
-            diff: 0.0,
-            scale: 0.0,
-            count: 0,
-        };
-        model.backbone.visit(&mut v);
-        assert!(v.count > 10, "{} backbone gradients compared", v.count);
-        assert!(
-            v.diff <= 1e-5 * v.scale,
-            "backbone: max diff {} of {}",
-            v.diff,
-            v.scale
-        );
         let dp_head = scaled::<Ad, _>(&model.head, dp.head, 2.0);
-        let mut v = MaxDiff {
-            a: &dp_head,
-            b: &shards_head,
-            diff: 0.0,
-            scale: 0.0,
-            count: 0,
-        };
-        model.head.visit(&mut v);
+        let backbone = max_diff(&model.backbone, &dp_backbone, &shards_backbone);
+        let head = max_diff(&model.head, &dp_head, &shards_head);
+        for (v, name) in [(&backbone, "backbone"), (&head, "head")] {
+            assert!(
+                v.diff <= 1e-5 * v.scale,
+                "{name}: max diff {} of {}",
+                v.diff,
+                v.scale
+            );
+        }
+        assert!(
+            backbone.count > 10,
+            "{} backbone gradients compared",
+            backbone.count
+        );
+        let v = head;
         assert_eq!(v.count, 1, "the head's centres");
         assert!(
             v.diff <= 1e-5 * v.scale,
@@ -1014,6 +1007,22 @@ mod tests {
             v.diff,
             v.scale
         );
+    }
+
+    fn max_diff<'a, M: Module<Ad>>(
+        module: &M,
+        a: &'a GradientsParams,
+        b: &'a GradientsParams,
+    ) -> MaxDiff<'a> {
+        let mut v = MaxDiff {
+            a,
+            b,
+            diff: 0.0,
+            scale: 0.0,
+            count: 0,
+        };
+        module.visit(&mut v);
+        v
     }
 
     /// `grads` times `factor`, for `module`'s parameters.

@@ -1,45 +1,15 @@
 //! The training loop end to end on a tiny model, and config errors.
 
 use face_data::SyntheticConfig;
-use iresnet::{BackboneConfig, IResNetConfig};
-use trainer::{
-    resume, train, Algorithm, DataSource, EarlyStopping, EvalSettings, StepInfo, StopMetric,
-    TrainConfig,
-};
+use trainer::{resume, train, Algorithm, EarlyStopping, StepInfo, StopMetric, TrainConfig};
 
 type Ad = burn::backend::Autodiff<burn::backend::Flex>;
 
+#[path = "../../../tests/support/tiny_training.rs"]
+mod tiny_training;
+
 fn tiny() -> TrainConfig {
-    TrainConfig {
-        epochs: 2.0,
-        time_limit_secs: 0,
-        backbone: BackboneConfig::IResNet(
-            IResNetConfig::new([1, 1, 1, 1])
-                .with_widths([4, 8, 8, 16])
-                .with_embedding_dim(16),
-        ),
-        data: DataSource::Synthetic(SyntheticConfig {
-            identities: 6,
-            per_identity: 4,
-            held_out: 10,
-            ..Default::default()
-        }),
-        loader: face_data::LoaderConfig {
-            batch_size: 8,
-            ..Default::default()
-        },
-        eval: EvalSettings {
-            every_steps: 2,
-            pairs: 10,
-            ..Default::default()
-        },
-        early_stopping: EarlyStopping {
-            metric: StopMetric::Off,
-            ..Default::default()
-        },
-        log_every: 1,
-        ..TrainConfig::default()
-    }
+    tiny_training::tiny_training()
 }
 
 #[test]
