@@ -1,0 +1,352 @@
+//! `C[m][n] = sum_k A[m][k] * B[k][n]` with `A` unsigned 8-bit (activations), `B` signed 8-bit
+//! (weights) and `C` 32-bit, wrapping like the hardware's integer adds (which is exact for any
+//! realistic `k`: 255 * 128 * k stays below 2^31 up to k = 65,000).
+//!
+//! `B` is packed once per layer: columns in blocks of [`NR`] = 16 (one AVX-512 register of i32),
+//! and within a block, for every group of four `k`, the four bytes of each column side by side,
+//! the layout `vpdpbusd` multiplies directly (four u8 x i8 products summed into each i32 lane).
+//! `A` rows are read four bytes at a time, so their stride is `k` rounded up to 4, zero-padded.
+//!
+//! Three kernels over the same packing, bit-exact with each other (integer sums do not depend on
+//! their order): AVX-512 VNNI (`vpdpbusd`, 4 rows x 16 columns per step), AVX2 (bytes widened to
+//! i16 and `vpmaddwd`, exact where `vpmaddubsw` would saturate), and portable scalar code.
+
+use rayon::prelude::*;
+
+/// Columns per packed block.
+pub const NR: usize = 16;
+
+/// Why a GEMM call was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GemmError {
+    #[error("A has {got} bytes, {rows} rows of stride {stride} need {need}")]
+    ShortA {
+        got: usize,
+        rows: usize,
+        stride: usize,
+        need: usize,
+    },
+    #[error("C has {got} values, {rows} x {cols} needed")]
+    ShortC {
+        got: usize,
+        rows: usize,
+        cols: usize,
+    },
+    #[error("the {0:?} kernel needs CPU features this machine lacks")]
+    Unsupported(Kernel),
+}
+
+/// `B` (`k x n`, signed 8-bit) in the kernels' layout, with its column sums (for the
+/// activations' zero point: `sum_k (a - z) b = sum_k a b - z * colsum`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedWeights {
+    k: usize,
+    n: usize,
+    groups: usize,
+    blocks: usize,
+    data: Vec<i8>,
+    column_sums: Vec<i32>,
+}
+
+impl PackedWeights {
+    /// Packs row-major `b` (`b[k * n + j]` is row k, column j).
+    pub fn pack(b: &[i8], k: usize, n: usize) -> Self {
+        assert_eq!(b.len(), k * n, "B must be k x n");
+        let groups = k.div_ceil(4);
+        let blocks = n.div_ceil(NR);
+        let mut data = vec![0i8; blocks * groups * NR * 4];
+        for block in 0..blocks {
+            for g in 0..groups {
+                for lane in 0..NR {
+                    let col = block * NR + lane;
+                    if col >= n {
+                        continue;
+                    }
+                    for t in 0..4 {
+                        let row = 4 * g + t;
+                        if row < k {
+                            data[((block * groups + g) * NR + lane) * 4 + t] = b[row * n + col];
+                        }
+                    }
+                }
+            }
+        }
+        let column_sums = (0..n)
+            .map(|j| (0..k).map(|r| b[r * n + j] as i32).sum())
+            .collect();
+        Self {
+            k,
+            n,
+            groups,
+            blocks,
+            data,
+            column_sums,
+        }
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The stride of `A`'s rows: `k` rounded up to a multiple of 4.
+    pub fn lda(&self) -> usize {
+        4 * self.groups
+    }
+
+    pub fn column_sums(&self) -> &[i32] {
+        &self.column_sums
+    }
+
+    /// Block `b`'s bytes: `groups` x 16 columns x 4.
+    fn block(&self, b: usize) -> &[i8] {
+        let len = self.groups * NR * 4;
+        &self.data[b * len..(b + 1) * len]
+    }
+}
+
+/// Copies `m` rows of `k` bytes into rows of stride `lda` (zero padding), the layout the GEMM reads.
+pub fn pad_rows(a: &[u8], m: usize, k: usize, lda: usize) -> Vec<u8> {
+    let mut out = vec![0u8; m * lda];
+    for r in 0..m {
+        out[r * lda..r * lda + k].copy_from_slice(&a[r * k..(r + 1) * k]);
+    }
+    out
+}
+
+/// Which inner loop runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    Scalar,
+    Avx2,
+    Avx512Vnni,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn detect() -> Self {
+        [Kernel::Avx512Vnni, Kernel::Avx2]
+            .into_iter()
+            .find(|k| k.available())
+            .unwrap_or(Kernel::Scalar)
+    }
+
+    pub fn available(self) -> bool {
+        match self {
+            Kernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+/// Rows per parallel task: enough work to amortise a rayon split.
+const ROWS_PER_TASK: usize = 32;
+
+/// `c[r * n + j] = sum_k a[r * lda + k] * B[k][j]` for `m` rows, `lda = weights.lda()`, the padding
+/// bytes of each `a` row zero. Rows are split over rayon's threads.
+pub fn gemm_u8i8(
+    a: &[u8],
+    m: usize,
+    weights: &PackedWeights,
+    c: &mut [i32],
+    kernel: Kernel,
+) -> Result<(), GemmError> {
+    let (lda, n) = (weights.lda(), weights.n);
+    if a.len() < m * lda {
+        return Err(GemmError::ShortA {
+            got: a.len(),
+            rows: m,
+            stride: lda,
+            need: m * lda,
+        });
+    }
+    if c.len() < m * n {
+        return Err(GemmError::ShortC {
+            got: c.len(),
+            rows: m,
+            cols: n,
+        });
+    }
+    if !kernel.available() {
+        return Err(GemmError::Unsupported(kernel));
+    }
+    if n == 0 || m == 0 {
+        return Ok(());
+    }
+    let run = |(task, c_rows): (usize, &mut [i32])| {
+        let first = task * ROWS_PER_TASK;
+        let rows = c_rows.len() / n;
+        let a_rows = &a[first * lda..(first + rows) * lda];
+        match kernel {
+            Kernel::Scalar => scalar(a_rows, rows, weights, c_rows),
+            // SAFETY: `available()` checked the CPU features above.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { x86::avx2(a_rows, rows, weights, c_rows) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => unsafe { x86::vnni(a_rows, rows, weights, c_rows) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("not available"),
+        }
+    };
+    let c = &mut c[..m * n];
+    if m <= ROWS_PER_TASK {
+        run((0, c));
+    } else {
+        c.par_chunks_mut(ROWS_PER_TASK * n)
+            .enumerate()
+            .for_each(run);
+    }
+    Ok(())
+}
+
+/// The reference: plain loops over the packed layout.
+fn scalar(a: &[u8], m: usize, w: &PackedWeights, c: &mut [i32]) {
+    let (lda, n) = (w.lda(), w.n);
+    for block in 0..w.blocks {
+        let bb = w.block(block);
+        let cols = NR.min(n - block * NR);
+        for r in 0..m {
+            let row = &a[r * lda..(r + 1) * lda];
+            let mut acc = [0i32; NR];
+            for g in 0..w.groups {
+                let ab = &row[4 * g..4 * g + 4];
+                let bg = &bb[g * NR * 4..(g + 1) * NR * 4];
+                for (lane, acc) in acc.iter_mut().enumerate() {
+                    let mut s = 0i32;
+                    for t in 0..4 {
+                        s = s.wrapping_add(ab[t] as i32 * bg[lane * 4 + t] as i32);
+                    }
+                    *acc = acc.wrapping_add(s);
+                }
+            }
+            c[r * n + block * NR..r * n + block * NR + cols].copy_from_slice(&acc[..cols]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{PackedWeights, NR};
+    use std::arch::x86_64::*;
+
+    /// Stores the first `cols` lanes of 16 accumulated i32.
+    fn store(c: &mut [i32], acc: &[i32; NR], cols: usize) {
+        c[..cols].copy_from_slice(&acc[..cols]);
+    }
+
+    /// Four bytes of an `A` row as one i32 (broadcast to every lane).
+    #[inline(always)]
+    fn quad(row: &[u8], g: usize) -> i32 {
+        i32::from_le_bytes([row[4 * g], row[4 * g + 1], row[4 * g + 2], row[4 * g + 3]])
+    }
+
+    /// AVX-512 VNNI: `vpdpbusd` multiplies the 4 u8 of each lane of the broadcast `A` quad by the
+    /// 4 i8 of the same lane of `B` and adds the sum to the i32 accumulator. Four rows share each
+    /// load of `B`; leftover rows go one at a time.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn vnni(a: &[u8], m: usize, w: &PackedWeights, c: &mut [i32]) {
+        let (lda, n, groups) = (w.lda(), w.n, w.groups);
+        for block in 0..w.blocks {
+            let bb = w.block(block);
+            let cols = NR.min(n - block * NR);
+            let mut r = 0;
+            while r + 4 <= m {
+                let rows = [
+                    &a[r * lda..][..lda],
+                    &a[(r + 1) * lda..][..lda],
+                    &a[(r + 2) * lda..][..lda],
+                    &a[(r + 3) * lda..][..lda],
+                ];
+                let (mut c0, mut c1, mut c2, mut c3) = (
+                    _mm512_setzero_si512(),
+                    _mm512_setzero_si512(),
+                    _mm512_setzero_si512(),
+                    _mm512_setzero_si512(),
+                );
+                for g in 0..groups {
+                    // SAFETY: `bb` holds `groups * 64` bytes; this reads the 64 of group g.
+                    let b = unsafe { _mm512_loadu_si512(bb.as_ptr().add(g * 64).cast()) };
+                    c0 = _mm512_dpbusd_epi32(c0, _mm512_set1_epi32(quad(rows[0], g)), b);
+                    c1 = _mm512_dpbusd_epi32(c1, _mm512_set1_epi32(quad(rows[1], g)), b);
+                    c2 = _mm512_dpbusd_epi32(c2, _mm512_set1_epi32(quad(rows[2], g)), b);
+                    c3 = _mm512_dpbusd_epi32(c3, _mm512_set1_epi32(quad(rows[3], g)), b);
+                }
+                for (i, acc) in [c0, c1, c2, c3].into_iter().enumerate() {
+                    spill(acc, &mut c[(r + i) * n + block * NR..], cols);
+                }
+                r += 4;
+            }
+            while r < m {
+                let row = &a[r * lda..][..lda];
+                let mut acc = _mm512_setzero_si512();
+                for g in 0..groups {
+                    // SAFETY: as above.
+                    let b = unsafe { _mm512_loadu_si512(bb.as_ptr().add(g * 64).cast()) };
+                    acc = _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(quad(row, g)), b);
+                }
+                spill(acc, &mut c[r * n + block * NR..], cols);
+                r += 1;
+            }
+        }
+    }
+
+    /// Writes the first `cols` lanes of an accumulator.
+    #[target_feature(enable = "avx512f")]
+    fn spill(acc: __m512i, c: &mut [i32], cols: usize) {
+        let mut out = [0i32; NR];
+        // SAFETY: `out` is 16 i32 = 64 bytes.
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), acc) };
+        store(c, &out, cols);
+    }
+
+    /// AVX2: each group's 64 bytes of `B` widened to i16 (4 columns x 4 k per register) and
+    /// multiplied by the `A` quad widened the same way with `vpmaddwd` (exact i16 products summed
+    /// in pairs into i32); every column keeps two partial sums until the end of `k`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn avx2(a: &[u8], m: usize, w: &PackedWeights, c: &mut [i32]) {
+        let (lda, n) = (w.lda(), w.n);
+        for block in 0..w.blocks {
+            let bb = w.block(block);
+            let cols = NR.min(n - block * NR);
+            for r in 0..m {
+                let row = &a[r * lda..(r + 1) * lda];
+                // acc[j]: columns 4j..4j+4, two partial sums each.
+                let mut acc = [_mm256_setzero_si256(); 4];
+                for g in 0..w.groups {
+                    let q = quad(row, g);
+                    // [a0 a1 a2 a3] as i16, repeated for the 4 columns of a register.
+                    let a16 = _mm256_cvtepu8_epi16(_mm_set1_epi32(q));
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: 16 bytes of group g, columns 4j..4j+4, inside `bb`.
+                        let b8 = unsafe {
+                            _mm_loadu_si128(bb.as_ptr().add(g * 64 + 16 * j) as *const __m128i)
+                        };
+                        let b16 = _mm256_cvtepi8_epi16(b8);
+                        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(a16, b16));
+                    }
+                }
+                let mut out = [0i32; NR];
+                for (j, acc) in acc.iter().enumerate() {
+                    let mut pairs = [0i32; 8];
+                    // SAFETY: `pairs` is 8 i32 = 32 bytes.
+                    unsafe { _mm256_storeu_si256(pairs.as_mut_ptr() as *mut __m256i, *acc) };
+                    for col in 0..4 {
+                        out[4 * j + col] = pairs[2 * col].wrapping_add(pairs[2 * col + 1]);
+                    }
+                }
+                store(&mut c[r * n + block * NR..], &out, cols);
+            }
+        }
+    }
+}
