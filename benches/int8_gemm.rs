@@ -1,0 +1,42 @@
+//! The int8 GEMM kernels on a convolution-sized product, beside flex's f32 matmul of the same
+//! shape: IResNet-50's first-stage 3x3 convolution as im2col (3136 pixels x 576 x 64 channels)
+//! and a late-stage one (49 x 4608 x 512). Throughput in multiply-adds per second.
+//!
+//! cargo bench -p arcface-benches --bench int8_gemm
+
+use burn::tensor::{Distribution, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use iresnet::CpuBackend as B;
+use quantize::gemm::{gemm_u8i8, pad_rows, Kernel, PackedWeights};
+
+fn gemm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("int8_gemm");
+    group.sample_size(20);
+    let device = Default::default();
+    for (m, k, n) in [(3136usize, 576usize, 64usize), (49, 4608, 512)] {
+        let name = format!("{m}x{k}x{n}");
+        group.throughput(Throughput::Elements((m * k * n) as u64));
+        let a: Vec<u8> = (0..m * k).map(|i| (i * 7 % 251) as u8).collect();
+        let b: Vec<i8> = (0..k * n).map(|i| (i * 13 % 255) as i8).collect();
+        let w = PackedWeights::pack(&b, k, n);
+        let a = pad_rows(&a, m, k, w.lda());
+        let mut out = vec![0i32; m * n];
+        for kernel in [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512Vnni] {
+            if !kernel.available() {
+                continue;
+            }
+            group.bench_function(BenchmarkId::new(format!("{kernel:?}"), &name), |bench| {
+                bench.iter(|| gemm_u8i8(&a, m, &w, &mut out, kernel).unwrap())
+            });
+        }
+        let x = Tensor::<B, 2>::random([m, k], Distribution::Default, &device);
+        let y = Tensor::<B, 2>::random([k, n], Distribution::Default, &device);
+        group.bench_function(BenchmarkId::new("flex_f32_matmul", &name), |bench| {
+            bench.iter(|| x.clone().matmul(y.clone()).into_data())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, gemm);
+criterion_main!(benches);
