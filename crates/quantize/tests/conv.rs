@@ -1,0 +1,177 @@
+//! The quantised convolution against a float64 convolution of the same dequantised operands, on
+//! every kernel, with padding, stride, bias and PReLU; quantisation error of the weights bounded;
+//! bad inputs refused.
+
+use quantize::{ConvError, Kernel, Output, QConv2d, QTensor};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+/// `x` real NHWC, `w` real [cout, cin, kh, kw]; zero padding.
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    x: &[f64],
+    [n, h, w, c]: [usize; 4],
+    wt: &[f32],
+    [cout, kh, kw]: [usize; 3],
+    bias: &[f32],
+    alpha: &[f32],
+    stride: usize,
+    pad: usize,
+) -> Vec<f64> {
+    let oh = (h + 2 * pad - kh) / stride + 1;
+    let ow = (w + 2 * pad - kw) / stride + 1;
+    let mut out = vec![0f64; n * oh * ow * cout];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for o in 0..cout {
+                    let mut s = bias[o] as f64;
+                    for ci in 0..c {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * stride + ky) as isize - pad as isize;
+                                let ix = (ox * stride + kx) as isize - pad as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xv = x[((b * h + iy as usize) * w + ix as usize) * c + ci];
+                                s += xv * wt[((o * c + ci) * kh + ky) * kw + kx] as f64;
+                            }
+                        }
+                    }
+                    if s < 0.0 {
+                        s *= alpha[o] as f64;
+                    }
+                    out[((b * oh + oy) * ow + ox) * cout + o] = s;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn matches_a_float64_convolution_of_the_dequantised_operands() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for (n, h, w, cin, cout, k, stride, pad) in [
+        (1, 7, 7, 3, 8, 3, 1, 1),
+        (2, 9, 6, 5, 17, 3, 2, 1),
+        (1, 8, 8, 16, 32, 1, 1, 0),
+        (1, 5, 5, 64, 64, 3, 1, 1),
+        (3, 4, 4, 1, 3, 3, 2, 0),
+    ] {
+        let x = QTensor {
+            data: (0..n * h * w * cin).map(|_| rng.random()).collect(),
+            shape: [n, h, w, cin],
+            scale: 0.02,
+            zero: 117,
+        };
+        let weights: Vec<f32> = (0..cout * cin * k * k)
+            .map(|_| rng.random_range(-0.5..0.5))
+            .collect();
+        let bias: Vec<f32> = (0..cout).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let alpha: Vec<f32> = (0..cout).map(|_| rng.random_range(0.0..0.5)).collect();
+        let conv = QConv2d::new(
+            &weights,
+            [cout, cin, k, k],
+            Some(&bias),
+            Some(&alpha),
+            stride,
+            pad,
+        )
+        .unwrap();
+        // Per-channel symmetric quantisation: every weight within half a step of the original.
+        let deq = conv.dequantised_weights();
+        for o in 0..cout {
+            let row = &weights[o * cin * k * k..(o + 1) * cin * k * k];
+            let step = row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            for (a, b) in row.iter().zip(&deq[o * cin * k * k..]) {
+                assert!((a - b).abs() <= 0.5 * step * 1.0001, "{a} vs {b}");
+            }
+        }
+        let xr: Vec<f64> = x
+            .data
+            .iter()
+            .map(|&q| 0.02f64 * (q as f64 - 117.0))
+            .collect();
+        let expected = reference(&xr, x.shape, &deq, [cout, k, k], &bias, &alpha, stride, pad);
+        let scale = expected.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let mut first: Option<Vec<f32>> = None;
+        for kernel in [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512Vnni] {
+            if !kernel.available() {
+                continue;
+            }
+            let (real, q) = conv
+                .forward(
+                    &x,
+                    Output::U8 {
+                        scale: 0.05,
+                        zero: 128,
+                    },
+                    kernel,
+                )
+                .unwrap();
+            for (a, b) in real.iter().zip(&expected) {
+                assert!(
+                    (*a as f64 - b).abs() <= 1e-5 * scale,
+                    "{kernel:?}: {a} vs {b}"
+                );
+            }
+            let q = q.unwrap();
+            for (qa, b) in q.data.iter().zip(&expected) {
+                let ideal = (b / 0.05).round() + 128.0;
+                assert!(
+                    (*qa as f64 - ideal.clamp(0.0, 255.0)).abs() <= 1.0,
+                    "{qa} vs {ideal}"
+                );
+            }
+            // The kernels agree bit for bit.
+            match &first {
+                None => first = Some(real),
+                Some(f) => assert_eq!(&real, f, "{kernel:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_weights_and_inputs_are_refused() {
+    let w = vec![0.1f32; 2 * 3 * 3 * 3];
+    assert!(matches!(
+        QConv2d::new(&w[1..], [2, 3, 3, 3], None, None, 1, 1),
+        Err(ConvError::Weights { .. })
+    ));
+    assert!(matches!(
+        QConv2d::new(&w, [2, 3, 3, 3], Some(&[0.0]), None, 1, 1),
+        Err(ConvError::PerChannel { what: "bias", .. })
+    ));
+    let mut nan = w.clone();
+    nan[5] = f32::NAN;
+    assert_eq!(
+        QConv2d::new(&nan, [2, 3, 3, 3], None, None, 1, 1).unwrap_err(),
+        ConvError::NonFinite
+    );
+    let conv = QConv2d::new(&w, [2, 3, 3, 3], None, None, 1, 1).unwrap();
+    let x = QTensor {
+        data: vec![0; 4 * 4 * 2],
+        shape: [1, 4, 4, 2],
+        scale: 1.0,
+        zero: 0,
+    };
+    assert!(matches!(
+        conv.forward(&x, Output::F32, Kernel::Scalar),
+        Err(ConvError::Channels {
+            got: 2,
+            expected: 3
+        })
+    ));
+    let short = QTensor {
+        data: vec![0; 10],
+        shape: [1, 4, 4, 3],
+        scale: 1.0,
+        zero: 0,
+    };
+    assert!(matches!(
+        conv.forward(&short, Output::F32, Kernel::Scalar),
+        Err(ConvError::Shape { .. })
+    ));
+}
