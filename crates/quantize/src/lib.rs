@@ -6,8 +6,10 @@
 //! (`vpdpbusd`), an AVX2 kernel and a portable scalar one, chosen at run time and bit-exact with
 //! each other. Quantised graphs, calibration and the model file come next (issue 9).
 
+pub mod calibrate;
 pub mod conv;
 pub mod gemm;
 
+pub use calibrate::{Method, Observer, QuantParams};
 pub use conv::{ConvError, Output, QConv2d, QTensor};
 pub use gemm::{gemm_u8i8, Kernel, PackedWeights};
