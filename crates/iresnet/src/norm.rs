@@ -8,7 +8,7 @@
 //! biased one.
 
 use burn::nn::{BatchNorm, PRelu};
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, DType, FloatDType, Tensor};
 
 /// `[N, C, ...]` seen as `[N, C, R]`.
 fn nc_rest<const D: usize>(dims: [usize; D]) -> [usize; 3] {
@@ -58,6 +58,11 @@ pub(crate) fn apply_batch_norm<B: Backend, const D: usize>(
         let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
         return channel_affine(x, Some(scale), Some(shift));
     }
+    // Half-precision activations (mixed-precision training) are normalised in f32, as PyTorch's
+    // autocast runs batch_norm: subtracting a large mean in bf16 loses most of the signal.
+    let input_dtype = x.dtype();
+    let half = matches!(input_dtype, DType::BF16 | DType::F16);
+    let x = if half { x.cast(FloatDType::F32) } else { x };
     let [n, _, r] = nc_rest(x.dims());
     let count = n * r;
     let mean = channel_mean(x.clone());
@@ -82,7 +87,11 @@ pub(crate) fn apply_batch_norm<B: Backend, const D: usize>(
         old_var.clone().mul_scalar(1.0 - m) + unbiased.cast(old_var.dtype()).mul_scalar(m);
     bn.running_mean.update(running_mean.detach());
     bn.running_var.update(running_var.detach());
-    y
+    if half {
+        y.cast(input_dtype)
+    } else {
+        y
+    }
 }
 
 /// PReLU with per-channel slopes: `max(x, 0) + alpha[c] * min(x, 0)`.
