@@ -3,6 +3,8 @@
 //! epilogue per output value: zero-point correction, per-channel scale, bias, optional PReLU, and
 //! either f32 out or requantisation to u8.
 
+use rayon::prelude::*;
+
 use crate::gemm::{gemm_u8i8, GemmError, Kernel, PackedWeights};
 
 /// u8 activations `[n, h, w, c]` (channels last) with one scale and zero point:
@@ -58,6 +60,14 @@ pub enum ConvError {
     Channels { got: usize, expected: usize },
     #[error("input shape {shape:?} does not match its {len} bytes")]
     Shape { shape: [usize; 4], len: usize },
+    #[error("a {h}x{w} input with padding {padding} is smaller than the {kh}x{kw} kernel")]
+    TooSmall {
+        h: usize,
+        w: usize,
+        padding: usize,
+        kh: usize,
+        kw: usize,
+    },
     #[error("non-finite weight, bias or slope")]
     NonFinite,
     #[error(transparent)]
@@ -194,15 +204,27 @@ impl QConv2d {
                 expected: self.cin,
             });
         }
-        let (oh, ow) = self.out_size(h, w);
         let [kh, kw] = self.kernel;
+        if h + 2 * self.padding < kh || w + 2 * self.padding < kw {
+            return Err(ConvError::TooSmall {
+                h,
+                w,
+                padding: self.padding,
+                kh,
+                kw,
+            });
+        }
+        let (oh, ow) = self.out_size(h, w);
         let lda = self.weights.lda();
         let m = n * oh * ow;
         let mut rows = vec![0u8; m * lda];
-        for b in 0..n {
-            for oy in 0..oh {
+        // One task per output row (ow pixels), over rayon's threads.
+        rows.par_chunks_mut(ow * lda)
+            .enumerate()
+            .for_each(|(line, chunk)| {
+                let (b, oy) = (line / oh, line % oh);
                 for ox in 0..ow {
-                    let row = &mut rows[((b * oh + oy) * ow + ox) * lda..][..lda];
+                    let row = &mut chunk[ox * lda..][..lda];
                     for ky in 0..kh {
                         for kx in 0..kw {
                             let iy = (oy * self.stride + ky) as isize - self.padding as isize;
@@ -217,8 +239,7 @@ impl QConv2d {
                         }
                     }
                 }
-            }
-        }
+            });
         let cout = self.out_channels();
         let mut acc = vec![0i32; m * cout];
         gemm_u8i8(&rows, m, &self.weights, &mut acc, kernel)?;
@@ -226,29 +247,44 @@ impl QConv2d {
         let sums = self.weights.column_sums();
         let z = x.zero as i32;
         let mut real = vec![0f32; m * cout];
-        for (r, out) in acc.chunks(cout).zip(real.chunks_mut(cout)) {
-            for o in 0..cout {
-                let centred = r[o].wrapping_sub(z.wrapping_mul(sums[o]));
-                let mut y = x.scale * self.weight_scales[o] * centred as f32 + self.bias[o];
-                if let Some(alpha) = &self.prelu {
-                    if y < 0.0 {
-                        y *= alpha[o];
+        real.par_chunks_mut(cout * ow.max(1))
+            .zip(acc.par_chunks(cout * ow.max(1)))
+            .for_each(|(out, acc)| {
+                for (r, out) in acc.chunks(cout).zip(out.chunks_mut(cout)) {
+                    for o in 0..cout {
+                        let centred = r[o].wrapping_sub(z.wrapping_mul(sums[o]));
+                        let mut y = x.scale * self.weight_scales[o] * centred as f32 + self.bias[o];
+                        if let Some(alpha) = &self.prelu {
+                            if y < 0.0 {
+                                y *= alpha[o];
+                            }
+                        }
+                        out[o] = y;
                     }
                 }
-                out[o] = y;
-            }
-        }
+            });
         let quantised = match output {
             Output::F32 => None,
-            Output::U8 { scale, zero } => Some(QTensor {
-                data: real
-                    .iter()
-                    .map(|&y| ((y / scale).round() + zero as f32).clamp(0.0, 255.0) as u8)
-                    .collect(),
-                shape: [n, oh, ow, cout],
-                scale,
-                zero,
-            }),
+            Output::U8 { scale, zero } => {
+                // floor(v + 0.5) after the zero point: round-half-up, inlined (f32::round is a
+                // libm call without SSE4.1); it differs from round-half-away only at exact ties
+                // below the zero point, by one step.
+                let (inv, offset) = (1.0 / scale, zero as f32 + 0.5);
+                let mut data = vec![0u8; real.len()];
+                data.par_chunks_mut(cout * ow)
+                    .zip(real.par_chunks(cout * ow))
+                    .for_each(|(q, y)| {
+                        for (q, y) in q.iter_mut().zip(y) {
+                            *q = (y * inv + offset).clamp(0.0, 255.0) as u8;
+                        }
+                    });
+                Some(QTensor {
+                    data,
+                    shape: [n, oh, ow, cout],
+                    scale,
+                    zero,
+                })
+            }
         };
         Ok((real, quantised))
     }
