@@ -4,15 +4,17 @@
 //! Built so far: the integer GEMM at the heart of every quantised convolution and linear layer
 //! (`gemm`: `u8` activations times `i8` weights accumulated in `i32`, with AVX-512 VNNI, AVX2 and
 //! scalar kernels chosen at run time and bit-exact with each other), the quantised convolution
-//! with its fused epilogue (`conv`), BatchNorm folding (`fold`) and calibration observers
-//! (`calibrate`). The quantised IResNet/MobileFaceNet graphs and the model file come next.
+//! with its fused epilogue (`conv`), requantised residual addition and PReLU (`elementwise`),
+//! BatchNorm folding (`fold`) and calibration observers (`calibrate`). The quantised IResNet/MobileFaceNet graphs and the model file come next.
 
 pub mod calibrate;
 pub mod conv;
+pub mod elementwise;
 pub mod fold;
 pub mod gemm;
 
 pub use calibrate::{Method, Observer, QuantParams};
 pub use conv::{ConvError, Output, QConv2d, QTensor};
+pub use elementwise::{add, prelu, ElementwiseError};
 pub use fold::{fold_batch_norm, BatchNormStats, FoldError};
 pub use gemm::{gemm_u8i8, Kernel, PackedWeights};
