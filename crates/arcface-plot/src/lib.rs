@@ -59,6 +59,9 @@ pub struct Chart {
     pub log_y: bool,
     /// Fixed y range instead of the data's.
     pub y_range: Option<(f64, f64)>,
+    /// Legend in the bottom-right corner instead of the top-right (curves that rise to the top,
+    /// like ROC curves).
+    pub legend_bottom: bool,
     pub width: u32,
     pub height: u32,
 }
@@ -77,6 +80,7 @@ impl Chart {
             log_x: false,
             log_y: false,
             y_range: None,
+            legend_bottom: false,
             width: 800,
             height: 500,
         }
@@ -214,7 +218,11 @@ impl Chart {
             .max()
             .unwrap_or(0) as i64;
         for (k, s) in named.iter().enumerate() {
-            let y = top + 10 + 14 * k as i64;
+            let y = if self.legend_bottom {
+                bottom - 10 - 14 * (named.len() - k) as i64
+            } else {
+                top + 10 + 14 * k as i64
+            };
             let x = right - widest - 34;
             line(
                 &mut img,

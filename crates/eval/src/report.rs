@@ -171,6 +171,7 @@ impl VerificationReport {
         let mut roc = Chart::new("ROC", "false accept rate", "true accept rate %")
             .with_series(Series::new(format!("AUC {:.4}", self.auc), points, 0));
         roc.log_x = true;
+        roc.legend_bottom = true;
         let histogram = |genuine: bool| -> Vec<(f64, f64)> {
             let bins = 50;
             let mut counts = vec![0usize; bins];
