@@ -11,6 +11,17 @@ use crate::EvalError;
 pub trait Embedder {
     fn embedding_dim(&self) -> usize;
     fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, EvalError>;
+
+    /// `embed(face) + embed(mirror(face))` per face (the flip test). The default mirrors the
+    /// images; an embedder that can mirror its own input (a tensor flip) should say so here.
+    fn embed_flip_sum(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, EvalError> {
+        let mirrored: Vec<RgbImage> = faces.iter().map(image::imageops::flip_horizontal).collect();
+        let mut sum = self.embed(faces)?;
+        for (a, b) in sum.iter_mut().zip(self.embed(&mirrored)?) {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+        Ok(sum)
+    }
 }
 
 /// A Burn backbone in inference mode, run in batches.
@@ -41,14 +52,27 @@ impl<B: Backend> Embedder for BurnEmbedder<B> {
     }
 
     fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, EvalError> {
+        self.run(faces, false)
+    }
+
+    fn embed_flip_sum(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, EvalError> {
+        self.run(faces, true)
+    }
+}
+
+impl<B: Backend> BurnEmbedder<B> {
+    /// One tensor per batch; the mirror image is a flip of that tensor, not a second conversion.
+    fn run(&self, faces: &[RgbImage], flip: bool) -> Result<Vec<Vec<f32>>, EvalError> {
         let dim = self.embedding_dim();
         let mut out = Vec::with_capacity(faces.len());
         for chunk in faces.chunks(self.batch_size) {
             let bytes: Vec<&[u8]> = chunk.iter().map(|f| f.as_raw().as_slice()).collect();
             let x = iresnet::preprocess::faces_to_tensor::<B>(&bytes, &self.device)?;
-            let values = self
-                .backbone
-                .embed(x)
+            let mut e = self.backbone.embed(x.clone());
+            if flip {
+                e = e + self.backbone.embed(x.flip([3]));
+            }
+            let values = e
                 .into_data()
                 .convert::<f32>()
                 .to_vec::<f32>()
@@ -69,14 +93,11 @@ pub fn embed_normalised(
 ) -> Result<Vec<Vec<f32>>, EvalError> {
     let mut out = Vec::with_capacity(faces.len());
     for chunk in faces.chunks(256) {
-        let mut e = embedder.embed(chunk)?;
-        if flip {
-            let mirrored: Vec<RgbImage> =
-                chunk.iter().map(image::imageops::flip_horizontal).collect();
-            for (a, b) in e.iter_mut().zip(embedder.embed(&mirrored)?) {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-            }
-        }
+        let mut e = if flip {
+            embedder.embed_flip_sum(chunk)?
+        } else {
+            embedder.embed(chunk)?
+        };
         for v in &mut e {
             normalise(v);
         }
@@ -91,5 +112,53 @@ pub fn normalise(v: &mut [f32]) {
     let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     if norm > 0.0 {
         v.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iresnet::{BackboneConfig, IResNetConfig};
+
+    /// The trait's default: mirror the images and embed them again.
+    struct ByImages<'a>(&'a BurnEmbedder<burn::backend::Flex>);
+
+    impl Embedder for ByImages<'_> {
+        fn embedding_dim(&self) -> usize {
+            self.0.embedding_dim()
+        }
+        fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, EvalError> {
+            self.0.embed(faces)
+        }
+    }
+
+    #[test]
+    fn the_tensor_flip_equals_embedding_mirrored_images() {
+        let device = Default::default();
+        let backbone = BackboneConfig::IResNet(
+            IResNetConfig::new([1, 1, 1, 1])
+                .with_widths([4, 8, 8, 16])
+                .with_embedding_dim(16),
+        )
+        .init::<burn::backend::Flex>(&device)
+        .unwrap();
+        let embedder = BurnEmbedder::new(backbone, device);
+        let faces: Vec<RgbImage> = (0..3u32)
+            .map(|k| {
+                RgbImage::from_fn(112, 112, |x, y| {
+                    image::Rgb([(x * 2 + k) as u8, (y + 3 * x) as u8, (x ^ y) as u8])
+                })
+            })
+            .collect();
+        let by_tensor = embedder.embed_flip_sum(&faces).unwrap();
+        let by_images = ByImages(&embedder).embed_flip_sum(&faces).unwrap();
+        let plain = embedder.embed(&faces).unwrap();
+        for (a, b) in by_tensor.iter().zip(&by_images) {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{x} vs {y}");
+            }
+        }
+        // The flip adds a second, different embedding.
+        assert_ne!(by_tensor, plain);
     }
 }
