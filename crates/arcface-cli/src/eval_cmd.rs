@@ -270,17 +270,6 @@ fn identify(
 
 /// Up to `limit` aligned faces from a `.bin` or a folder of images (sorted paths).
 fn faces_from(path: &std::path::Path, limit: usize) -> Result<Vec<image::RgbImage>> {
-    let size = iresnet::INPUT_SIZE as u32;
-    let check = |face: image::RgbImage, what: &dyn std::fmt::Display| -> Result<image::RgbImage> {
-        if face.dimensions() != (size, size) {
-            bail!(
-                "{what}: {}x{} pixels; distractors must be aligned {size}x{size} faces",
-                face.width(),
-                face.height()
-            );
-        }
-        Ok(face)
-    };
     if path.is_file() {
         let bin = face_data::VerificationBin::read(path)?;
         return bin
@@ -288,37 +277,19 @@ fn faces_from(path: &std::path::Path, limit: usize) -> Result<Vec<image::RgbImag
             .iter()
             .take(limit)
             .enumerate()
-            .map(|(i, bytes)| {
-                check(
-                    face_data::decode(bytes, path, i)?,
-                    &format!("{} image {i}", path.display()),
-                )
-            })
+            .map(|(i, bytes)| Ok(eval::aligned(face_data::decode(bytes, path, i)?, path, i)?))
             .collect();
     }
-    let mut files = Vec::new();
-    let mut dirs = vec![path.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
-        {
-            let p = entry?.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if face_data::is_image(&p) {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    files
+    crate::faces::collect_images(path, None)?
         .iter()
         .take(limit)
-        .map(|p| {
-            let face = image::open(p)
-                .with_context(|| format!("decoding {}", p.display()))?
+        .enumerate()
+        .map(|(i, relative)| {
+            let file = path.join(relative);
+            let face = image::open(&file)
+                .with_context(|| format!("decoding {}", file.display()))?
                 .to_rgb8();
-            check(face, &p.display())
+            Ok(eval::aligned(face, &file, i)?)
         })
         .collect()
 }

@@ -165,11 +165,11 @@ struct Summary {
     rejected_by_rule: BTreeMap<String, usize>,
 }
 
-/// Image files under `root`, sorted, as paths relative to it; the output folder is skipped.
-fn collect_images(root: &Path, skip: &Path) -> Result<Vec<PathBuf>> {
+/// Image files under `root`, sorted, as paths relative to it; `skip` (the output folder) is left out.
+pub(crate) fn collect_images(root: &Path, skip: Option<&Path>) -> Result<Vec<PathBuf>> {
     let mut stack = vec![root.to_path_buf()];
     let mut found = Vec::new();
-    let skip = skip.canonicalize().ok();
+    let skip = skip.and_then(|s| s.canonicalize().ok());
     while let Some(dir) = stack.pop() {
         for entry in
             std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
@@ -340,7 +340,7 @@ pub fn align<B: Backend>(args: &AlignArgs, device: &B::Device) -> Result<()> {
     };
     let mut records = read_journal(&journal_path, &header)?;
     let done: HashSet<String> = records.iter().map(|r| r.photo.clone()).collect();
-    let photos = collect_images(&args.input, &args.out)?;
+    let photos = collect_images(&args.input, Some(&args.out))?;
     let todo: Vec<&PathBuf> = photos
         .iter()
         .filter(|p| !done.contains(p.to_string_lossy().as_ref()))

@@ -13,7 +13,7 @@ pub use identification::{
     closed_set, open_set, rank1_with_distractors, search, ClosedSet, Labelled, OpenSetPoint,
     ProbeResult,
 };
-pub use pairs::PairSet;
+pub use pairs::{aligned, PairSet};
 pub use report::{verify_pairs, VerificationReport};
 pub use verification::{
     contiguous_folds, fold_ids, k_fold, ten_fold, val_at_far, Roc, TenFold, ValAtFar,

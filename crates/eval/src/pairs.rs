@@ -94,8 +94,9 @@ impl PairSet {
     }
 }
 
-/// Faces for evaluation must already be aligned crops of the backbone's input size.
-fn aligned(face: RgbImage, path: &Path, index: usize) -> Result<RgbImage, EvalError> {
+/// Faces for evaluation must already be aligned crops of the backbone's input size; `face` back,
+/// or an error naming `path` and `index`.
+pub fn aligned(face: RgbImage, path: &Path, index: usize) -> Result<RgbImage, EvalError> {
     let size = iresnet::INPUT_SIZE as u32;
     if face.dimensions() != (size, size) {
         return Err(EvalError::Input(format!(
