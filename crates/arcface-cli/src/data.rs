@@ -191,24 +191,37 @@ fn write_grid(images: &[image::RgbImage], cols: usize, path: &Path) -> Result<()
     Ok(())
 }
 
+/// A labelled dataset's summary, with a grid of up to 32 samples taken every `step`.
+fn dataset_summary(
+    data: &impl FaceDataset,
+    kind: &'static str,
+    step: usize,
+    file: &Path,
+    grid: PathBuf,
+) -> Result<Summary> {
+    let samples: Vec<_> = (0..data.len())
+        .step_by(step)
+        .take(32)
+        .map(|i| data.get(i).map(|s| s.image))
+        .collect::<Result<_, _>>()?;
+    write_grid(&samples, 8, &grid)?;
+    Ok(Summary {
+        file: file.into(),
+        kind,
+        images: data.len(),
+        identities: Some(data.num_identities()),
+        pairs: None,
+        matched_pairs: None,
+        insightface_layout: None,
+        grid,
+    })
+}
+
 fn inspect(file: &Path, grid: Option<PathBuf>, json: bool) -> Result<()> {
     let grid = grid.unwrap_or_else(|| PathBuf::from(format!("{}.grid.png", file.display())));
     let summary = if file.is_dir() {
         let data = ImageFolder::open(file)?;
-        let samples: Vec<_> = (0..data.len().min(32))
-            .map(|i| data.get(i).map(|s| s.image))
-            .collect::<Result<_, _>>()?;
-        write_grid(&samples, 8, &grid)?;
-        Summary {
-            file: file.into(),
-            kind: "image folder",
-            images: data.len(),
-            identities: Some(data.num_identities()),
-            pairs: None,
-            matched_pairs: None,
-            insightface_layout: None,
-            grid,
-        }
+        dataset_summary(&data, "image folder", 1, file, grid)?
     } else if file.extension().is_some_and(|e| e == "bin") {
         let bin = VerificationBin::read(file)?;
         let samples: Vec<_> = bin
@@ -233,21 +246,9 @@ fn inspect(file: &Path, grid: Option<PathBuf>, json: bool) -> Result<()> {
     } else {
         let data = RecordDataset::open(file)?;
         let step = (data.len() / 32).max(1);
-        let samples: Vec<_> = (0..data.len())
-            .step_by(step)
-            .take(32)
-            .map(|i| data.get(i).map(|s| s.image))
-            .collect::<Result<_, _>>()?;
-        write_grid(&samples, 8, &grid)?;
         Summary {
-            file: file.into(),
-            kind: "recordio",
-            images: data.len(),
-            identities: Some(data.num_identities()),
-            pairs: None,
-            matched_pairs: None,
             insightface_layout: Some(data.insightface_layout()),
-            grid,
+            ..dataset_summary(&data, "recordio", step, file, grid)?
         }
     };
     if json {
