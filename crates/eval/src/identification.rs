@@ -182,15 +182,12 @@ pub fn rank1_with_distractors(
             }
         }
         added = m;
-        let (mut hits, mut mated) = (0usize, 0usize);
-        for (r, &b) in base.iter().zip(&best_distractor) {
-            if let (Some(1), Some(s)) = (r.rank, r.mate_score) {
-                mated += 1;
-                hits += usize::from(s >= b);
-            } else if r.rank.is_some() {
-                mated += 1;
-            }
-        }
+        let mated = base.iter().filter(|r| r.rank.is_some()).count();
+        let hits = base
+            .iter()
+            .zip(&best_distractor)
+            .filter(|(r, &b)| r.rank == Some(1) && r.mate_score.is_some_and(|s| s >= b))
+            .count();
         out.push((m, hits as f64 / mated.max(1) as f64));
     }
     out

@@ -309,7 +309,7 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
     // one lock, so runs started at the same time in one process (tests, sweeps) still start from
     // their seed's weights.
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let (mut model, head_config) = {
+    let (model, head_config) = {
         let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
         B::seed(device, config.seed);
         let backbone = config.backbone.init::<B>(device)?;
@@ -323,7 +323,7 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
         (model, head_config)
     };
     let settings = &config.optimizer;
-    let mut optim = Optimizers {
+    let optim = Optimizers {
         backbone: settings.init(settings.weight_decay),
         head: settings.init(settings.head_weight_decay()),
         sampled: (head_config.sample_rate < 1.0)
@@ -340,9 +340,9 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
 
     let checkpoints = Checkpointer::new(out, config.checkpoint.keep_last)?;
     let resumed_from = checkpoint.as_ref().map(|c| c.step);
-    let mut state = match checkpoint {
-        Some(c) => restore::<B>(c, &mut model, &mut optim, device)?,
-        None => TrainState::default(),
+    let (mut model, mut optim, mut state) = match checkpoint {
+        Some(c) => restore::<B>(c, model, optim, device)?,
+        None => (model, optim, TrainState::default()),
     };
 
     let batches_per_epoch = loader.batches_per_epoch().max(1);
@@ -541,9 +541,6 @@ fn run<B: AutodiffBackend, D: FaceDataset + 'static>(
             if done {
                 break 'epochs;
             }
-        }
-        if state.epoch == epoch && state.batch >= batches_per_epoch {
-            (state.epoch, state.batch) = (epoch + 1, 0);
         }
     }
     drop(metrics);
@@ -779,10 +776,10 @@ fn write_checkpoint<B: AutodiffBackend>(
 /// Loads a checkpoint into the freshly built model and optimisers.
 fn restore<B: AutodiffBackend>(
     mut checkpoint: Checkpoint,
-    model: &mut Model<B>,
-    optim: &mut Optimizers<B>,
+    model: Model<B>,
+    optim: Optimizers<B>,
     device: &B::Device,
-) -> Result<TrainState, TrainError> {
+) -> Result<(Model<B>, Optimizers<B>, TrainState), TrainError> {
     let dir = checkpoint.dir.clone();
     let corrupt = |what: &str, e: String| {
         TrainError::Checkpoint(CheckpointError::Corrupt {
@@ -793,44 +790,25 @@ fn restore<B: AutodiffBackend>(
     let record = Bytes::default()
         .load(checkpoint.take(MODEL_FILE)?, device)
         .map_err(|e| corrupt(MODEL_FILE, e.to_string()))?;
-    *model = model.clone().load_record(record);
-    take_optimizer(
-        &mut optim.backbone,
-        checkpoint.take(BACKBONE_OPTIM_FILE)?,
-        device,
-    )?;
-    take_optimizer(&mut optim.head, checkpoint.take(HEAD_OPTIM_FILE)?, device)?;
-    if let Some(sgd) = optim.sampled.take() {
-        let velocity = match checkpoint.files.remove(VELOCITY_FILE) {
-            Some(bytes) => Some(
-                matrix_from_bytes::<B::InnerBackend>(&bytes, device)
-                    .ok_or_else(|| corrupt(VELOCITY_FILE, "bad size".into()))?,
-            ),
-            None => None,
-        };
-        optim.sampled = Some(sgd.with_velocity(velocity));
-    }
-    serde_json::from_slice(&checkpoint.take(STATE_FILE)?)
-        .map_err(|e| corrupt(STATE_FILE, e.to_string()))
-}
-
-fn take_optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
-    slot: &mut GroupOptimizer<B, M>,
-    bytes: Vec<u8>,
-    device: &B::Device,
-) -> Result<(), TrainError> {
-    // `load_bytes` consumes the optimiser; a placeholder of the same kind holds its place.
-    let placeholder = match slot {
-        GroupOptimizer::Sgd(_) => crate::optim::OptimizerSettings::default().init(0.0),
-        GroupOptimizer::AdamW(_) => crate::optim::OptimizerSettings {
-            algorithm: crate::optim::Algorithm::AdamW,
-            ..Default::default()
-        }
-        .init(0.0),
+    let velocity = match checkpoint.files.remove(VELOCITY_FILE) {
+        Some(bytes) => Some(
+            matrix_from_bytes::<B::InnerBackend>(&bytes, device)
+                .ok_or_else(|| corrupt(VELOCITY_FILE, "bad size".into()))?,
+        ),
+        None => None,
     };
-    let current = std::mem::replace(slot, placeholder);
-    *slot = current.load_bytes(bytes, device)?;
-    Ok(())
+    let optim = Optimizers {
+        backbone: optim
+            .backbone
+            .load_bytes(checkpoint.take(BACKBONE_OPTIM_FILE)?, device)?,
+        head: optim
+            .head
+            .load_bytes(checkpoint.take(HEAD_OPTIM_FILE)?, device)?,
+        sampled: optim.sampled.map(|sgd| sgd.with_velocity(velocity)),
+    };
+    let state = serde_json::from_slice(&checkpoint.take(STATE_FILE)?)
+        .map_err(|e| corrupt(STATE_FILE, e.to_string()))?;
+    Ok((model.load_record(record), optim, state))
 }
 
 /// `[rows, cols]` as two little-endian u64 and the f32 values.
