@@ -222,6 +222,13 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(ModelHeader, usize)> {
 
 /// Writes to `path.tmp`, syncs, then renames over `path`.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file_atomically(path, bytes).map_err(|e| BackboneError::io(path, e))
+}
+
+/// Writes `bytes` to `path` so that a reader sees the old file or the whole new one, never a
+/// part: written to `path.tmp`, synced, renamed over `path` (the temporary is removed on error).
+/// Shared by the crates that write files which matter (models, quantised models).
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
@@ -231,8 +238,8 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
-    result.map_err(|e| {
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        BackboneError::io(path, e)
-    })
+    }
+    result
 }

@@ -4,7 +4,7 @@
 //! information when the histogram is squeezed into the quantised levels).
 
 /// How a range is chosen.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Method {
     /// The smallest and largest value seen.
     MinMax,
@@ -16,7 +16,7 @@ pub enum Method {
 }
 
 /// u8 quantisation of one tensor: `real = scale * (q - zero)`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QuantParams {
     pub scale: f32,
     pub zero: u8,

@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use crate::gemm::{gemm_u8i8, GemmError, Kernel, PackedWeights};
+use crate::grouped::{accumulate, relayout, Grouped};
 
 /// u8 activations `[n, h, w, c]` (channels last) with one scale and zero point:
 /// `real = scale * (q - zero)`.
@@ -26,15 +27,57 @@ pub enum Output {
     U8 { scale: f32, zero: u8 },
 }
 
-/// A convolution with weights quantised symmetric per output channel.
+/// A tensor between layers, channels last `[n, h, w, c]`: real values, or u8 with a scale.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activation {
+    F32 { data: Vec<f32>, shape: [usize; 4] },
+    U8(QTensor),
+}
+
+impl Activation {
+    pub fn shape(&self) -> [usize; 4] {
+        match self {
+            Self::F32 { shape, .. } => *shape,
+            Self::U8(t) => t.shape,
+        }
+    }
+}
+
+/// Weights quantised symmetric per output channel: `scale = max|w| / 127`,
+/// `q = round(w / scale)` in -127..=127; `weights` holds `cout` equal runs.
+pub fn quantise_per_channel(weights: &[f32], cout: usize) -> (Vec<i8>, Vec<f32>) {
+    let per = weights.len() / cout.max(1);
+    let mut q = Vec::with_capacity(weights.len());
+    let mut scales = Vec::with_capacity(cout);
+    for w in weights.chunks(per.max(1)).take(cout) {
+        let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        scales.push(scale);
+        q.extend(w.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8));
+    }
+    (q, scales)
+}
+
+/// How the integer products are computed.
+#[derive(Debug, Clone)]
+enum Arithmetic {
+    /// im2col rows times packed weights (the GEMM kernels).
+    Dense(PackedWeights),
+    /// Direct loops for grouped and depthwise layers; weights `[k * k][cpg][cout]`.
+    Grouped(Vec<i16>),
+}
+
+/// A convolution with weights quantised symmetric per output channel, dense or grouped.
 #[derive(Debug, Clone)]
 pub struct QConv2d {
-    weights: PackedWeights,
+    arithmetic: Arithmetic,
+    /// The quantised weights in PyTorch's `[cout, cin / groups, kh, kw]` layout.
+    quantised: Vec<i8>,
     weight_scales: Vec<f32>,
     bias: Vec<f32>,
     prelu: Option<Vec<f32>>,
-    cin: usize,
-    kernel: [usize; 2],
+    shape: [usize; 4],
+    groups: usize,
     stride: usize,
     padding: usize,
 }
@@ -68,6 +111,8 @@ pub enum ConvError {
         kh: usize,
         kw: usize,
     },
+    #[error("grouped convolution: {0}")]
+    Groups(String),
     #[error("non-finite weight, bias or slope")]
     NonFinite,
     #[error(transparent)]
@@ -75,25 +120,50 @@ pub enum ConvError {
 }
 
 impl QConv2d {
-    /// Quantises f32 weights `[cout, cin, kh, kw]` (PyTorch's layout): per output channel,
-    /// `scale = max|w| / 127`, `q = round(w / scale)` in -127..=127.
+    /// Quantises f32 weights `[cout, cin, kh, kw]` (PyTorch's layout) per output channel.
     pub fn new(
         weights: &[f32],
-        [cout, cin, kh, kw]: [usize; 4],
+        shape: [usize; 4],
         bias: Option<&[f32]>,
         prelu: Option<&[f32]>,
         stride: usize,
         padding: usize,
     ) -> Result<Self, ConvError> {
-        if weights.len() != cout * cin * kh * kw {
-            return Err(ConvError::Weights {
-                got: weights.len(),
-                cout,
-                cin,
-                kh,
-                kw,
-            });
+        Self::new_grouped(weights, shape, 1, bias, prelu, stride, padding)
+    }
+
+    /// As [`QConv2d::new`] with `groups` (weights `[cout, cin / groups, k, k]`).
+    pub fn new_grouped(
+        weights: &[f32],
+        shape: [usize; 4],
+        groups: usize,
+        bias: Option<&[f32]>,
+        prelu: Option<&[f32]>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self, ConvError> {
+        check_weights(weights.len(), shape)?;
+        if !weights.iter().all(|x| x.is_finite()) {
+            return Err(ConvError::NonFinite);
         }
+        let (q, scales) = quantise_per_channel(weights, shape[0]);
+        Self::from_quantised(q, scales, shape, groups, bias, prelu, stride, padding)
+    }
+
+    /// A convolution from weights already quantised (as a model file stores them).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_quantised(
+        quantised: Vec<i8>,
+        weight_scales: Vec<f32>,
+        shape: [usize; 4],
+        groups: usize,
+        bias: Option<&[f32]>,
+        prelu: Option<&[f32]>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self, ConvError> {
+        let [cout, cpg, kh, kw] = shape;
+        check_weights(quantised.len(), shape)?;
         let per_channel = |what, v: Option<&[f32]>| match v {
             Some(v) if v.len() != cout => Err(ConvError::PerChannel {
                 what,
@@ -104,93 +174,84 @@ impl QConv2d {
         };
         per_channel("bias", bias)?;
         per_channel("PReLU slopes", prelu)?;
+        per_channel("weight scales", Some(&weight_scales))?;
         let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
-        if !finite(weights) || !bias.is_none_or(finite) || !prelu.is_none_or(finite) {
+        if !finite(&weight_scales) || !bias.is_none_or(finite) || !prelu.is_none_or(finite) {
             return Err(ConvError::NonFinite);
         }
-        let k = cin * kh * kw;
-        let mut b = vec![0i8; k * cout];
-        let mut weight_scales = Vec::with_capacity(cout);
-        for o in 0..cout {
-            let w = &weights[o * k..(o + 1) * k];
-            let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-            weight_scales.push(scale);
-            // PyTorch order (ci, ky, kx) -> im2col order (ky, kx, ci).
-            for ci in 0..cin {
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let v = w[(ci * kh + ky) * kw + kx];
-                        let row = (ky * kw + kx) * cin + ci;
-                        b[row * cout + o] = (v / scale).round().clamp(-127.0, 127.0) as i8;
+        if groups == 0 || cout % groups != 0 || (groups > 1 && kh != kw) {
+            return Err(ConvError::Groups(format!(
+                "{groups} groups for {cout} outputs with a {kh}x{kw} kernel"
+            )));
+        }
+        let arithmetic = if groups == 1 {
+            // PyTorch order (ci, ky, kx) -> im2col order (ky, kx, ci), as a k x cout matrix.
+            let k = cpg * kh * kw;
+            let mut b = vec![0i8; k * cout];
+            for o in 0..cout {
+                for ci in 0..cpg {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let row = (ky * kw + kx) * cpg + ci;
+                            b[row * cout + o] = quantised[o * k + (ci * kh + ky) * kw + kx];
+                        }
                     }
                 }
             }
-        }
+            Arithmetic::Dense(PackedWeights::pack(&b, k, cout))
+        } else {
+            let wide: Vec<i16> = quantised.iter().map(|&v| v as i16).collect();
+            Arithmetic::Grouped(relayout(&wide, cout, cpg, kh))
+        };
         Ok(Self {
-            weights: PackedWeights::pack(&b, k, cout),
+            arithmetic,
+            quantised,
             weight_scales,
             bias: bias.map_or_else(|| vec![0.0; cout], <[f32]>::to_vec),
             prelu: prelu.map(<[f32]>::to_vec),
-            cin,
-            kernel: [kh, kw],
+            shape,
+            groups,
             stride: stride.max(1),
             padding,
         })
     }
 
     pub fn out_channels(&self) -> usize {
-        self.weights.n()
+        self.shape[0]
+    }
+
+    /// The quantised weights (`[cout, cin / groups, kh, kw]`) and their per-channel scales.
+    pub fn quantised_weights(&self) -> (&[i8], &[f32]) {
+        (&self.quantised, &self.weight_scales)
     }
 
     /// The weights as the integer arithmetic sees them (`q * scale`), `[cout, cin, kh, kw]`.
     pub fn dequantised_weights(&self) -> Vec<f32> {
-        let (cout, cin, [kh, kw]) = (self.out_channels(), self.cin, self.kernel);
-        let k = cin * kh * kw;
-        let mut unpacked = vec![0i8; k * cout];
-        // Recover from a GEMM against unit rows: row r of the identity picks B's row r.
-        let lda = self.weights.lda();
-        let mut eye = vec![0u8; k * lda];
-        for r in 0..k {
-            eye[r * lda + r] = 1;
-        }
-        let mut c = vec![0i32; k * cout];
-        gemm_u8i8(&eye, k, &self.weights, &mut c, Kernel::Scalar).expect("sizes match");
-        for (u, v) in unpacked.iter_mut().zip(&c) {
-            *u = *v as i8;
-        }
-        let mut out = vec![0f32; cout * k];
-        for o in 0..cout {
-            for ci in 0..cin {
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let row = (ky * kw + kx) * cin + ci;
-                        out[o * k + (ci * kh + ky) * kw + kx] =
-                            unpacked[row * cout + o] as f32 * self.weight_scales[o];
-                    }
-                }
-            }
-        }
-        out
+        let per = self.quantised.len() / self.out_channels().max(1);
+        self.quantised
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| q as f32 * self.weight_scales[i / per])
+            .collect()
     }
 
     /// Output height and width for an input's.
     pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
-        let [kh, kw] = self.kernel;
+        let [_, _, kh, kw] = self.shape;
         (
             (h + 2 * self.padding).saturating_sub(kh) / self.stride + 1,
             (w + 2 * self.padding).saturating_sub(kw) / self.stride + 1,
         )
     }
 
-    /// Runs the convolution: the real outputs `[n, oh, ow, cout]`, and with [`Output::U8`] the
-    /// same requantised.
+    /// Runs the convolution: real outputs `[n, oh, ow, cout]` ([`Output::F32`]) or the same
+    /// requantised ([`Output::U8`]).
     pub fn forward(
         &self,
         x: &QTensor,
         output: Output,
         kernel: Kernel,
-    ) -> Result<(Vec<f32>, Option<QTensor>), ConvError> {
+    ) -> Result<Activation, ConvError> {
         let [n, h, w, c] = x.shape;
         if x.data.len() != n * h * w * c {
             return Err(ConvError::Shape {
@@ -198,13 +259,13 @@ impl QConv2d {
                 len: x.data.len(),
             });
         }
-        if c != self.cin {
+        let [cout, cpg, kh, kw] = self.shape;
+        if c != cpg * self.groups {
             return Err(ConvError::Channels {
                 got: c,
-                expected: self.cin,
+                expected: cpg * self.groups,
             });
         }
-        let [kh, kw] = self.kernel;
         if h + 2 * self.padding < kh || w + 2 * self.padding < kw {
             return Err(ConvError::TooSmall {
                 h,
@@ -215,9 +276,40 @@ impl QConv2d {
             });
         }
         let (oh, ow) = self.out_size(h, w);
-        let lda = self.weights.lda();
         let m = n * oh * ow;
-        let mut rows = vec![0u8; m * lda];
+        let mut acc = vec![0i32; m * cout];
+        let correction = match &self.arithmetic {
+            Arithmetic::Dense(packed) => {
+                let rows = self.im2col(x, packed.lda(), oh, ow);
+                gemm_u8i8(&rows, m, packed, &mut acc, kernel)?;
+                Some(packed.column_sums())
+            }
+            Arithmetic::Grouped(weights) => {
+                let geometry = Grouped {
+                    h,
+                    w,
+                    cout,
+                    cpg,
+                    opg: cout / self.groups,
+                    kernel: kh,
+                    stride: self.stride,
+                    padding: self.padding,
+                };
+                let z = x.zero as i32;
+                accumulate(geometry, &x.data, weights, &mut acc, move |a: i32, q: u8, w: i16| {
+                    a + (q as i32 - z) * w as i32
+                });
+                None
+            }
+        };
+        Ok(self.epilogue(&acc, correction, x, [n, oh, ow, cout], output))
+    }
+
+    /// im2col rows of stride `lda`; padding is the input's zero point (a real 0).
+    fn im2col(&self, x: &QTensor, lda: usize, oh: usize, ow: usize) -> Vec<u8> {
+        let [n, h, w, c] = x.shape;
+        let [_, _, kh, kw] = self.shape;
+        let mut rows = vec![0u8; n * oh * ow * lda];
         // One task per output row (ow pixels), over rayon's threads.
         rows.par_chunks_mut(ow * lda)
             .enumerate()
@@ -240,52 +332,85 @@ impl QConv2d {
                     }
                 }
             });
-        let cout = self.out_channels();
-        let mut acc = vec![0i32; m * cout];
-        gemm_u8i8(&rows, m, &self.weights, &mut acc, kernel)?;
-        // Epilogue: real = s_x * s_w[o] * (acc - z_x * colsum[o]) + bias[o], PReLU, out.
-        let sums = self.weights.column_sums();
+        rows
+    }
+
+    /// Per value: `real = s_x * s_w[o] * (acc - z_x * colsum[o]) + bias[o]`, PReLU, then real
+    /// out or requantised.
+    fn epilogue(
+        &self,
+        acc: &[i32],
+        column_sums: Option<&[i32]>,
+        x: &QTensor,
+        shape: [usize; 4],
+        output: Output,
+    ) -> Activation {
+        let cout = shape[3];
         let z = x.zero as i32;
-        let mut real = vec![0f32; m * cout];
-        real.par_chunks_mut(cout * ow.max(1))
-            .zip(acc.par_chunks(cout * ow.max(1)))
-            .for_each(|(out, acc)| {
-                for (r, out) in acc.chunks(cout).zip(out.chunks_mut(cout)) {
-                    for o in 0..cout {
-                        let centred = r[o].wrapping_sub(z.wrapping_mul(sums[o]));
-                        let mut y = x.scale * self.weight_scales[o] * centred as f32 + self.bias[o];
-                        if let Some(alpha) = &self.prelu {
-                            if y < 0.0 {
-                                y *= alpha[o];
+        let multiplier: Vec<f32> = self.weight_scales.iter().map(|s| s * x.scale).collect();
+        let correction: Vec<i32> = match column_sums {
+            Some(sums) => sums.iter().map(|s| z.wrapping_mul(*s)).collect(),
+            None => vec![0; cout],
+        };
+        let real = |r: &[i32], o: usize| {
+            let mut y = multiplier[o] * r[o].wrapping_sub(correction[o]) as f32 + self.bias[o];
+            if let Some(alpha) = &self.prelu {
+                if y < 0.0 {
+                    y *= alpha[o];
+                }
+            }
+            y
+        };
+        let chunk = cout * 64;
+        match output {
+            Output::F32 => {
+                let mut data = vec![0f32; acc.len()];
+                data.par_chunks_mut(chunk)
+                    .zip(acc.par_chunks(chunk))
+                    .for_each(|(out, acc)| {
+                        for (r, out) in acc.chunks(cout).zip(out.chunks_mut(cout)) {
+                            for (o, v) in out.iter_mut().enumerate() {
+                                *v = real(r, o);
                             }
                         }
-                        out[o] = y;
-                    }
-                }
-            });
-        let quantised = match output {
-            Output::F32 => None,
+                    });
+                Activation::F32 { data, shape }
+            }
             Output::U8 { scale, zero } => {
                 // floor(v + 0.5) after the zero point: round-half-up, inlined (f32::round is a
                 // libm call without SSE4.1); it differs from round-half-away only at exact ties
                 // below the zero point, by one step.
                 let (inv, offset) = (1.0 / scale, zero as f32 + 0.5);
-                let mut data = vec![0u8; real.len()];
-                data.par_chunks_mut(cout * ow)
-                    .zip(real.par_chunks(cout * ow))
-                    .for_each(|(q, y)| {
-                        for (q, y) in q.iter_mut().zip(y) {
-                            *q = (y * inv + offset).clamp(0.0, 255.0) as u8;
+                let mut data = vec![0u8; acc.len()];
+                data.par_chunks_mut(chunk)
+                    .zip(acc.par_chunks(chunk))
+                    .for_each(|(out, acc)| {
+                        for (r, out) in acc.chunks(cout).zip(out.chunks_mut(cout)) {
+                            for (o, q) in out.iter_mut().enumerate() {
+                                *q = (real(r, o) * inv + offset).clamp(0.0, 255.0) as u8;
+                            }
                         }
                     });
-                Some(QTensor {
+                Activation::U8(QTensor {
                     data,
-                    shape: [n, oh, ow, cout],
+                    shape,
                     scale,
                     zero,
                 })
             }
-        };
-        Ok((real, quantised))
+        }
     }
+}
+
+fn check_weights(len: usize, [cout, cin, kh, kw]: [usize; 4]) -> Result<(), ConvError> {
+    if len != cout * cin * kh * kw || len == 0 {
+        return Err(ConvError::Weights {
+            got: len,
+            cout,
+            cin,
+            kh,
+            kw,
+        });
+    }
+    Ok(())
 }

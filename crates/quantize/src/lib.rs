@@ -10,11 +10,18 @@
 pub mod calibrate;
 pub mod conv;
 pub mod elementwise;
+pub mod engine;
 pub mod fold;
 pub mod gemm;
+pub mod graph;
+pub mod model;
+mod grouped;
 
 pub use calibrate::{Method, Observer, QuantParams};
-pub use conv::{ConvError, Output, QConv2d, QTensor};
+pub use conv::{quantise_per_channel, Activation, ConvError, Output, QConv2d, QTensor};
+pub use engine::{Engine, EngineError, Weights, IMAGE_PARAMS};
+pub use graph::{ConvLayer, Graph, GraphError, Node};
+pub use model::{quantize, ModelError, QuantizeOptions, QuantizedModel, FORMAT_VERSION};
 pub use elementwise::{add, prelu, ElementwiseError};
 pub use fold::{fold_batch_norm, BatchNormStats, FoldError};
 pub use gemm::{gemm_u8i8, Kernel, PackedWeights};

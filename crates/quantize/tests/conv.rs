@@ -2,7 +2,7 @@
 //! every kernel, with padding, stride, bias and PReLU; quantisation error of the weights bounded;
 //! bad inputs refused.
 
-use quantize::{ConvError, Kernel, Output, QConv2d, QTensor};
+use quantize::{Activation, ConvError, Kernel, Output, QConv2d, QTensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// `x` real NHWC, `w` real [cout, cin, kh, kw]; zero padding.
@@ -100,23 +100,23 @@ fn matches_a_float64_convolution_of_the_dequantised_operands() {
             if !kernel.available() {
                 continue;
             }
-            let (real, q) = conv
-                .forward(
-                    &x,
-                    Output::U8 {
-                        scale: 0.05,
-                        zero: 128,
-                    },
-                    kernel,
-                )
-                .unwrap();
+            let real = match conv.forward(&x, Output::F32, kernel).unwrap() {
+                Activation::F32 { data, .. } => data,
+                other => panic!("asked for f32, got {other:?}"),
+            };
+            let out = Output::U8 {
+                scale: 0.05,
+                zero: 128,
+            };
+            let Activation::U8(q) = conv.forward(&x, out, kernel).unwrap() else {
+                panic!("asked for u8")
+            };
             for (a, b) in real.iter().zip(&expected) {
                 assert!(
                     (*a as f64 - b).abs() <= 1e-5 * scale,
                     "{kernel:?}: {a} vs {b}"
                 );
             }
-            let q = q.unwrap();
             for (qa, b) in q.data.iter().zip(&expected) {
                 let ideal = (b / 0.05).round() + 128.0;
                 assert!(

@@ -1,0 +1,734 @@
+//! One CPU runtime for both precisions. An [`Engine`] runs a [`Graph`] whose layers each hold
+//! f32 or int8 weights: all-f32 is the float engine (BatchNorm folded, channels last, f32 GEMM),
+//! a quantised model is the same graph with int8 layers and a u8 scale per value, so the two are
+//! compared on one engine. A value is u8 when its producer is quantised and f32 otherwise;
+//! a layer that needs the other form converts its input with the value's calibrated parameters.
+
+use std::borrow::Cow;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::calibrate::QuantParams;
+use crate::conv::{Activation, ConvError, Output, QConv2d, QTensor};
+use crate::elementwise::{self, ElementwiseError};
+use crate::gemm::Kernel;
+use crate::graph::{ConvLayer, Graph, GraphError, Node, WeightData, INPUT_SIZE};
+use crate::grouped::{accumulate, relayout, Grouped};
+
+/// A layer's weights: f32, or int8 symmetric per output channel (`real = q * scales[o]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Weights {
+    F32(Vec<f32>),
+    I8 { q: Vec<i8>, scales: Vec<f32> },
+}
+
+impl WeightData for Weights {
+    fn count(&self) -> usize {
+        match self {
+            Self::F32(w) => w.len(),
+            Self::I8 { q, .. } => q.len(),
+        }
+    }
+}
+
+impl Weights {
+    pub fn is_int8(&self) -> bool {
+        matches!(self, Self::I8 { .. })
+    }
+    /// Bytes the weights take.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::F32(w) => 4 * w.len(),
+            Self::I8 { q, scales } => q.len() + 4 * scales.len(),
+        }
+    }
+}
+
+/// The u8 grid of the image input: pixel `p` stands for `(p - 128) / 127.5`, half a step from
+/// insightface's `(p - 127.5) / 127.5` (the first int8 convolution's bias absorbs the shift).
+pub const IMAGE_PARAMS: QuantParams = QuantParams {
+    scale: 1.0 / 127.5,
+    zero: 128,
+};
+
+/// Why an engine could not be built or run.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EngineError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error("layer {layer}: {source}")]
+    Conv { layer: usize, source: ConvError },
+    #[error("layer {layer}: {source}")]
+    Elementwise {
+        layer: usize,
+        source: ElementwiseError,
+    },
+    #[error("value {0} is read as int8 but has no calibrated range")]
+    Uncalibrated(usize),
+    #[error("{got} quantisation parameters for {values} values")]
+    Params { got: usize, values: usize },
+    #[error("face {index} has {got} bytes, a 112x112 RGB face has {expected}")]
+    Face {
+        index: usize,
+        got: usize,
+        expected: usize,
+    },
+}
+
+#[derive(Debug)]
+enum Conv {
+    F32(FloatConv),
+    I8(QConv2d),
+}
+
+#[derive(Debug)]
+enum Layer {
+    Conv { input: usize, conv: Conv },
+    Affine {
+        input: usize,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        /// int8 form: output byte for (channel, input byte).
+        table: Option<Vec<u8>>,
+    },
+    Add { a: usize, b: usize },
+    Linear { input: usize, conv: Conv },
+}
+
+/// A runnable graph (see the module docs).
+#[derive(Debug)]
+pub struct Engine {
+    architecture: String,
+    layers: Vec<Layer>,
+    /// Per value: the u8 grid, for quantised values (and those a quantised layer reads).
+    params: Vec<Option<QuantParams>>,
+    /// Per value: whether its producer writes u8.
+    quantised: Vec<bool>,
+    readers: Vec<usize>,
+    embedding_dim: usize,
+    kernel: Kernel,
+    int8_weights: usize,
+    weight_bytes: usize,
+}
+
+impl Engine {
+    /// The float engine of a graph.
+    pub fn float(graph: &Graph) -> Result<Self, EngineError> {
+        let graph = Graph {
+            architecture: graph.architecture.clone(),
+            nodes: graph
+                .nodes
+                .iter()
+                .map(|node| map_weights(node, |w| Weights::F32(w.clone())))
+                .collect(),
+        };
+        Self::new(&graph, None)
+    }
+
+    /// An engine over layers with f32 or int8 weights; `params` (one per value, the image
+    /// first) is required for every value an int8 layer reads or writes.
+    pub fn new(
+        graph: &Graph<Weights>,
+        params: Option<&[Option<QuantParams>]>,
+    ) -> Result<Self, EngineError> {
+        let shapes = graph.shapes()?;
+        let values = shapes.len();
+        let params = match params {
+            Some(p) if p.len() != values => {
+                return Err(EngineError::Params {
+                    got: p.len(),
+                    values,
+                })
+            }
+            Some(p) => p.to_vec(),
+            None => vec![None; values],
+        };
+        let need = |v: usize| params[v].ok_or(EngineError::Uncalibrated(v));
+        let mut quantised = vec![false; values];
+        quantised[0] = graph.nodes.first().is_some_and(
+            |n| matches!(n, Node::Conv { conv, .. } if conv.weights.is_int8()),
+        );
+        let mut layers = Vec::with_capacity(graph.nodes.len());
+        let (mut int8_weights, mut weight_bytes) = (0, 0);
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let conv_err = |source| EngineError::Conv { layer: i, source };
+            let layer = match node {
+                Node::Conv { input, conv } => {
+                    let built = build_conv(conv).map_err(conv_err)?;
+                    if matches!(built, Conv::I8(_)) {
+                        need(*input)?;
+                    }
+                    // Quantised layers write u8 (the float first layer of a quantised model
+                    // too); all-f32 graphs stay f32.
+                    quantised[i + 1] = params[i + 1].is_some();
+                    Layer::Conv {
+                        input: *input,
+                        conv: built,
+                    }
+                }
+                Node::Affine {
+                    input,
+                    scale,
+                    shift,
+                } => {
+                    let table = if quantised[*input] {
+                        quantised[i + 1] = true;
+                        Some(affine_table(scale, shift, need(*input)?, need(i + 1)?))
+                    } else {
+                        None
+                    };
+                    Layer::Affine {
+                        input: *input,
+                        scale: scale.clone(),
+                        shift: shift.clone(),
+                        table,
+                    }
+                }
+                Node::Add { a, b } => {
+                    if quantised[*a] || quantised[*b] {
+                        for v in [*a, *b, i + 1] {
+                            need(v)?;
+                        }
+                        quantised[i + 1] = true;
+                    }
+                    Layer::Add { a: *a, b: *b }
+                }
+                Node::Linear {
+                    input,
+                    weights,
+                    bias,
+                } => {
+                    let [h, w, c] = shapes[*input];
+                    let conv = ConvLayer {
+                        weights: weights.clone(),
+                        shape: [bias.len(), h * w * c, 1, 1],
+                        bias: bias.clone(),
+                        prelu: None,
+                        stride: 1,
+                        padding: 0,
+                        groups: 1,
+                    };
+                    let built = build_conv(&conv).map_err(conv_err)?;
+                    if matches!(built, Conv::I8(_)) {
+                        need(*input)?;
+                    }
+                    Layer::Linear {
+                        input: *input,
+                        conv: built,
+                    }
+                }
+            };
+            if let Node::Conv { conv: ConvLayer { weights, .. }, .. }
+            | Node::Linear { weights, .. } = node
+            {
+                weight_bytes += weights.bytes();
+                if weights.is_int8() {
+                    int8_weights += weights.count();
+                }
+            }
+            layers.push(layer);
+        }
+        Ok(Self {
+            architecture: graph.architecture.clone(),
+            layers,
+            params,
+            quantised,
+            readers: graph.readers(),
+            embedding_dim: graph.embedding_dim(),
+            kernel: Kernel::detect(),
+            int8_weights,
+            weight_bytes,
+        })
+    }
+
+    /// Uses this GEMM kernel (tests compare kernels; the default is the best available).
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    pub fn architecture(&self) -> &str {
+        &self.architecture
+    }
+
+    pub fn embedding_dim(&self) -> usize {
+        self.embedding_dim
+    }
+
+    /// Number of int8 weights (0 for the float engine).
+    pub fn int8_weights(&self) -> usize {
+        self.int8_weights
+    }
+
+    /// Bytes of weights, as held in memory and in a model file.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    /// Embeds aligned 112x112 RGB faces (interleaved bytes); embeddings are not normalised.
+    pub fn embed(&self, faces: &[&[u8]]) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.run(faces, &mut |_, _| ())
+    }
+
+    /// As [`Engine::embed`], handing every computed value (as real numbers, channels last) to
+    /// `observe(value, data)`: what calibration watches.
+    pub fn run(
+        &self,
+        faces: &[&[u8]],
+        observe: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let expected = INPUT_SIZE * INPUT_SIZE * 3;
+        for (index, face) in faces.iter().enumerate() {
+            if face.len() != expected {
+                return Err(EngineError::Face {
+                    index,
+                    got: face.len(),
+                    expected,
+                });
+            }
+        }
+        if faces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shape = [faces.len(), INPUT_SIZE, INPUT_SIZE, 3];
+        let pixels: Vec<u8> = faces.concat();
+        let image = if self.quantised[0] {
+            Activation::U8(QTensor {
+                data: pixels,
+                shape,
+                scale: IMAGE_PARAMS.scale,
+                zero: IMAGE_PARAMS.zero,
+            })
+        } else {
+            let data = pixels.iter().map(|&p| iresnet::preprocess::normalize_rgb(p)).collect();
+            Activation::F32 { data, shape }
+        };
+        let mut values: Vec<Option<Activation>> = vec![None; self.layers.len() + 1];
+        values[0] = Some(image);
+        let mut remaining = self.readers.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let out = self.layer(i, layer, &values)?;
+            let read = match layer {
+                Layer::Conv { input, .. } | Layer::Affine { input, .. } | Layer::Linear { input, .. } => {
+                    vec![*input]
+                }
+                Layer::Add { a, b } => vec![*a, *b],
+            };
+            for v in read {
+                remaining[v] -= 1;
+                if remaining[v] == 0 {
+                    values[v] = None;
+                }
+            }
+            observe(i + 1, &to_f32(&out));
+            values[i + 1] = Some(out);
+        }
+        let Some(Activation::F32 { data, .. }) = values.pop().flatten() else {
+            unreachable!("the graph ends in a linear layer, which writes f32");
+        };
+        Ok(data
+            .chunks(self.embedding_dim)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    fn layer(
+        &self,
+        i: usize,
+        layer: &Layer,
+        values: &[Option<Activation>],
+    ) -> Result<Activation, EngineError> {
+        let get = |v: usize| values[v].as_ref().expect("values live until their last reader");
+        let out_params = self.quantised[i + 1].then(|| self.params[i + 1]).flatten();
+        let conv_err = |source| EngineError::Conv { layer: i, source };
+        let run_conv = |conv: &Conv, input: usize, output: Option<QuantParams>| match conv {
+            Conv::I8(q) => {
+                let x = as_u8(get(input), self.params[input]);
+                let output = output.map_or(Output::F32, |p| Output::U8 {
+                    scale: p.scale,
+                    zero: p.zero,
+                });
+                q.forward(&x, output, self.kernel).map_err(conv_err)
+            }
+            Conv::F32(f) => {
+                let (data, shape) = as_f32(get(input));
+                Ok(f.forward(&data, shape, output))
+            }
+        };
+        Ok(match layer {
+            Layer::Conv { input, conv } => run_conv(conv, *input, out_params)?,
+            Layer::Linear { input, conv } => {
+                let x = get(*input);
+                let [n, h, w, c] = x.shape();
+                let flat = match x {
+                    Activation::F32 { data, .. } => Activation::F32 {
+                        data: data.clone(),
+                        shape: [n, 1, 1, h * w * c],
+                    },
+                    Activation::U8(t) => Activation::U8(QTensor {
+                        shape: [n, 1, 1, h * w * c],
+                        ..t.clone()
+                    }),
+                };
+                let values = [Some(flat)];
+                let get = |_: usize| values[0].as_ref().expect("set");
+                match conv {
+                    Conv::I8(q) => {
+                        let x = as_u8(get(0), self.params[*input]);
+                        q.forward(&x, Output::F32, self.kernel).map_err(conv_err)?
+                    }
+                    Conv::F32(f) => {
+                        let (data, shape) = as_f32(get(0));
+                        f.forward(&data, shape, None)
+                    }
+                }
+            }
+            Layer::Affine {
+                input,
+                scale,
+                shift,
+                table,
+            } => match table {
+                Some(table) => {
+                    let x = as_u8(get(*input), self.params[*input]);
+                    let c = x.shape[3];
+                    let p = out_params.expect("int8 affine has output params");
+                    let mut data = vec![0u8; x.data.len()];
+                    data.par_chunks_mut(c * 64)
+                        .zip(x.data.par_chunks(c * 64))
+                        .for_each(|(o, v)| {
+                            for (k, (o, &q)) in o.iter_mut().zip(v).enumerate() {
+                                *o = table[(k % c) * 256 + q as usize];
+                            }
+                        });
+                    Activation::U8(QTensor {
+                        data,
+                        shape: x.shape,
+                        scale: p.scale,
+                        zero: p.zero,
+                    })
+                }
+                None => {
+                    let (x, shape) = as_f32(get(*input));
+                    let c = shape[3];
+                    let data = x
+                        .iter()
+                        .enumerate()
+                        .map(|(k, v)| v * scale[k % c] + shift[k % c])
+                        .collect();
+                    Activation::F32 { data, shape }
+                }
+            },
+            Layer::Add { a, b } => match out_params {
+                Some(p) => {
+                    let x = as_u8(get(*a), self.params[*a]);
+                    let y = as_u8(get(*b), self.params[*b]);
+                    Activation::U8(elementwise::add(&x, &y, p).map_err(|source| {
+                        EngineError::Elementwise { layer: i, source }
+                    })?)
+                }
+                None => {
+                    let (x, shape) = as_f32(get(*a));
+                    let (y, _) = as_f32(get(*b));
+                    let data = x.iter().zip(y.iter()).map(|(x, y)| x + y).collect();
+                    Activation::F32 { data, shape }
+                }
+            },
+        })
+    }
+}
+
+/// Replaces a node's weights (the rest is copied).
+pub(crate) fn map_weights<A, B>(node: &Node<A>, mut f: impl FnMut(&A) -> B) -> Node<B> {
+    match node {
+        Node::Conv { input, conv } => Node::Conv {
+            input: *input,
+            conv: ConvLayer {
+                weights: f(&conv.weights),
+                shape: conv.shape,
+                bias: conv.bias.clone(),
+                prelu: conv.prelu.clone(),
+                stride: conv.stride,
+                padding: conv.padding,
+                groups: conv.groups,
+            },
+        },
+        Node::Affine {
+            input,
+            scale,
+            shift,
+        } => Node::Affine {
+            input: *input,
+            scale: scale.clone(),
+            shift: shift.clone(),
+        },
+        Node::Add { a, b } => Node::Add { a: *a, b: *b },
+        Node::Linear {
+            input,
+            weights,
+            bias,
+        } => Node::Linear {
+            input: *input,
+            weights: f(weights),
+            bias: bias.clone(),
+        },
+    }
+}
+
+fn build_conv(conv: &ConvLayer<Weights>) -> Result<Conv, ConvError> {
+    Ok(match &conv.weights {
+        Weights::I8 { q, scales } => Conv::I8(QConv2d::from_quantised(
+            q.clone(),
+            scales.clone(),
+            conv.shape,
+            conv.groups,
+            Some(&conv.bias),
+            conv.prelu.as_deref(),
+            conv.stride,
+            conv.padding,
+        )?),
+        Weights::F32(w) => Conv::F32(FloatConv::new(w, conv)),
+    })
+}
+
+/// `out[c][q] = quantise(scale[c] * real(q) + shift[c])`: a u8-to-u8 per-channel affine is a
+/// lookup.
+fn affine_table(scale: &[f32], shift: &[f32], input: QuantParams, output: QuantParams) -> Vec<u8> {
+    let mut table = Vec::with_capacity(scale.len() * 256);
+    for (s, t) in scale.iter().zip(shift) {
+        for q in 0..256 {
+            let real = input.scale * (q as f32 - input.zero as f32);
+            table.push(requantise(s * real + t, output));
+        }
+    }
+    table
+}
+
+fn requantise(v: f32, p: QuantParams) -> u8 {
+    (v / p.scale + p.zero as f32 + 0.5).clamp(0.0, 255.0) as u8
+}
+
+fn to_f32(a: &Activation) -> Cow<'_, [f32]> {
+    match a {
+        Activation::F32 { data, .. } => Cow::Borrowed(data),
+        Activation::U8(t) => Cow::Owned(
+            t.data
+                .iter()
+                .map(|&q| t.scale * (q as f32 - t.zero as f32))
+                .collect(),
+        ),
+    }
+}
+
+fn as_f32(a: &Activation) -> (Cow<'_, [f32]>, [usize; 4]) {
+    (to_f32(a), a.shape())
+}
+
+/// The value as u8 on its grid (`params`; a u8 value is already on it).
+fn as_u8(a: &Activation, params: Option<QuantParams>) -> Cow<'_, QTensor> {
+    match a {
+        Activation::U8(t) => Cow::Borrowed(t),
+        Activation::F32 { data, shape } => {
+            let p = params.expect("checked when the engine was built");
+            Cow::Owned(QTensor {
+                data: data.iter().map(|&v| requantise(v, p)).collect(),
+                shape: *shape,
+                scale: p.scale,
+                zero: p.zero,
+            })
+        }
+    }
+}
+
+/// An f32 convolution with BatchNorm folded: im2col and the `gemm` crate for dense layers,
+/// direct loops for grouped ones; bias and PReLU fused.
+#[derive(Debug)]
+struct FloatConv {
+    /// Dense: `[k, cout]` in im2col order `(ky, kx, ci)`; grouped: `[k * k][cpg][cout]`.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    prelu: Option<Vec<f32>>,
+    shape: [usize; 4],
+    groups: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl FloatConv {
+    fn new(w: &[f32], conv: &ConvLayer<Weights>) -> Self {
+        let [cout, cpg, kh, kw] = conv.shape;
+        let weights = if conv.groups == 1 {
+            let k = cpg * kh * kw;
+            let mut b = vec![0f32; k * cout];
+            for o in 0..cout {
+                for ci in 0..cpg {
+                    for t in 0..kh * kw {
+                        b[(t * cpg + ci) * cout + o] = w[(o * cpg + ci) * kh * kw + t];
+                    }
+                }
+            }
+            b
+        } else {
+            relayout(w, cout, cpg, kh)
+        };
+        Self {
+            weights,
+            bias: conv.bias.clone(),
+            prelu: conv.prelu.clone(),
+            shape: conv.shape,
+            groups: conv.groups,
+            stride: conv.stride,
+            padding: conv.padding,
+        }
+    }
+
+    fn out_size(&self, size: usize) -> usize {
+        (size + 2 * self.padding).saturating_sub(self.shape[2]) / self.stride + 1
+    }
+
+    /// `x` is `[n, h, w, c]` (shapes were checked when the graph was built). Writes u8 on
+    /// `output`'s grid when given.
+    fn forward(&self, x: &[f32], [n, h, w, c]: [usize; 4], output: Option<QuantParams>) -> Activation {
+        let [cout, cpg, kh, kw] = self.shape;
+        let (oh, ow) = (self.out_size(h), self.out_size(w));
+        let m = n * oh * ow;
+        let mut y = vec![0f32; m * cout];
+        if self.groups == 1 {
+            let k = cpg * kh * kw;
+            let rows: Cow<'_, [f32]> = if kh == 1 && kw == 1 && self.stride == 1 && self.padding == 0 {
+                Cow::Borrowed(x)
+            } else {
+                Cow::Owned(self.im2col(x, [n, h, w, c], oh, ow))
+            };
+            matmul(&rows, m, k, &self.weights, cout, &mut y);
+        } else {
+            let geometry = Grouped {
+                h,
+                w,
+                cout,
+                cpg,
+                opg: cout / self.groups,
+                kernel: kh,
+                stride: self.stride,
+                padding: self.padding,
+            };
+            accumulate(geometry, x, &self.weights, &mut y, |a: f32, x: f32, w: f32| {
+                a + x * w
+            });
+        }
+        let shape = [n, oh, ow, cout];
+        let finish = |v: &mut f32, o: usize| {
+            *v += self.bias[o];
+            if let Some(alpha) = &self.prelu {
+                if *v < 0.0 {
+                    *v *= alpha[o];
+                }
+            }
+        };
+        match output {
+            None => {
+                y.par_chunks_mut(cout * 64).for_each(|rows| {
+                    for row in rows.chunks_mut(cout) {
+                        for (o, v) in row.iter_mut().enumerate() {
+                            finish(v, o);
+                        }
+                    }
+                });
+                Activation::F32 { data: y, shape }
+            }
+            Some(p) => {
+                let mut data = vec![0u8; y.len()];
+                data.par_chunks_mut(cout * 64)
+                    .zip(y.par_chunks_mut(cout * 64))
+                    .for_each(|(q, rows)| {
+                        for (q, row) in q.chunks_mut(cout).zip(rows.chunks_mut(cout)) {
+                            for (o, (q, v)) in q.iter_mut().zip(row.iter_mut()).enumerate() {
+                                finish(v, o);
+                                *q = requantise(*v, p);
+                            }
+                        }
+                    });
+                Activation::U8(QTensor {
+                    data,
+                    shape,
+                    scale: p.scale,
+                    zero: p.zero,
+                })
+            }
+        }
+    }
+
+    fn im2col(&self, x: &[f32], [_, h, w, c]: [usize; 4], oh: usize, ow: usize) -> Vec<f32> {
+        let [_, _, kh, kw] = self.shape;
+        let k = kh * kw * c;
+        let mut rows = vec![0f32; x.len() / (h * w) * oh * ow * kh * kw];
+        rows.par_chunks_mut(ow * k)
+            .enumerate()
+            .for_each(|(line, chunk)| {
+                let (b, oy) = (line / oh, line % oh);
+                for ox in 0..ow {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * self.stride + ky) as isize - self.padding as isize;
+                            let ix = (ox * self.stride + kx) as isize - self.padding as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                continue; // stays 0
+                            }
+                            let src = ((b * h + iy as usize) * w + ix as usize) * c;
+                            chunk[ox * k + (ky * kw + kx) * c..][..c]
+                                .copy_from_slice(&x[src..src + c]);
+                        }
+                    }
+                }
+            });
+        rows
+    }
+}
+
+/// `y[m, n] = a[m, k] * b[k, n]`, all row-major.
+fn matmul(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, y: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && y.len() >= m * n);
+    // SAFETY: the three buffers hold the row-major matrices the strides describe (checked above).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            y.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// The engine embeds like any other model for `eval` and the server (batches of 32).
+impl eval::Embedder for Engine {
+    fn embedding_dim(&self) -> usize {
+        self.embedding_dim
+    }
+
+    fn embed(&self, faces: &[image::RgbImage]) -> Result<Vec<Vec<f32>>, eval::EvalError> {
+        let mut out = Vec::with_capacity(faces.len());
+        for batch in faces.chunks(32) {
+            let raw: Vec<&[u8]> = batch.iter().map(|f| f.as_raw().as_slice()).collect();
+            out.extend(
+                Engine::embed(self, &raw).map_err(|e| eval::EvalError::Input(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,131 @@
+//! Direct grouped and depthwise convolution over channels-last tensors (MobileFaceNet's 3x3
+//! depthwise layers, its grouped stem, the 7x7 GDC head): too little arithmetic per weight for
+//! im2col and a GEMM to pay off. One loop nest serves the int8 engine (u8 minus zero point times
+//! i16 weights into i32) and the f32 one; on AVX2 machines it is compiled a second time with
+//! AVX2 enabled, where the depthwise inner loop vectorises across channels.
+
+use rayon::prelude::*;
+
+/// Geometry of a grouped convolution on one `[n, h, w, c]` input.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Grouped {
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    /// Input channels per group.
+    pub cpg: usize,
+    /// Output channels per group.
+    pub opg: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Grouped {
+    pub fn out_size(&self, size: usize) -> usize {
+        (size + 2 * self.padding).saturating_sub(self.kernel) / self.stride + 1
+    }
+    fn cin(&self) -> usize {
+        self.cpg * self.cout / self.opg
+    }
+}
+
+/// Weights `[cout, cpg, k, k]` (PyTorch's layout) re-laid as `[k * k][cpg][cout]`, so each tap
+/// reads a contiguous run of output channels.
+pub(crate) fn relayout<W: Copy + Default>(weights: &[W], cout: usize, cpg: usize, k: usize) -> Vec<W> {
+    let mut out = vec![W::default(); weights.len()];
+    for o in 0..cout {
+        for ci in 0..cpg {
+            for t in 0..k * k {
+                out[(t * cpg + ci) * cout + o] = weights[(o * cpg + ci) * k * k + t];
+            }
+        }
+    }
+    out
+}
+
+/// Accumulates `acc[(b, oy, ox), o] = sum mac(x, w)` over the valid taps (padding contributes
+/// nothing, which for the int8 engine is "input equal to its zero point").
+pub(crate) fn accumulate<X, W, A>(
+    g: Grouped,
+    x: &[X],
+    weights: &[W],
+    acc: &mut [A],
+    mac: impl Fn(A, X, W) -> A + Sync + Copy,
+) where
+    X: Copy + Sync,
+    W: Copy + Sync,
+    A: Copy + Default + Send,
+{
+    let (oh, ow) = (g.out_size(g.h), g.out_size(g.w));
+    acc.par_chunks_mut(ow * g.cout)
+        .enumerate()
+        .for_each(|(line, out)| {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is present (checked just above).
+                unsafe { line_avx2(g, x, weights, out, line, oh, mac) };
+                return;
+            }
+            line_body(g, x, weights, out, line, oh, mac);
+        });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn line_avx2<X: Copy, W: Copy, A: Copy + Default>(
+    g: Grouped,
+    x: &[X],
+    weights: &[W],
+    out: &mut [A],
+    line: usize,
+    oh: usize,
+    mac: impl Fn(A, X, W) -> A + Copy,
+) {
+    line_body(g, x, weights, out, line, oh, mac)
+}
+
+#[inline(always)]
+fn line_body<X: Copy, W: Copy, A: Copy + Default>(
+    g: Grouped,
+    x: &[X],
+    weights: &[W],
+    out: &mut [A],
+    line: usize,
+    oh: usize,
+    mac: impl Fn(A, X, W) -> A + Copy,
+) {
+    let (b, oy) = (line / oh, line % oh);
+    let (cin, cout, k) = (g.cin(), g.cout, g.kernel);
+    let ow = out.len() / cout;
+    out.fill(A::default());
+    for (ox, acc) in out.chunks_exact_mut(cout).enumerate().take(ow) {
+        for ky in 0..k {
+            let iy = (oy * g.stride + ky) as isize - g.padding as isize;
+            if iy < 0 || iy >= g.h as isize {
+                continue;
+            }
+            for kx in 0..k {
+                let ix = (ox * g.stride + kx) as isize - g.padding as isize;
+                if ix < 0 || ix >= g.w as isize {
+                    continue;
+                }
+                let pixel = &x[((b * g.h + iy as usize) * g.w + ix as usize) * cin..][..cin];
+                let taps = &weights[(ky * k + kx) * g.cpg * cout..][..g.cpg * cout];
+                if g.cpg == 1 && g.opg == 1 {
+                    // Depthwise: channel o reads input channel o.
+                    for ((a, &xv), &wv) in acc.iter_mut().zip(pixel).zip(taps) {
+                        *a = mac(*a, xv, wv);
+                    }
+                } else {
+                    for ci in 0..g.cpg {
+                        let row = &taps[ci * cout..][..cout];
+                        for (o, (a, &wv)) in acc.iter_mut().zip(row).enumerate() {
+                            *a = mac(*a, pixel[(o / g.opg) * g.cpg + ci], wv);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
