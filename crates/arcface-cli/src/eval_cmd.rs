@@ -14,7 +14,7 @@ use serde::Serialize;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Model file (`arcface import` or `arcface train` wrote it).
+    /// Model file (`arcface import`, `arcface train` or `arcface quantize` wrote it).
     #[arg(long)]
     model: PathBuf,
     /// An insightface verification `.bin` (lfw.bin, cfp_fp.bin, agedb_30.bin) of aligned faces.
@@ -83,9 +83,8 @@ fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
 }
 
 pub fn run<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
-    let (backbone, _) = iresnet::record::load_model::<B>(&args.model, device)
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    let embedder = BurnEmbedder::new(backbone, device.clone());
+    let embedder = load_embedder::<B>(&args.model, device)?;
+    let embedder = embedder.as_ref();
     let flip = !args.no_flip;
     let (set, name, synthetic) = if let Some(bin) = &args.bin {
         (PairSet::bin(bin)?, bin.display().to_string(), None)
@@ -112,7 +111,7 @@ pub fn run<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
         bail!("choose the pairs: --bin FILE, --pairs pairs.txt --images DIR, or --synthetic");
     };
     let progress = bar(set.faces.len(), "embedding");
-    let embeddings = embed_normalised(&embedder, &set.faces, flip, |n| {
+    let embeddings = embed_normalised(embedder, &set.faces, flip, |n| {
         progress.set_position(n as u64)
     })?;
     progress.finish_and_clear();
@@ -122,7 +121,7 @@ pub fn run<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
         plots.extend(verification.plots(dir)?);
     }
     let identification = match synthetic {
-        Some((held, config)) => Some(identify(&embedder, &held, &config, args, flip, &mut plots)?),
+        Some((held, config)) => Some(identify(embedder, &held, &config, args, flip, &mut plots)?),
         None => None,
     };
     let report = Report {
@@ -165,6 +164,21 @@ pub fn run<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
         println!("plot: {}", p.display());
     }
     Ok(())
+}
+
+/// A model file as an embedder: a quantised model (`arcface quantize`) on the int8 engine, any
+/// other model file on Burn.
+pub fn load_embedder<B: Backend>(
+    path: &std::path::Path,
+    device: &B::Device,
+) -> Result<Box<dyn Embedder>> {
+    let context = || format!("loading {}", path.display());
+    if quantize::QuantizedModel::is_model_file(path) {
+        let model = quantize::QuantizedModel::load(path).with_context(context)?;
+        return Ok(Box::new(model.engine().with_context(context)?));
+    }
+    let (backbone, _) = iresnet::record::load_model::<B>(path, device).with_context(context)?;
+    Ok(Box::new(BurnEmbedder::new(backbone, device.clone())))
 }
 
 /// Gallery: the first image of the first half of the held-out identities; probes: the second
@@ -269,7 +283,7 @@ fn identify(
 }
 
 /// Up to `limit` aligned faces from a `.bin` or a folder of images (sorted paths).
-fn faces_from(path: &std::path::Path, limit: usize) -> Result<Vec<image::RgbImage>> {
+pub fn faces_from(path: &std::path::Path, limit: usize) -> Result<Vec<image::RgbImage>> {
     if path.is_file() {
         let bin = face_data::VerificationBin::read(path)?;
         return bin

@@ -34,10 +34,13 @@ pub struct QuantizeOptions {
     pub float_last: bool,
 }
 
+/// The default keeps 99.999% of each activation's values in range: on w600k_mbf and real faces
+/// it gave mean cosine 0.9944 to f32 where 99.99% gave 0.9905, 99.9% 0.9537, min-max 0.9909 and
+/// entropy 0.8839 (docs/performance.md).
 impl Default for QuantizeOptions {
     fn default() -> Self {
         Self {
-            method: Method::Percentile(0.9999),
+            method: Method::Percentile(0.99999),
             float_first: true,
             float_last: false,
         }
@@ -257,6 +260,16 @@ impl QuantizedModel {
                 source,
             }
         })
+    }
+
+    /// Whether `path` starts like a quantised model file (to choose a loader by content).
+    pub fn is_model_file(path: &Path) -> bool {
+        use std::io::Read;
+        let mut magic = [0u8; 8];
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+            && &magic == MAGIC
     }
 
     pub fn load(path: &Path) -> Result<Self, ModelError> {
