@@ -65,6 +65,9 @@ pub struct QuantizeArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also print the slowest layers of one batch-1 pass on each engine (to stderr).
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Serialize)]
@@ -181,6 +184,17 @@ pub fn run<B: Backend>(args: &QuantizeArgs, device: &B::Device) -> Result<()> {
     let float_ms = median_ms(args.runs, || float.embed(one).map(|_| ()).map_err(Into::into))?;
     let int8_ms = median_ms(args.runs, || int8.embed(one).map(|_| ()).map_err(Into::into))?;
 
+    if args.profile {
+        for (name, engine) in [("f32", &float), ("int8", &int8)] {
+            let mut layers = engine.profile(one)?;
+            let total: f64 = layers.iter().map(|l| l.1).sum();
+            layers.sort_by(|a, b| b.1.total_cmp(&a.1));
+            eprintln!("{name} engine, one face: {:.2} ms; slowest layers:", 1e3 * total);
+            for (layer, seconds) in layers.iter().take(12) {
+                eprintln!("  {:>7.3} ms  {layer}", 1e3 * seconds);
+            }
+        }
+    }
     let verification = if args.calib == "synthetic" && args.pairs > 0 {
         progress.set_message("verification pairs");
         let held = SyntheticFaces::held_out(synthetic_config())?;

@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 
+use crate::epilogue::{dequantise_rows, requantise_rows, Affine};
 use crate::gemm::{gemm_u8i8, GemmError, Kernel, PackedWeights};
 use crate::grouped::{accumulate, relayout, Grouped};
 
@@ -201,7 +202,7 @@ impl QConv2d {
             Arithmetic::Dense(PackedWeights::pack(&b, k, cout))
         } else {
             let wide: Vec<i16> = quantised.iter().map(|&v| v as i16).collect();
-            Arithmetic::Grouped(relayout(&wide, cout, cpg, kh))
+            Arithmetic::Grouped(relayout(&wide, shape, cout / groups))
         };
         Ok(Self {
             arithmetic,
@@ -218,6 +219,11 @@ impl QConv2d {
 
     pub fn out_channels(&self) -> usize {
         self.shape[0]
+    }
+
+    /// "conv 3x3/2 64->128 groups 2".
+    pub fn describe(&self) -> String {
+        crate::engine::describe_conv(self.shape, self.groups, self.stride)
     }
 
     /// The quantised weights (`[cout, cin / groups, kh, kw]`) and their per-channel scales.
@@ -347,54 +353,52 @@ impl QConv2d {
     ) -> Activation {
         let cout = shape[3];
         let z = x.zero as i32;
-        let multiplier: Vec<f32> = self.weight_scales.iter().map(|s| s * x.scale).collect();
         let correction: Vec<i32> = match column_sums {
             Some(sums) => sums.iter().map(|s| z.wrapping_mul(*s)).collect(),
             None => vec![0; cout],
         };
-        let real = |r: &[i32], o: usize| {
-            let mut y = multiplier[o] * r[o].wrapping_sub(correction[o]) as f32 + self.bias[o];
-            if let Some(alpha) = &self.prelu {
-                if y < 0.0 {
-                    y *= alpha[o];
-                }
-            }
-            y
-        };
+        // Rows per task: enough work to be worth a thread.
         let chunk = cout * 64;
         match output {
             Output::F32 => {
+                let scale: Vec<f32> = self.weight_scales.iter().map(|s| s * x.scale).collect();
+                let f = Affine {
+                    scale: &scale,
+                    bias: &self.bias,
+                    alpha: self.prelu.as_deref(),
+                };
                 let mut data = vec![0f32; acc.len()];
                 data.par_chunks_mut(chunk)
                     .zip(acc.par_chunks(chunk))
-                    .for_each(|(out, acc)| {
-                        for (r, out) in acc.chunks(cout).zip(out.chunks_mut(cout)) {
-                            for (o, v) in out.iter_mut().enumerate() {
-                                *v = real(r, o);
-                            }
-                        }
-                    });
+                    .for_each(|(out, acc)| dequantise_rows(acc, &correction, f, out));
                 Activation::F32 { data, shape }
             }
-            Output::U8 { scale, zero } => {
+            Output::U8 { scale: out_scale, zero } => {
+                // The output scale folded in: PReLU commutes with a positive factor.
+                let inv = 1.0 / out_scale;
+                let scale: Vec<f32> = self
+                    .weight_scales
+                    .iter()
+                    .map(|s| s * x.scale * inv)
+                    .collect();
+                let bias: Vec<f32> = self.bias.iter().map(|b| b * inv).collect();
+                let f = Affine {
+                    scale: &scale,
+                    bias: &bias,
+                    alpha: self.prelu.as_deref(),
+                };
                 // floor(v + 0.5) after the zero point: round-half-up, inlined (f32::round is a
                 // libm call without SSE4.1); it differs from round-half-away only at exact ties
                 // below the zero point, by one step.
-                let (inv, offset) = (1.0 / scale, zero as f32 + 0.5);
+                let offset = zero as f32 + 0.5;
                 let mut data = vec![0u8; acc.len()];
                 data.par_chunks_mut(chunk)
                     .zip(acc.par_chunks(chunk))
-                    .for_each(|(out, acc)| {
-                        for (r, out) in acc.chunks(cout).zip(out.chunks_mut(cout)) {
-                            for (o, q) in out.iter_mut().enumerate() {
-                                *q = (real(r, o) * inv + offset).clamp(0.0, 255.0) as u8;
-                            }
-                        }
-                    });
+                    .for_each(|(out, acc)| requantise_rows(acc, &correction, f, offset, out));
                 Activation::U8(QTensor {
                     data,
                     shape,
-                    scale,
+                    scale: out_scale,
                     zero,
                 })
             }

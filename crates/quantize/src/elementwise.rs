@@ -25,14 +25,16 @@ pub fn add(a: &QTensor, b: &QTensor, out: QuantParams) -> Result<QTensor, Elemen
     if a.shape != b.shape || a.data.len() != b.data.len() {
         return Err(ElementwiseError::Shapes(a.shape, b.shape));
     }
-    let (za, zb) = (a.zero as f32, b.zero as f32);
+    // q = (x - za) * sa / so + (y - zb) * sb / so + zo, as two multiply-adds per value.
+    let inv = 1.0 / out.scale;
+    let (ka, kb) = (a.scale * inv, b.scale * inv);
+    let offset = out.zero as f32 + 0.5 - a.zero as f32 * ka - b.zero as f32 * kb;
     let mut data = vec![0u8; a.data.len()];
-    data.par_chunks_mut(4096)
-        .zip(a.data.par_chunks(4096).zip(b.data.par_chunks(4096)))
+    data.par_chunks_mut(16384)
+        .zip(a.data.par_chunks(16384).zip(b.data.par_chunks(16384)))
         .for_each(|(o, (x, y))| {
             for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                let real = a.scale * (x as f32 - za) + b.scale * (y as f32 - zb);
-                *o = requantise(real, out);
+                *o = (x as f32 * ka + y as f32 * kb + offset).clamp(0.0, 255.0) as u8;
             }
         });
     Ok(QTensor {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::calibrate::QuantParams;
 use crate::conv::{Activation, ConvError, Output, QConv2d, QTensor};
 use crate::elementwise::{self, ElementwiseError};
+use crate::epilogue::finish_float_rows;
 use crate::gemm::Kernel;
 use crate::graph::{ConvLayer, Graph, GraphError, Node, WeightData, INPUT_SIZE};
 use crate::grouped::{accumulate, relayout, Grouped};
@@ -278,6 +279,43 @@ impl Engine {
         faces: &[&[u8]],
         observe: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.run_timed(faces, Some(observe), &mut |_, _| ())
+    }
+
+    /// Where the time of one forward pass goes: per layer, its description and seconds.
+    pub fn profile(&self, faces: &[&[u8]]) -> Result<Vec<(String, f64)>, EngineError> {
+        let mut times = Vec::with_capacity(self.layers.len());
+        self.run_timed(faces, None, &mut |i, seconds| {
+            times.push((self.describe(i), seconds))
+        })?;
+        Ok(times)
+    }
+
+    /// A layer in a few words, e.g. "7: int8 conv 3x3/2 64->64 groups 64".
+    pub fn describe(&self, i: usize) -> String {
+        let conv = |c: &Conv| match c {
+            Conv::I8(q) => format!("int8 {}", q.describe()),
+            Conv::F32(f) => format!("f32 {}", f.describe()),
+        };
+        let what = match &self.layers[i] {
+            Layer::Conv { conv: c, .. } => conv(c),
+            Layer::Linear { conv: c, .. } => format!("linear ({})", conv(c)),
+            Layer::Affine { table, .. } => {
+                format!("{} affine", if table.is_some() { "int8" } else { "f32" })
+            }
+            Layer::Add { .. } => {
+                format!("{} add", if self.quantised[i + 1] { "int8" } else { "f32" })
+            }
+        };
+        format!("{i}: {what}")
+    }
+
+    fn run_timed(
+        &self,
+        faces: &[&[u8]],
+        mut observe: Option<&mut dyn FnMut(usize, &[f32])>,
+        timing: &mut dyn FnMut(usize, f64),
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let expected = INPUT_SIZE * INPUT_SIZE * 3;
         for (index, face) in faces.iter().enumerate() {
             if face.len() != expected {
@@ -308,7 +346,9 @@ impl Engine {
         values[0] = Some(image);
         let mut remaining = self.readers.clone();
         for (i, layer) in self.layers.iter().enumerate() {
+            let start = std::time::Instant::now();
             let out = self.layer(i, layer, &values)?;
+            timing(i, start.elapsed().as_secs_f64());
             let read = match layer {
                 Layer::Conv { input, .. } | Layer::Affine { input, .. } | Layer::Linear { input, .. } => {
                     vec![*input]
@@ -321,7 +361,9 @@ impl Engine {
                     values[v] = None;
                 }
             }
-            observe(i + 1, &to_f32(&out));
+            if let Some(observe) = observe.as_mut() {
+                observe(i + 1, &to_f32(&out));
+            }
             values[i + 1] = Some(out);
         }
         let Some(Activation::F32 { data, .. }) = values.pop().flatten() else {
@@ -437,6 +479,15 @@ impl Engine {
             },
         })
     }
+}
+
+/// "conv 3x3/2 64->128 groups 2".
+pub(crate) fn describe_conv([cout, cpg, kh, kw]: [usize; 4], groups: usize, stride: usize) -> String {
+    let mut s = format!("conv {kh}x{kw}/{stride} {}->{cout}", cpg * groups);
+    if groups > 1 {
+        s += &format!(" groups {groups}");
+    }
+    s
 }
 
 /// Replaces a node's weights (the rest is copied).
@@ -570,7 +621,7 @@ impl FloatConv {
             }
             b
         } else {
-            relayout(w, cout, cpg, kh)
+            relayout(w, conv.shape, cout / conv.groups)
         };
         Self {
             weights,
@@ -585,6 +636,10 @@ impl FloatConv {
 
     fn out_size(&self, size: usize) -> usize {
         (size + 2 * self.padding).saturating_sub(self.shape[2]) / self.stride + 1
+    }
+
+    fn describe(&self) -> String {
+        describe_conv(self.shape, self.groups, self.stride)
     }
 
     /// `x` is `[n, h, w, c]` (shapes were checked when the graph was built). Writes u8 on
@@ -618,36 +673,21 @@ impl FloatConv {
             });
         }
         let shape = [n, oh, ow, cout];
-        let finish = |v: &mut f32, o: usize| {
-            *v += self.bias[o];
-            if let Some(alpha) = &self.prelu {
-                if *v < 0.0 {
-                    *v *= alpha[o];
-                }
-            }
-        };
+        let (bias, alpha) = (&self.bias, self.prelu.as_deref());
+        let chunk = cout * 64;
         match output {
             None => {
-                y.par_chunks_mut(cout * 64).for_each(|rows| {
-                    for row in rows.chunks_mut(cout) {
-                        for (o, v) in row.iter_mut().enumerate() {
-                            finish(v, o);
-                        }
-                    }
-                });
+                y.par_chunks_mut(chunk)
+                    .for_each(|rows| finish_float_rows(rows, bias, alpha, None));
                 Activation::F32 { data: y, shape }
             }
             Some(p) => {
+                let (inv, offset) = (1.0 / p.scale, p.zero as f32 + 0.5);
                 let mut data = vec![0u8; y.len()];
-                data.par_chunks_mut(cout * 64)
-                    .zip(y.par_chunks_mut(cout * 64))
+                data.par_chunks_mut(chunk)
+                    .zip(y.par_chunks_mut(chunk))
                     .for_each(|(q, rows)| {
-                        for (q, row) in q.chunks_mut(cout).zip(rows.chunks_mut(cout)) {
-                            for (o, (q, v)) in q.iter_mut().zip(row.iter_mut()).enumerate() {
-                                finish(v, o);
-                                *q = requantise(*v, p);
-                            }
-                        }
+                        finish_float_rows(rows, bias, alpha, Some((inv, offset, q)))
                     });
                 Activation::U8(QTensor {
                     data,

@@ -28,20 +28,51 @@ impl Grouped {
     fn cin(&self) -> usize {
         self.cpg * self.cout / self.opg
     }
+    /// Input and output channels per group match (see [`relayout`]).
+    fn shifted(&self) -> bool {
+        self.cpg == self.opg
+    }
 }
 
-/// Weights `[cout, cpg, k, k]` (PyTorch's layout) re-laid as `[k * k][cpg][cout]`, so each tap
-/// reads a contiguous run of output channels.
-pub(crate) fn relayout<W: Copy + Default>(weights: &[W], cout: usize, cpg: usize, k: usize) -> Vec<W> {
-    let mut out = vec![W::default(); weights.len()];
-    for o in 0..cout {
-        for ci in 0..cpg {
-            for t in 0..k * k {
-                out[(t * cpg + ci) * cout + o] = weights[(o * cpg + ci) * k * k + t];
+/// Weights `[cout, cpg, k, k]` (PyTorch's layout) re-laid for [`accumulate`]:
+/// `[k * k][cpg + opg - 1][cout]` when input and output channels match (depthwise and most
+/// grouped layers), else `[k * k][cpg][cout]`.
+///
+/// The first form writes the layer as `cpg + opg - 1` shifted channel-wise products: output
+/// channel `o` reads input channel `o + d`, with `d` from `-(opg - 1)` to `cpg - 1` and a zero
+/// weight where `o + d` falls outside `o`'s group, so every inner loop is a contiguous run of
+/// channels that vectorises (depthwise is the case `d = 0` alone).
+pub(crate) fn relayout<W: Copy + Default>(
+    weights: &[W],
+    [cout, cpg, k, _]: [usize; 4],
+    opg: usize,
+) -> Vec<W> {
+    let taps = k * k;
+    if cpg == opg {
+        let shifts = cpg + opg - 1;
+        let mut out = vec![W::default(); taps * shifts * cout];
+        for o in 0..cout {
+            for ci in 0..cpg {
+                // o reads input channel (o / opg) * cpg + ci = o + d.
+                let d = ci as isize - (o % opg) as isize;
+                let index = (d + opg as isize - 1) as usize;
+                for t in 0..taps {
+                    out[(t * shifts + index) * cout + o] = weights[(o * cpg + ci) * taps + t];
+                }
             }
         }
+        out
+    } else {
+        let mut out = vec![W::default(); weights.len()];
+        for o in 0..cout {
+            for ci in 0..cpg {
+                for t in 0..taps {
+                    out[(t * cpg + ci) * cout + o] = weights[(o * cpg + ci) * taps + t];
+                }
+            }
+        }
+        out
     }
-    out
 }
 
 /// Accumulates `acc[(b, oy, ox), o] = sum mac(x, w)` over the valid taps (padding contributes
@@ -111,17 +142,28 @@ fn line_body<X: Copy, W: Copy, A: Copy + Default>(
                     continue;
                 }
                 let pixel = &x[((b * g.h + iy as usize) * g.w + ix as usize) * cin..][..cin];
-                let taps = &weights[(ky * k + kx) * g.cpg * cout..][..g.cpg * cout];
-                if g.cpg == 1 && g.opg == 1 {
-                    // Depthwise: channel o reads input channel o.
-                    for ((a, &xv), &wv) in acc.iter_mut().zip(pixel).zip(taps) {
-                        *a = mac(*a, xv, wv);
+                if g.shifted() {
+                    let shifts = g.cpg + g.opg - 1;
+                    let taps = &weights[(ky * k + kx) * shifts * cout..][..shifts * cout];
+                    for (index, row) in taps.chunks_exact(cout).enumerate() {
+                        let d = index as isize - (g.opg as isize - 1);
+                        let lo = (-d).max(0) as usize;
+                        let hi = (cin as isize - d).min(cout as isize) as usize;
+                        let xs = &pixel[(lo as isize + d) as usize..][..hi - lo];
+                        for ((a, &xv), &wv) in acc[lo..hi].iter_mut().zip(xs).zip(&row[lo..hi]) {
+                            *a = mac(*a, xv, wv);
+                        }
                     }
                 } else {
-                    for ci in 0..g.cpg {
-                        let row = &taps[ci * cout..][..cout];
-                        for (o, (a, &wv)) in acc.iter_mut().zip(row).enumerate() {
-                            *a = mac(*a, pixel[(o / g.opg) * g.cpg + ci], wv);
+                    let taps = &weights[(ky * k + kx) * g.cpg * cout..][..g.cpg * cout];
+                    for group in 0..cout / g.opg {
+                        for ci in 0..g.cpg {
+                            let xv = pixel[group * g.cpg + ci];
+                            let outs = group * g.opg..(group + 1) * g.opg;
+                            let row = &taps[ci * cout..][outs.clone()];
+                            for (a, &wv) in acc[outs].iter_mut().zip(row) {
+                                *a = mac(*a, xv, wv);
+                            }
                         }
                     }
                 }

@@ -11,6 +11,7 @@ pub mod calibrate;
 pub mod conv;
 pub mod elementwise;
 pub mod engine;
+mod epilogue;
 pub mod fold;
 pub mod gemm;
 pub mod graph;
