@@ -178,18 +178,23 @@ pub fn run<B: Backend>(args: &QuantizeArgs, device: &B::Device) -> Result<()> {
 
     progress.set_message("timing batch-1 forward passes");
     let one = &check_refs[..1];
-    let burn_ms = median_ms(args.runs, || {
-        burn_embed(&backbone, one, device).map(|_| ())
+    let burn_ms = median_ms(args.runs, || burn_embed(&backbone, one, device).map(|_| ()))?;
+    let float_ms = median_ms(args.runs, || {
+        float.embed(one).map(|_| ()).map_err(Into::into)
     })?;
-    let float_ms = median_ms(args.runs, || float.embed(one).map(|_| ()).map_err(Into::into))?;
-    let int8_ms = median_ms(args.runs, || int8.embed(one).map(|_| ()).map_err(Into::into))?;
+    let int8_ms = median_ms(args.runs, || {
+        int8.embed(one).map(|_| ()).map_err(Into::into)
+    })?;
 
     if args.profile {
         for (name, engine) in [("f32", &float), ("int8", &int8)] {
             let mut layers = engine.profile(one)?;
             let total: f64 = layers.iter().map(|l| l.1).sum();
             layers.sort_by(|a, b| b.1.total_cmp(&a.1));
-            eprintln!("{name} engine, one face: {:.2} ms; slowest layers:", 1e3 * total);
+            eprintln!(
+                "{name} engine, one face: {:.2} ms; slowest layers:",
+                1e3 * total
+            );
             for (layer, seconds) in layers.iter().take(12) {
                 eprintln!("  {:>7.3} ms  {layer}", 1e3 * seconds);
             }
@@ -202,7 +207,9 @@ pub fn run<B: Backend>(args: &QuantizeArgs, device: &B::Device) -> Result<()> {
         let burn = BurnEmbedder::new(backbone.clone(), device.clone());
         let accuracy = |e: &dyn Embedder| -> Result<f64> {
             let embeddings = embed_normalised(e, &set.faces, true, |_| ())?;
-            Ok(verify_pairs(&embeddings, &set.same, None)?.ten_fold.accuracy_mean)
+            Ok(verify_pairs(&embeddings, &set.same, None)?
+                .ten_fold
+                .accuracy_mean)
         };
         Some(Verification {
             pairs: set.same.len(),
@@ -327,7 +334,10 @@ fn faces(
     }
     let mut all = crate::eval_cmd::faces_from(path, calibration + check)?;
     if all.len() < 2 {
-        bail!("--calib {source}: found {} aligned faces, need at least 2", all.len());
+        bail!(
+            "--calib {source}: found {} aligned faces, need at least 2",
+            all.len()
+        );
     }
     let check = all.split_off(calibration.min(all.len() - 1));
     Ok((all, check))
@@ -364,7 +374,11 @@ fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64) * (*y as f64)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64) * (*y as f64))
+        .sum();
     let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     dot / (norm(a) * norm(b)).max(f64::MIN_POSITIVE)
 }

@@ -7,10 +7,10 @@
 //! landmarks, alignment and pixels); impostor pairs are every two different faces. Every genuine
 //! pair must score above every impostor pair.
 
-#[path = "../../../tests/support/real_data.rs"]
-mod support;
 #[path = "../../../tests/support/real_faces.rs"]
 mod real_faces;
+#[path = "../../../tests/support/real_data.rs"]
+mod support;
 
 use eval::{embed_normalised, BurnEmbedder, Roc};
 

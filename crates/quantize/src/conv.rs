@@ -54,7 +54,10 @@ pub fn quantise_per_channel(weights: &[f32], cout: usize) -> (Vec<i8>, Vec<f32>)
         let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
         let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
         scales.push(scale);
-        q.extend(w.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8));
+        q.extend(
+            w.iter()
+                .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8),
+        );
     }
     (q, scales)
 }
@@ -302,9 +305,13 @@ impl QConv2d {
                     padding: self.padding,
                 };
                 let z = x.zero as i32;
-                accumulate(geometry, &x.data, weights, &mut acc, move |a: i32, q: u8, w: i16| {
-                    a + (q as i32 - z) * w as i32
-                });
+                accumulate(
+                    geometry,
+                    &x.data,
+                    weights,
+                    &mut acc,
+                    move |a: i32, q: u8, w: i16| a + (q as i32 - z) * w as i32,
+                );
                 None
             }
         };
@@ -373,7 +380,10 @@ impl QConv2d {
                     .for_each(|(out, acc)| dequantise_rows(acc, &correction, f, out));
                 Activation::F32 { data, shape }
             }
-            Output::U8 { scale: out_scale, zero } => {
+            Output::U8 {
+                scale: out_scale,
+                zero,
+            } => {
                 // The output scale folded in: PReLU commutes with a positive factor.
                 let inv = 1.0 / out_scale;
                 let scale: Vec<f32> = self

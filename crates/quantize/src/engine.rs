@@ -85,7 +85,10 @@ enum Conv {
 
 #[derive(Debug)]
 enum Layer {
-    Conv { input: usize, conv: Conv },
+    Conv {
+        input: usize,
+        conv: Conv,
+    },
     Affine {
         input: usize,
         scale: Vec<f32>,
@@ -93,9 +96,18 @@ enum Layer {
         /// int8 form: output byte for (channel, input byte).
         table: Option<Vec<u8>>,
     },
-    Add { a: usize, b: usize },
-    Linear { input: usize, conv: Conv },
+    Add {
+        a: usize,
+        b: usize,
+    },
+    Linear {
+        input: usize,
+        conv: Conv,
+    },
 }
+
+/// Calibration's view of each computed value: `(value, real numbers)`.
+type Observe<'a> = dyn FnMut(usize, &[f32]) + 'a;
 
 /// A runnable graph (see the module docs).
 #[derive(Debug)]
@@ -147,9 +159,10 @@ impl Engine {
         };
         let need = |v: usize| params[v].ok_or(EngineError::Uncalibrated(v));
         let mut quantised = vec![false; values];
-        quantised[0] = graph.nodes.first().is_some_and(
-            |n| matches!(n, Node::Conv { conv, .. } if conv.weights.is_int8()),
-        );
+        quantised[0] = graph
+            .nodes
+            .first()
+            .is_some_and(|n| matches!(n, Node::Conv { conv, .. } if conv.weights.is_int8()));
         let mut layers = Vec::with_capacity(graph.nodes.len());
         let (mut int8_weights, mut weight_bytes) = (0, 0);
         for (i, node) in graph.nodes.iter().enumerate() {
@@ -220,7 +233,10 @@ impl Engine {
                     }
                 }
             };
-            if let Node::Conv { conv: ConvLayer { weights, .. }, .. }
+            if let Node::Conv {
+                conv: ConvLayer { weights, .. },
+                ..
+            }
             | Node::Linear { weights, .. } = node
             {
                 weight_bytes += weights.bytes();
@@ -313,7 +329,7 @@ impl Engine {
     fn run_timed(
         &self,
         faces: &[&[u8]],
-        mut observe: Option<&mut dyn FnMut(usize, &[f32])>,
+        mut observe: Option<&mut Observe<'_>>,
         timing: &mut dyn FnMut(usize, f64),
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         let expected = INPUT_SIZE * INPUT_SIZE * 3;
@@ -339,7 +355,10 @@ impl Engine {
                 zero: IMAGE_PARAMS.zero,
             })
         } else {
-            let data = pixels.iter().map(|&p| iresnet::preprocess::normalize_rgb(p)).collect();
+            let data = pixels
+                .iter()
+                .map(|&p| iresnet::preprocess::normalize_rgb(p))
+                .collect();
             Activation::F32 { data, shape }
         };
         let mut values: Vec<Option<Activation>> = vec![None; self.layers.len() + 1];
@@ -350,7 +369,9 @@ impl Engine {
             let out = self.layer(i, layer, &values)?;
             timing(i, start.elapsed().as_secs_f64());
             let read = match layer {
-                Layer::Conv { input, .. } | Layer::Affine { input, .. } | Layer::Linear { input, .. } => {
+                Layer::Conv { input, .. }
+                | Layer::Affine { input, .. }
+                | Layer::Linear { input, .. } => {
                     vec![*input]
                 }
                 Layer::Add { a, b } => vec![*a, *b],
@@ -381,7 +402,11 @@ impl Engine {
         layer: &Layer,
         values: &[Option<Activation>],
     ) -> Result<Activation, EngineError> {
-        let get = |v: usize| values[v].as_ref().expect("values live until their last reader");
+        let get = |v: usize| {
+            values[v]
+                .as_ref()
+                .expect("values live until their last reader")
+        };
         let out_params = self.quantised[i + 1].then(|| self.params[i + 1]).flatten();
         let conv_err = |source| EngineError::Conv { layer: i, source };
         let run_conv = |conv: &Conv, input: usize, output: Option<QuantParams>| match conv {
@@ -466,9 +491,10 @@ impl Engine {
                 Some(p) => {
                     let x = as_u8(get(*a), self.params[*a]);
                     let y = as_u8(get(*b), self.params[*b]);
-                    Activation::U8(elementwise::add(&x, &y, p).map_err(|source| {
-                        EngineError::Elementwise { layer: i, source }
-                    })?)
+                    Activation::U8(
+                        elementwise::add(&x, &y, p)
+                            .map_err(|source| EngineError::Elementwise { layer: i, source })?,
+                    )
                 }
                 None => {
                     let (x, shape) = as_f32(get(*a));
@@ -482,7 +508,11 @@ impl Engine {
 }
 
 /// "conv 3x3/2 64->128 groups 2".
-pub(crate) fn describe_conv([cout, cpg, kh, kw]: [usize; 4], groups: usize, stride: usize) -> String {
+pub(crate) fn describe_conv(
+    [cout, cpg, kh, kw]: [usize; 4],
+    groups: usize,
+    stride: usize,
+) -> String {
     let mut s = format!("conv {kh}x{kw}/{stride} {}->{cout}", cpg * groups);
     if groups > 1 {
         s += &format!(" groups {groups}");
@@ -644,18 +674,24 @@ impl FloatConv {
 
     /// `x` is `[n, h, w, c]` (shapes were checked when the graph was built). Writes u8 on
     /// `output`'s grid when given.
-    fn forward(&self, x: &[f32], [n, h, w, c]: [usize; 4], output: Option<QuantParams>) -> Activation {
+    fn forward(
+        &self,
+        x: &[f32],
+        [n, h, w, c]: [usize; 4],
+        output: Option<QuantParams>,
+    ) -> Activation {
         let [cout, cpg, kh, kw] = self.shape;
         let (oh, ow) = (self.out_size(h), self.out_size(w));
         let m = n * oh * ow;
         let mut y = vec![0f32; m * cout];
         if self.groups == 1 {
             let k = cpg * kh * kw;
-            let rows: Cow<'_, [f32]> = if kh == 1 && kw == 1 && self.stride == 1 && self.padding == 0 {
-                Cow::Borrowed(x)
-            } else {
-                Cow::Owned(self.im2col(x, [n, h, w, c], oh, ow))
-            };
+            let rows: Cow<'_, [f32]> =
+                if kh == 1 && kw == 1 && self.stride == 1 && self.padding == 0 {
+                    Cow::Borrowed(x)
+                } else {
+                    Cow::Owned(self.im2col(x, [n, h, w, c], oh, ow))
+                };
             matmul(&rows, m, k, &self.weights, cout, &mut y);
         } else {
             let geometry = Grouped {
@@ -668,9 +704,13 @@ impl FloatConv {
                 stride: self.stride,
                 padding: self.padding,
             };
-            accumulate(geometry, x, &self.weights, &mut y, |a: f32, x: f32, w: f32| {
-                a + x * w
-            });
+            accumulate(
+                geometry,
+                x,
+                &self.weights,
+                &mut y,
+                |a: f32, x: f32, w: f32| a + x * w,
+            );
         }
         let shape = [n, oh, ow, cout];
         let (bias, alpha) = (&self.bias, self.prelu.as_deref());

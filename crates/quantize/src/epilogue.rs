@@ -31,7 +31,13 @@ pub(crate) fn requantise_rows(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn requantise_avx2(acc: &[i32], correction: &[i32], f: Affine<'_>, offset: f32, out: &mut [u8]) {
+unsafe fn requantise_avx2(
+    acc: &[i32],
+    correction: &[i32],
+    f: Affine<'_>,
+    offset: f32,
+    out: &mut [u8],
+) {
     requantise_body(acc, correction, f, offset, out)
 }
 

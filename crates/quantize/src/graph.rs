@@ -214,9 +214,9 @@ impl<W: WeightData> Graph<W> {
         count[0] = 1;
         for node in &self.nodes {
             match node {
-                Node::Conv { input, .. } | Node::Affine { input, .. } | Node::Linear { input, .. } => {
-                    count[*input] += 1
-                }
+                Node::Conv { input, .. }
+                | Node::Affine { input, .. }
+                | Node::Linear { input, .. } => count[*input] += 1,
                 Node::Add { a, b } => {
                     count[*a] += 1;
                     count[*b] += 1;
@@ -238,8 +238,18 @@ fn values<B: Backend, const D: usize>(t: &Param<Tensor<B, D>>) -> Vec<f32> {
 /// An inference BatchNorm as the per-channel affine it computes.
 fn bn_affine<B: Backend>(bn: &BatchNorm<B>) -> (Vec<f32>, Vec<f32>) {
     let (gamma, beta) = (values(&bn.gamma), values(&bn.beta));
-    let mean = bn.running_mean.value().into_data().to_vec::<f32>().expect("f32");
-    let var = bn.running_var.value().into_data().to_vec::<f32>().expect("f32");
+    let mean = bn
+        .running_mean
+        .value()
+        .into_data()
+        .to_vec::<f32>()
+        .expect("f32");
+    let var = bn
+        .running_var
+        .value()
+        .into_data()
+        .to_vec::<f32>()
+        .expect("f32");
     let scale: Vec<f32> = gamma
         .iter()
         .zip(&var)
@@ -260,8 +270,18 @@ fn fold<B: Backend>(
     bn: &BatchNorm<B>,
 ) -> Result<(Vec<f32>, Vec<f32>), FoldError> {
     let (gamma, beta) = (values(&bn.gamma), values(&bn.beta));
-    let mean = bn.running_mean.value().into_data().to_vec::<f32>().expect("f32");
-    let var = bn.running_var.value().into_data().to_vec::<f32>().expect("f32");
+    let mean = bn
+        .running_mean
+        .value()
+        .into_data()
+        .to_vec::<f32>()
+        .expect("f32");
+    let var = bn
+        .running_var
+        .value()
+        .into_data()
+        .to_vec::<f32>()
+        .expect("f32");
     fold_batch_norm(
         weights,
         bias,
@@ -332,11 +352,19 @@ impl Builder {
         Ok(self.push(Node::Conv { input, conv }))
     }
 
-    fn block<B: Backend>(&mut self, input: usize, block: &ConvBnAct<B>) -> Result<usize, GraphError> {
+    fn block<B: Backend>(
+        &mut self,
+        input: usize,
+        block: &ConvBnAct<B>,
+    ) -> Result<usize, GraphError> {
         self.conv(input, &block.conv, &block.bn, block.prelu.as_ref())
     }
 
-    fn depthwise<B: Backend>(&mut self, input: usize, dw: &DepthWise<B>) -> Result<usize, GraphError> {
+    fn depthwise<B: Backend>(
+        &mut self,
+        input: usize,
+        dw: &DepthWise<B>,
+    ) -> Result<usize, GraphError> {
         let x = self.block(input, &dw.expand)?;
         let x = self.block(x, &dw.depthwise)?;
         let x = self.block(x, &dw.project)?;
@@ -366,10 +394,7 @@ impl Builder {
             )));
         }
         let burn = values(&fc.weight);
-        let mut bias = fc
-            .bias
-            .as_ref()
-            .map_or_else(|| vec![0.0; d_out], values);
+        let mut bias = fc.bias.as_ref().map_or_else(|| vec![0.0; d_out], values);
         let mut weights = vec![0f32; d_out * d_in];
         for ch in 0..c {
             let (s, t) = pre.as_ref().map_or((1.0, 0.0), |(s, t)| (s[ch], t[ch]));
@@ -415,7 +440,13 @@ impl Builder {
         }
         let c = net.bn2.gamma.dims()[0];
         let side = ((net.fc.weight.dims()[0] / c.max(1)) as f64).sqrt() as usize;
-        self.linear(x, [side, side, c], Some(bn_affine(&net.bn2)), &net.fc, &net.features)?;
+        self.linear(
+            x,
+            [side, side, c],
+            Some(bn_affine(&net.bn2)),
+            &net.fc,
+            &net.features,
+        )?;
         Ok(())
     }
 

@@ -107,7 +107,11 @@ pub fn quantize(
     let mut params = vec![None; shapes.len()];
     params[0] = Some(IMAGE_PARAMS);
     for (v, observer) in observers.iter().enumerate().skip(1).take(last - 1) {
-        params[v] = Some(observer.params(options.method).ok_or(ModelError::Uncalibrated(v))?);
+        params[v] = Some(
+            observer
+                .params(options.method)
+                .ok_or(ModelError::Uncalibrated(v))?,
+        );
     }
     let nodes = graph
         .nodes
@@ -335,7 +339,10 @@ impl QuantizedModel {
                 _ => continue,
             };
             let ok = match stored.scales {
-                None => stored.count.checked_mul(4).is_some_and(|b| inside(stored.offset, b)),
+                None => stored
+                    .count
+                    .checked_mul(4)
+                    .is_some_and(|b| inside(stored.offset, b)),
                 Some((at, n)) => {
                     inside(stored.offset, stored.count)
                         && n.checked_mul(4).is_some_and(|b| inside(at, b))

@@ -62,16 +62,17 @@ fn burn_embed(model: &AnyBackbone<B>, faces: &[&[u8]]) -> Vec<Vec<f32>> {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64) * (*y as f64)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64) * (*y as f64))
+        .sum();
     let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     dot / (n(a) * n(b))
 }
 
 fn assert_close(ours: &[Vec<f32>], reference: &[Vec<f32>], tolerance: f32, what: &str) {
-    let scale = reference
-        .iter()
-        .flatten()
-        .fold(0f32, |m, v| m.max(v.abs()));
+    let scale = reference.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
     for (a, b) in ours.iter().flatten().zip(reference.iter().flatten()) {
         assert!(
             (a - b).abs() <= tolerance * scale,
@@ -186,7 +187,10 @@ fn model_file_round_trips_and_rejects_damage() {
     for keep in [0, 7, 20, bytes.len() / 2, bytes.len() - 1] {
         let err = load(&bytes[..keep]).unwrap_err();
         assert!(
-            matches!(err, ModelError::Truncated { .. } | ModelError::NotAModel { .. }),
+            matches!(
+                err,
+                ModelError::Truncated { .. } | ModelError::NotAModel { .. }
+            ),
             "{keep}: {err}"
         );
     }

@@ -5,10 +5,10 @@
 //! checked on all faces and their degraded copies: mean cosine at least 0.99, and every genuine
 //! pair still above every impostor pair.
 
-#[path = "../../../tests/support/real_data.rs"]
-mod support;
 #[path = "../../../tests/support/real_faces.rs"]
 mod real_faces;
+#[path = "../../../tests/support/real_data.rs"]
+mod support;
 
 use eval::{embed_normalised, BurnEmbedder};
 use quantize::{quantize, Graph, QuantizeOptions};
@@ -18,7 +18,11 @@ fn int8_w600k_mbf_keeps_real_embeddings_and_their_separation() {
     let cache = support::real_data();
     let model = real_faces::w600k_mbf(&cache);
     let (originals, copies, names) = real_faces::face_pairs(&cache);
-    assert!(originals.len() >= 15, "{} faces: {names:?}", originals.len());
+    assert!(
+        originals.len() >= 15,
+        "{} faces: {names:?}",
+        originals.len()
+    );
     let calibration: Vec<&[u8]> = originals[..originals.len() / 2]
         .iter()
         .map(|f| f.as_raw().as_slice())
@@ -40,7 +44,10 @@ fn int8_w600k_mbf_keeps_real_embeddings_and_their_separation() {
         .collect();
     let mean = cos.iter().sum::<f64>() / cos.len() as f64;
     let min = cos.iter().copied().fold(f64::INFINITY, f64::min);
-    eprintln!("{} faces: int8 vs f32 cosine mean {mean:.5}, min {min:.5}", cos.len());
+    eprintln!(
+        "{} faces: int8 vs f32 cosine mean {mean:.5}, min {min:.5}",
+        cos.len()
+    );
     assert!(mean >= 0.99, "mean cosine {mean}");
 
     // Separation with the flip test, as a deployment would score.
