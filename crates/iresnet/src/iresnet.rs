@@ -241,7 +241,8 @@ impl<B: Backend> IResNet<B> {
         apply_batch_norm(&self.features, x)
     }
 
-    fn stages(&self) -> impl Iterator<Item = &IBasicBlock<B>> {
+    /// Every residual block, first stage first.
+    pub fn stages(&self) -> impl Iterator<Item = &IBasicBlock<B>> {
         self.layer1
             .iter()
             .chain(&self.layer2)

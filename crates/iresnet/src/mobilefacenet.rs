@@ -225,7 +225,8 @@ impl<B: Backend> MobileFaceNet<B> {
         apply_batch_norm(&self.features, self.fc.forward(x))
     }
 
-    fn body(&self) -> impl Iterator<Item = &DepthWise<B>> {
+    /// The depthwise blocks between the stem and `conv_sep`, in order.
+    pub fn body(&self) -> impl Iterator<Item = &DepthWise<B>> {
         self.block0
             .iter()
             .chain([&self.down1])

@@ -1,6 +1,6 @@
 //! Folding an inference-mode BatchNorm into the convolution (or linear layer) before it:
 //! `BN(conv(x)) = gamma * (W x + b - mean) / sqrt(var + eps) + beta`
-//! `= (W * s) x + (b - mean) * s + beta` with `s = gamma / sqrt(var + eps)` per output channel,
+//! `= (W * s) x + b * s + (beta - mean * s)` with `s = gamma / sqrt(var + eps)` per output channel,
 //! so the quantised graph runs one convolution where the float one ran two layers.
 
 /// A BatchNorm's inference statistics, per channel.
@@ -22,6 +22,35 @@ pub enum FoldError {
     Variance(usize),
 }
 
+impl BatchNormStats<'_> {
+    /// The per-channel affine the BatchNorm computes in inference, `y = scale * x + shift`
+    /// with `scale = gamma / sqrt(var + eps)` and `shift = beta - mean * scale`; refuses
+    /// mismatched lengths and negative or non-finite variances.
+    pub fn affine(&self) -> Result<(Vec<f32>, Vec<f32>), FoldError> {
+        let cout = self.gamma.len();
+        for len in [self.beta.len(), self.mean.len(), self.var.len()] {
+            if len != cout {
+                return Err(FoldError::Channels {
+                    got: len,
+                    expected: cout,
+                });
+            }
+        }
+        let mut scale = Vec::with_capacity(cout);
+        let mut shift = Vec::with_capacity(cout);
+        for o in 0..cout {
+            let var = self.var[o];
+            if !(var.is_finite() && var >= 0.0) {
+                return Err(FoldError::Variance(o));
+            }
+            let s = self.gamma[o] / (var + self.eps).sqrt();
+            scale.push(s);
+            shift.push(self.beta[o] - self.mean[o] * s);
+        }
+        Ok((scale, shift))
+    }
+}
+
 /// Folds `bn` into weights `[cout, ...]` (any trailing shape, `weights.len() / cout` per output)
 /// and an optional bias; returns the new weights and bias.
 pub fn fold_batch_norm(
@@ -30,18 +59,11 @@ pub fn fold_batch_norm(
     bn: &BatchNormStats<'_>,
 ) -> Result<(Vec<f32>, Vec<f32>), FoldError> {
     let cout = bn.gamma.len();
-    for len in [
-        bn.beta.len(),
-        bn.mean.len(),
-        bn.var.len(),
-        bias.map_or(cout, <[f32]>::len),
-    ] {
-        if len != cout {
-            return Err(FoldError::Channels {
-                got: len,
-                expected: cout,
-            });
-        }
+    if let Some(bias) = bias.filter(|b| b.len() != cout) {
+        return Err(FoldError::Channels {
+            got: bias.len(),
+            expected: cout,
+        });
     }
     if cout == 0 || !weights.len().is_multiple_of(cout) {
         return Err(FoldError::Channels {
@@ -49,19 +71,15 @@ pub fn fold_batch_norm(
             expected: weights.len(),
         });
     }
+    let (scale, shift) = bn.affine()?;
     let per = weights.len() / cout;
     let mut w = weights.to_vec();
-    let mut b = Vec::with_capacity(cout);
-    for o in 0..cout {
-        let var = bn.var[o];
-        if !(var.is_finite() && var >= 0.0) {
-            return Err(FoldError::Variance(o));
-        }
-        let s = bn.gamma[o] / (var + bn.eps).sqrt();
-        w[o * per..(o + 1) * per].iter_mut().for_each(|v| *v *= s);
-        let b0 = bias.map_or(0.0, |b| b[o]);
-        b.push((b0 - bn.mean[o]) * s + bn.beta[o]);
+    for (row, s) in w.chunks_exact_mut(per).zip(&scale) {
+        row.iter_mut().for_each(|v| *v *= s);
     }
+    let b = (0..cout)
+        .map(|o| bias.map_or(0.0, |b| b[o]) * scale[o] + shift[o])
+        .collect();
     Ok((w, b))
 }
 

@@ -235,33 +235,29 @@ fn values<B: Backend, const D: usize>(t: &Param<Tensor<B, D>>) -> Vec<f32> {
         .expect("f32 data")
 }
 
-/// An inference BatchNorm as the per-channel affine it computes.
-fn bn_affine<B: Backend>(bn: &BatchNorm<B>) -> (Vec<f32>, Vec<f32>) {
+/// Hands `f` the BatchNorm's inference statistics, read out of Burn once.
+fn with_stats<B: Backend, R>(bn: &BatchNorm<B>, f: impl FnOnce(&BatchNormStats<'_>) -> R) -> R {
+    let running = |t: &burn::module::RunningState<Tensor<B, 1>>| {
+        t.value()
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 data")
+    };
     let (gamma, beta) = (values(&bn.gamma), values(&bn.beta));
-    let mean = bn
-        .running_mean
-        .value()
-        .into_data()
-        .to_vec::<f32>()
-        .expect("f32");
-    let var = bn
-        .running_var
-        .value()
-        .into_data()
-        .to_vec::<f32>()
-        .expect("f32");
-    let scale: Vec<f32> = gamma
-        .iter()
-        .zip(&var)
-        .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
-        .collect();
-    let shift = beta
-        .iter()
-        .zip(&mean)
-        .zip(&scale)
-        .map(|((b, m), s)| b - m * s)
-        .collect();
-    (scale, shift)
+    let (mean, var) = (running(&bn.running_mean), running(&bn.running_var));
+    f(&BatchNormStats {
+        gamma: &gamma,
+        beta: &beta,
+        mean: &mean,
+        var: &var,
+        eps: bn.epsilon as f32,
+    })
+}
+
+/// An inference BatchNorm as the per-channel affine it computes.
+fn bn_affine<B: Backend>(bn: &BatchNorm<B>) -> Result<(Vec<f32>, Vec<f32>), FoldError> {
+    with_stats(bn, |stats| stats.affine())
 }
 
 fn fold<B: Backend>(
@@ -269,30 +265,7 @@ fn fold<B: Backend>(
     bias: Option<&[f32]>,
     bn: &BatchNorm<B>,
 ) -> Result<(Vec<f32>, Vec<f32>), FoldError> {
-    let (gamma, beta) = (values(&bn.gamma), values(&bn.beta));
-    let mean = bn
-        .running_mean
-        .value()
-        .into_data()
-        .to_vec::<f32>()
-        .expect("f32");
-    let var = bn
-        .running_var
-        .value()
-        .into_data()
-        .to_vec::<f32>()
-        .expect("f32");
-    fold_batch_norm(
-        weights,
-        bias,
-        &BatchNormStats {
-            gamma: &gamma,
-            beta: &beta,
-            mean: &mean,
-            var: &var,
-            eps: bn.epsilon as f32,
-        },
-    )
+    with_stats(bn, |stats| fold_batch_norm(weights, bias, stats))
 }
 
 fn slopes<B: Backend>(prelu: &PRelu<B>, channels: usize) -> Vec<f32> {
@@ -417,14 +390,8 @@ impl Builder {
 
     fn iresnet<B: Backend>(&mut self, net: &IResNet<B>) -> Result<(), GraphError> {
         let mut x = self.conv(0, &net.conv1, &net.bn1, Some(&net.prelu))?;
-        let blocks = net
-            .layer1
-            .iter()
-            .chain(&net.layer2)
-            .chain(&net.layer3)
-            .chain(&net.layer4);
-        for block in blocks {
-            let (scale, shift) = bn_affine(&block.bn1);
+        for block in net.stages() {
+            let (scale, shift) = bn_affine(&block.bn1)?;
             let normalised = self.push(Node::Affine {
                 input: x,
                 scale,
@@ -443,7 +410,7 @@ impl Builder {
         self.linear(
             x,
             [side, side, c],
-            Some(bn_affine(&net.bn2)),
+            Some(bn_affine(&net.bn2)?),
             &net.fc,
             &net.features,
         )?;
@@ -455,16 +422,7 @@ impl Builder {
         if let Some(dw) = &net.stem_dw {
             x = self.block(x, dw)?;
         }
-        let body = net
-            .block0
-            .iter()
-            .chain([&net.down1])
-            .chain(&net.block1)
-            .chain([&net.down2])
-            .chain(&net.block2)
-            .chain([&net.down3])
-            .chain(&net.block3);
-        for dw in body {
+        for dw in net.body() {
             x = self.depthwise(x, dw)?;
         }
         x = self.block(x, &net.conv_sep)?;
