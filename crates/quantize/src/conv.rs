@@ -3,10 +3,13 @@
 //! epilogue per output value: zero-point correction, per-channel scale, bias, optional PReLU, and
 //! either f32 out or requantisation to u8.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use crate::epilogue::{dequantise_rows, requantise_rows, Affine};
 use crate::gemm::{gemm_u8i8, GemmError, Kernel, PackedWeights};
+use crate::graph::out_size;
 use crate::grouped::{accumulate, relayout, Grouped};
 
 /// u8 activations `[n, h, w, c]` (channels last) with one scale and zero point:
@@ -248,8 +251,8 @@ impl QConv2d {
     pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
         let [_, _, kh, kw] = self.shape;
         (
-            (h + 2 * self.padding).saturating_sub(kh) / self.stride + 1,
-            (w + 2 * self.padding).saturating_sub(kw) / self.stride + 1,
+            out_size(h, kh, self.stride, self.padding),
+            out_size(w, kw, self.stride, self.padding),
         )
     }
 
@@ -289,7 +292,15 @@ impl QConv2d {
         let mut acc = vec![0i32; m * cout];
         let correction = match &self.arithmetic {
             Arithmetic::Dense(packed) => {
-                let rows = self.im2col(x, packed.lda(), oh, ow);
+                let rows = im2col(
+                    &x.data,
+                    x.shape,
+                    [kh, kw],
+                    self.stride,
+                    self.padding,
+                    packed.lda(),
+                    x.zero,
+                );
                 gemm_u8i8(&rows, m, packed, &mut acc, kernel)?;
                 Some(packed.column_sums())
             }
@@ -316,36 +327,6 @@ impl QConv2d {
             }
         };
         Ok(self.epilogue(&acc, correction, x, [n, oh, ow, cout], output))
-    }
-
-    /// im2col rows of stride `lda`; padding is the input's zero point (a real 0).
-    fn im2col(&self, x: &QTensor, lda: usize, oh: usize, ow: usize) -> Vec<u8> {
-        let [n, h, w, c] = x.shape;
-        let [_, _, kh, kw] = self.shape;
-        let mut rows = vec![0u8; n * oh * ow * lda];
-        // One task per output row (ow pixels), over rayon's threads.
-        rows.par_chunks_mut(ow * lda)
-            .enumerate()
-            .for_each(|(line, chunk)| {
-                let (b, oy) = (line / oh, line % oh);
-                for ox in 0..ow {
-                    let row = &mut chunk[ox * lda..][..lda];
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let iy = (oy * self.stride + ky) as isize - self.padding as isize;
-                            let ix = (ox * self.stride + kx) as isize - self.padding as isize;
-                            let dst = &mut row[(ky * kw + kx) * c..][..c];
-                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                dst.fill(x.zero);
-                            } else {
-                                let src = ((b * h + iy as usize) * w + ix as usize) * c;
-                                dst.copy_from_slice(&x.data[src..src + c]);
-                            }
-                        }
-                    }
-                }
-            });
-        rows
     }
 
     /// Per value: `real = s_x * s_w[o] * (acc - z_x * colsum[o]) + bias[o]`, PReLU, then real
@@ -414,6 +395,55 @@ impl QConv2d {
             }
         }
     }
+}
+
+/// The im2col matrix of `x` (`[n, h, w, c]`, channels last) for a `kh x kw` kernel: one row of
+/// `lda` values per output pixel, `(ky, kx, c)` order, `pad` where the kernel overhangs the
+/// border (the int8 engine pads with the zero point, a real 0) and after the `kh * kw * c`
+/// values. Where every row is already a contiguous run of `x` (1x1 stride-1 layers, and a kernel
+/// covering the whole map as the embedding layer's) `x` itself is the matrix.
+pub(crate) fn im2col<T: Copy + Send + Sync>(
+    x: &[T],
+    [n, h, w, c]: [usize; 4],
+    [kh, kw]: [usize; 2],
+    stride: usize,
+    padding: usize,
+    lda: usize,
+    pad: T,
+) -> Cow<'_, [T]> {
+    let pointwise = kh == 1 && kw == 1 && stride == 1;
+    let whole_map = kh == h && kw == w;
+    if lda == kh * kw * c && padding == 0 && (pointwise || whole_map) {
+        return Cow::Borrowed(x);
+    }
+    let (oh, ow) = (
+        out_size(h, kh, stride, padding),
+        out_size(w, kw, stride, padding),
+    );
+    let mut rows = vec![pad; n * oh * ow * lda];
+    // One task per output row (ow pixels), over rayon's threads.
+    rows.par_chunks_mut(ow * lda)
+        .enumerate()
+        .for_each(|(line, chunk)| {
+            let (b, oy) = (line / oh, line % oh);
+            for (ox, row) in chunk.chunks_exact_mut(lda).enumerate() {
+                for ky in 0..kh {
+                    let iy = (oy * stride + ky) as isize - padding as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let ix = (ox * stride + kx) as isize - padding as isize;
+                        if ix < 0 || ix >= w as isize {
+                            continue;
+                        }
+                        let src = ((b * h + iy as usize) * w + ix as usize) * c;
+                        row[(ky * kw + kx) * c..][..c].copy_from_slice(&x[src..src + c]);
+                    }
+                }
+            }
+        });
+    Cow::Owned(rows)
 }
 
 fn check_weights(len: usize, [cout, cin, kh, kw]: [usize; 4]) -> Result<(), ConvError> {

@@ -10,11 +10,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::calibrate::QuantParams;
-use crate::conv::{Activation, ConvError, Output, QConv2d, QTensor};
+use crate::conv::{im2col, Activation, ConvError, Output, QConv2d, QTensor};
 use crate::elementwise::{self, ElementwiseError};
 use crate::epilogue::finish_float_rows;
 use crate::gemm::Kernel;
-use crate::graph::{ConvLayer, Graph, GraphError, Node, WeightData, INPUT_SIZE};
+use crate::graph::{out_size, ConvLayer, Graph, GraphError, Node, WeightData, INPUT_SIZE};
 use crate::grouped::{accumulate, relayout, Grouped};
 
 /// A layer's weights: f32, or int8 symmetric per output channel (`real = q * scales[o]`).
@@ -100,10 +100,6 @@ enum Layer {
         a: usize,
         b: usize,
     },
-    Linear {
-        input: usize,
-        conv: Conv,
-    },
 }
 
 /// Calibration's view of each computed value: `(value, real numbers)`.
@@ -174,7 +170,7 @@ impl Engine {
                         need(*input)?;
                     }
                     // Quantised layers write u8 (the float first layer of a quantised model
-                    // too); all-f32 graphs stay f32.
+                    // too); all-f32 graphs and the embedding stay f32.
                     quantised[i + 1] = params[i + 1].is_some();
                     Layer::Conv {
                         input: *input,
@@ -213,10 +209,12 @@ impl Engine {
                     weights,
                     bias,
                 } => {
+                    // A convolution whose kernel covers the whole map: same weights, same
+                    // order, and the map itself is its im2col matrix (no copy).
                     let [h, w, c] = shapes[*input];
                     let conv = ConvLayer {
                         weights: weights.clone(),
-                        shape: [bias.len(), h * w * c, 1, 1],
+                        shape: [bias.len(), c, h, w],
                         bias: bias.clone(),
                         prelu: None,
                         stride: 1,
@@ -227,7 +225,7 @@ impl Engine {
                     if matches!(built, Conv::I8(_)) {
                         need(*input)?;
                     }
-                    Layer::Linear {
+                    Layer::Conv {
                         input: *input,
                         conv: built,
                     }
@@ -315,7 +313,6 @@ impl Engine {
         };
         let what = match &self.layers[i] {
             Layer::Conv { conv: c, .. } => conv(c),
-            Layer::Linear { conv: c, .. } => format!("linear ({})", conv(c)),
             Layer::Affine { table, .. } => {
                 format!("{} affine", if table.is_some() { "int8" } else { "f32" })
             }
@@ -369,14 +366,10 @@ impl Engine {
             let out = self.layer(i, layer, &values)?;
             timing(i, start.elapsed().as_secs_f64());
             let read = match layer {
-                Layer::Conv { input, .. }
-                | Layer::Affine { input, .. }
-                | Layer::Linear { input, .. } => {
-                    vec![*input]
-                }
-                Layer::Add { a, b } => vec![*a, *b],
+                Layer::Conv { input, .. } | Layer::Affine { input, .. } => [Some(*input), None],
+                Layer::Add { a, b } => [Some(*a), Some(*b)],
             };
-            for v in read {
+            for v in read.into_iter().flatten() {
                 remaining[v] -= 1;
                 if remaining[v] == 0 {
                     values[v] = None;
@@ -425,32 +418,6 @@ impl Engine {
         };
         Ok(match layer {
             Layer::Conv { input, conv } => run_conv(conv, *input, out_params)?,
-            Layer::Linear { input, conv } => {
-                let x = get(*input);
-                let [n, h, w, c] = x.shape();
-                let flat = match x {
-                    Activation::F32 { data, .. } => Activation::F32 {
-                        data: data.clone(),
-                        shape: [n, 1, 1, h * w * c],
-                    },
-                    Activation::U8(t) => Activation::U8(QTensor {
-                        shape: [n, 1, 1, h * w * c],
-                        ..t.clone()
-                    }),
-                };
-                let values = [Some(flat)];
-                let get = |_: usize| values[0].as_ref().expect("set");
-                match conv {
-                    Conv::I8(q) => {
-                        let x = as_u8(get(0), self.params[*input]);
-                        q.forward(&x, Output::F32, self.kernel).map_err(conv_err)?
-                    }
-                    Conv::F32(f) => {
-                        let (data, shape) = as_f32(get(0));
-                        f.forward(&data, shape, None)
-                    }
-                }
-            }
             Layer::Affine {
                 input,
                 scale,
@@ -465,8 +432,12 @@ impl Engine {
                     data.par_chunks_mut(c * 64)
                         .zip(x.data.par_chunks(c * 64))
                         .for_each(|(o, v)| {
-                            for (k, (o, &q)) in o.iter_mut().zip(v).enumerate() {
-                                *o = table[(k % c) * 256 + q as usize];
+                            for (o, v) in o.chunks_exact_mut(c).zip(v.chunks_exact(c)) {
+                                for ((o, &q), lookup) in
+                                    o.iter_mut().zip(v).zip(table.chunks_exact(256))
+                                {
+                                    *o = lookup[q as usize];
+                                }
                             }
                         });
                     Activation::U8(QTensor {
@@ -478,12 +449,12 @@ impl Engine {
                 }
                 None => {
                     let (x, shape) = as_f32(get(*input));
-                    let c = shape[3];
-                    let data = x
-                        .iter()
-                        .enumerate()
-                        .map(|(k, v)| v * scale[k % c] + shift[k % c])
-                        .collect();
+                    let mut data = x.into_owned();
+                    for row in data.chunks_exact_mut(shape[3]) {
+                        for ((v, s), t) in row.iter_mut().zip(scale).zip(shift) {
+                            *v = *v * s + t;
+                        }
+                    }
                     Activation::F32 { data, shape }
                 }
             },
@@ -664,10 +635,6 @@ impl FloatConv {
         }
     }
 
-    fn out_size(&self, size: usize) -> usize {
-        (size + 2 * self.padding).saturating_sub(self.shape[2]) / self.stride + 1
-    }
-
     fn describe(&self) -> String {
         describe_conv(self.shape, self.groups, self.stride)
     }
@@ -681,17 +648,13 @@ impl FloatConv {
         output: Option<QuantParams>,
     ) -> Activation {
         let [cout, cpg, kh, kw] = self.shape;
-        let (oh, ow) = (self.out_size(h), self.out_size(w));
+        let side = |size, k| out_size(size, k, self.stride, self.padding);
+        let (oh, ow) = (side(h, kh), side(w, kw));
         let m = n * oh * ow;
         let mut y = vec![0f32; m * cout];
         if self.groups == 1 {
             let k = cpg * kh * kw;
-            let rows: Cow<'_, [f32]> =
-                if kh == 1 && kw == 1 && self.stride == 1 && self.padding == 0 {
-                    Cow::Borrowed(x)
-                } else {
-                    Cow::Owned(self.im2col(x, [n, h, w, c], oh, ow))
-                };
+            let rows = im2col(x, [n, h, w, c], [kh, kw], self.stride, self.padding, k, 0.0);
             matmul(&rows, m, k, &self.weights, cout, &mut y);
         } else {
             let geometry = Grouped {
@@ -737,32 +700,6 @@ impl FloatConv {
                 })
             }
         }
-    }
-
-    fn im2col(&self, x: &[f32], [_, h, w, c]: [usize; 4], oh: usize, ow: usize) -> Vec<f32> {
-        let [_, _, kh, kw] = self.shape;
-        let k = kh * kw * c;
-        let mut rows = vec![0f32; x.len() / (h * w) * oh * ow * kh * kw];
-        rows.par_chunks_mut(ow * k)
-            .enumerate()
-            .for_each(|(line, chunk)| {
-                let (b, oy) = (line / oh, line % oh);
-                for ox in 0..ow {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let iy = (oy * self.stride + ky) as isize - self.padding as isize;
-                            let ix = (ox * self.stride + kx) as isize - self.padding as isize;
-                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                continue; // stays 0
-                            }
-                            let src = ((b * h + iy as usize) * w + ix as usize) * c;
-                            chunk[ox * k + (ky * kw + kx) * c..][..c]
-                                .copy_from_slice(&x[src..src + c]);
-                        }
-                    }
-                }
-            });
-        rows
     }
 }
 

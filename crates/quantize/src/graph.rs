@@ -40,8 +40,13 @@ impl<W> ConvLayer<W> {
         self.shape[1] * self.groups
     }
     pub fn out_size(&self, size: usize) -> usize {
-        (size + 2 * self.padding).saturating_sub(self.shape[2]) / self.stride + 1
+        out_size(size, self.shape[2], self.stride, self.padding)
     }
+}
+
+/// Output side of a convolution over `size` inputs (every layer here uses this one rule).
+pub(crate) fn out_size(size: usize, kernel: usize, stride: usize, padding: usize) -> usize {
+    (size + 2 * padding).saturating_sub(kernel) / stride.max(1) + 1
 }
 
 /// One operation; its inputs are value indices (0 is the image, node `i` writes value `i + 1`).
@@ -61,7 +66,9 @@ pub enum Node<W = Vec<f32>> {
         a: usize,
         b: usize,
     },
-    /// The embedding layer on the flattened channels-last input: weights `[out, h * w * c]`.
+    /// The embedding layer on the flattened feature map: weights `[out, c * h * w]` in PyTorch's
+    /// flattening order, which is also the layout of a convolution whose kernel covers the
+    /// whole map (how the engine runs it).
     Linear {
         input: usize,
         weights: W,
@@ -349,8 +356,8 @@ impl Builder {
     }
 
     /// The embedding layer: `features(fc(pre(flatten(x))))` with `pre` an optional per-channel
-    /// affine (IResNet's `bn2`), everything folded into one linear layer over the channels-last
-    /// flattening of a `[h, w, c]` input.
+    /// affine (IResNet's `bn2`), everything folded into one linear layer over a `[h, w, c]`
+    /// feature map flattened as PyTorch does (`c`, then `h`, then `w`).
     fn linear<B: Backend>(
         &mut self,
         input: usize,
@@ -359,7 +366,7 @@ impl Builder {
         fc: &Linear<B>,
         features: &BatchNorm<B>,
     ) -> Result<usize, GraphError> {
-        // Burn keeps linear weights as [in, out], `in` in NCHW flattening order.
+        // Burn keeps linear weights as [in, out].
         let [d_in, d_out] = fc.weight.dims();
         if d_in != h * w * c {
             return Err(GraphError::Unsupported(format!(
@@ -369,15 +376,13 @@ impl Builder {
         let burn = values(&fc.weight);
         let mut bias = fc.bias.as_ref().map_or_else(|| vec![0.0; d_out], values);
         let mut weights = vec![0f32; d_out * d_in];
-        for ch in 0..c {
-            let (s, t) = pre.as_ref().map_or((1.0, 0.0), |(s, t)| (s[ch], t[ch]));
-            for p in 0..h * w {
-                let (nchw, nhwc) = (ch * h * w + p, p * c + ch);
-                for o in 0..d_out {
-                    let v = burn[nchw * d_out + o];
-                    weights[o * d_in + nhwc] = v * s;
-                    bias[o] += v * t;
-                }
+        for (i, row) in burn.chunks_exact(d_out).enumerate() {
+            let (s, t) = pre
+                .as_ref()
+                .map_or((1.0, 0.0), |(s, t)| (s[i / (h * w)], t[i / (h * w)]));
+            for (o, &v) in row.iter().enumerate() {
+                weights[o * d_in + i] = v * s;
+                bias[o] += v * t;
             }
         }
         let (weights, bias) = fold(&weights, Some(&bias), features)?;

@@ -23,7 +23,7 @@ pub(crate) struct Grouped {
 
 impl Grouped {
     pub fn out_size(&self, size: usize) -> usize {
-        (size + 2 * self.padding).saturating_sub(self.kernel) / self.stride + 1
+        crate::graph::out_size(size, self.kernel, self.stride, self.padding)
     }
     fn cin(&self) -> usize {
         self.cpg * self.cout / self.opg
