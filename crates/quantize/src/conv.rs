@@ -78,8 +78,6 @@ enum Arithmetic {
 #[derive(Debug, Clone)]
 pub struct QConv2d {
     arithmetic: Arithmetic,
-    /// The quantised weights in PyTorch's `[cout, cin / groups, kh, kw]` layout.
-    quantised: Vec<i8>,
     weight_scales: Vec<f32>,
     bias: Vec<f32>,
     prelu: Option<Vec<f32>>,
@@ -154,13 +152,13 @@ impl QConv2d {
             return Err(ConvError::NonFinite);
         }
         let (q, scales) = quantise_per_channel(weights, shape[0]);
-        Self::from_quantised(q, scales, shape, groups, bias, prelu, stride, padding)
+        Self::from_quantised(&q, scales, shape, groups, bias, prelu, stride, padding)
     }
 
     /// A convolution from weights already quantised (as a model file stores them).
     #[allow(clippy::too_many_arguments)]
     pub fn from_quantised(
-        quantised: Vec<i8>,
+        quantised: &[i8],
         weight_scales: Vec<f32>,
         shape: [usize; 4],
         groups: usize,
@@ -212,7 +210,6 @@ impl QConv2d {
         };
         Ok(Self {
             arithmetic,
-            quantised,
             weight_scales,
             bias: bias.map_or_else(|| vec![0.0; cout], <[f32]>::to_vec),
             prelu: prelu.map(<[f32]>::to_vec),
@@ -230,21 +227,6 @@ impl QConv2d {
     /// "conv 3x3/2 64->128 groups 2".
     pub fn describe(&self) -> String {
         crate::engine::describe_conv(self.shape, self.groups, self.stride)
-    }
-
-    /// The quantised weights (`[cout, cin / groups, kh, kw]`) and their per-channel scales.
-    pub fn quantised_weights(&self) -> (&[i8], &[f32]) {
-        (&self.quantised, &self.weight_scales)
-    }
-
-    /// The weights as the integer arithmetic sees them (`q * scale`), `[cout, cin, kh, kw]`.
-    pub fn dequantised_weights(&self) -> Vec<f32> {
-        let per = self.quantised.len() / self.out_channels().max(1);
-        self.quantised
-            .iter()
-            .enumerate()
-            .map(|(i, &q)| q as f32 * self.weight_scales[i / per])
-            .collect()
     }
 
     /// Output height and width for an input's.

@@ -531,7 +531,7 @@ pub(crate) fn map_weights<A, B>(node: &Node<A>, mut f: impl FnMut(&A) -> B) -> N
 fn build_conv(conv: &ConvLayer<Weights>) -> Result<Conv, ConvError> {
     Ok(match &conv.weights {
         Weights::I8 { q, scales } => Conv::I8(QConv2d::from_quantised(
-            q.clone(),
+            q,
             scales.clone(),
             conv.shape,
             conv.groups,

@@ -2,7 +2,7 @@
 //! every kernel, with padding, stride, bias and PReLU; quantisation error of the weights bounded;
 //! bad inputs refused.
 
-use quantize::{Activation, ConvError, Kernel, Output, QConv2d, QTensor};
+use quantize::{quantise_per_channel, Activation, ConvError, Kernel, Output, QConv2d, QTensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// `x` real NHWC, `w` real [cout, cin, kh, kw]; zero padding.
@@ -79,8 +79,14 @@ fn matches_a_float64_convolution_of_the_dequantised_operands() {
             pad,
         )
         .unwrap();
-        // Per-channel symmetric quantisation: every weight within half a step of the original.
-        let deq = conv.dequantised_weights();
+        // Per-channel symmetric quantisation (what QConv2d::new applies): every weight within
+        // half a step of the original.
+        let (q, scales) = quantise_per_channel(&weights, cout);
+        let deq: Vec<f32> = q
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v as f32 * scales[i / (cin * k * k)])
+            .collect();
         for o in 0..cout {
             let row = &weights[o * cin * k * k..(o + 1) * cin * k * k];
             let step = row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
@@ -174,4 +180,77 @@ fn bad_weights_and_inputs_are_refused() {
         conv.forward(&short, Output::F32, Kernel::Scalar),
         Err(ConvError::Shape { .. })
     ));
+}
+
+/// A grouped or depthwise convolution is a dense one whose weights are zero outside each
+/// group's block: the direct loops must give the same integers, hence the same bits, as the
+/// GEMM path on the block-diagonal expansion (zeros do not change a channel's scale).
+#[test]
+fn grouped_equals_dense_on_block_diagonal_weights() {
+    let mut rng = StdRng::seed_from_u64(7);
+    // (channels, groups, kernel, stride, padding): depthwise, two per group, uneven split.
+    for (c, groups, k, stride, pad) in [
+        (16, 16, 3, 1, 1),
+        (16, 16, 3, 2, 1),
+        (12, 6, 3, 1, 1),
+        (12, 3, 3, 2, 0),
+        (8, 8, 7, 1, 0),
+    ] {
+        let (n, h, w) = (2, 9, 7);
+        let cpg = c / groups;
+        let x = QTensor {
+            data: (0..n * h * w * c).map(|_| rng.random()).collect(),
+            shape: [n, h, w, c],
+            scale: 0.03,
+            zero: 100,
+        };
+        let grouped_w: Vec<f32> = (0..c * cpg * k * k)
+            .map(|_| rng.random_range(-0.5..0.5))
+            .collect();
+        let mut dense_w = vec![0f32; c * c * k * k];
+        for o in 0..c {
+            let g = o / (c / groups);
+            for ci in 0..cpg {
+                for t in 0..k * k {
+                    dense_w[(o * c + g * cpg + ci) * k * k + t] =
+                        grouped_w[(o * cpg + ci) * k * k + t];
+                }
+            }
+        }
+        let bias: Vec<f32> = (0..c).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let alpha: Vec<f32> = (0..c).map(|_| rng.random_range(0.0..0.5)).collect();
+        let grouped = QConv2d::new_grouped(
+            &grouped_w,
+            [c, cpg, k, k],
+            groups,
+            Some(&bias),
+            Some(&alpha),
+            stride,
+            pad,
+        )
+        .unwrap();
+        let dense = QConv2d::new(
+            &dense_w,
+            [c, c, k, k],
+            Some(&bias),
+            Some(&alpha),
+            stride,
+            pad,
+        )
+        .unwrap();
+        for output in [
+            Output::F32,
+            Output::U8 {
+                scale: 0.05,
+                zero: 90,
+            },
+        ] {
+            let a = grouped.forward(&x, output, Kernel::Scalar).unwrap();
+            let b = dense.forward(&x, output, Kernel::detect()).unwrap();
+            assert_eq!(
+                a, b,
+                "{c} channels, {groups} groups, k {k}, stride {stride}"
+            );
+        }
+    }
 }
