@@ -96,10 +96,7 @@ pub fn run<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
             None,
         )
     } else if args.synthetic {
-        let config = SyntheticConfig {
-            held_out: 500,
-            ..SyntheticConfig::default()
-        };
+        let config = synthetic_config();
         let held = SyntheticFaces::held_out(config.clone())?;
         let pairs = PairSet::synthetic(&held, args.synthetic_pairs, 1)?;
         (
@@ -164,6 +161,14 @@ pub fn run<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
         println!("plot: {}", p.display());
     }
     Ok(())
+}
+
+/// The built-in synthetic identities as evaluation uses them (500 held-out identities).
+pub fn synthetic_config() -> SyntheticConfig {
+    SyntheticConfig {
+        held_out: 500,
+        ..SyntheticConfig::default()
+    }
 }
 
 /// A model file as an embedder: a quantised model (`arcface quantize`) on the int8 engine, any

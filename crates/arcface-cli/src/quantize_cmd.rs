@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use eval::{embed_normalised, verify_pairs, BurnEmbedder, Embedder, PairSet};
-use face_data::{FaceDataset, SyntheticConfig, SyntheticFaces};
+use eval::{cosine, embed_normalised, verify_pairs, BurnEmbedder, Embedder, PairSet};
+use face_data::{FaceDataset, SyntheticFaces};
 use iresnet::burn::tensor::backend::Backend;
-use iresnet::{preprocess::faces_to_tensor, Backbone};
+use iresnet::Backbone;
 use quantize::calibrate::Method;
 use quantize::{quantize, Engine, Graph, QuantizeOptions, QuantizedModel};
 use serde::Serialize;
@@ -135,26 +135,21 @@ pub fn run<B: Backend>(args: &QuantizeArgs, device: &B::Device) -> Result<()> {
         float_last: args.float_last,
     };
     let (calibration, check) = faces(&args.calib, args.calib_faces, args.check_faces)?;
-    let raw = |faces: &[image::RgbImage]| -> Vec<Vec<u8>> {
-        faces.iter().map(|f| f.as_raw().clone()).collect()
-    };
-    let calibration_raw = raw(&calibration);
-    let check_raw = raw(&check);
 
     let progress = indicatif::ProgressBar::new_spinner().with_message("calibrating");
     progress.enable_steady_tick(std::time::Duration::from_millis(200));
     let graph = Graph::from_backbone(&backbone)?;
-    let model = quantize(&graph, &as_refs(&calibration_raw), options)?;
+    let model = quantize(&graph, &raw(&calibration), options)?;
     model.save(&args.out)?;
     progress.set_message("checking");
     // What was written is what is measured.
     let int8 = QuantizedModel::load(&args.out)?.engine()?;
     let float = Engine::float(&graph)?;
+    let burn = BurnEmbedder::new(backbone.clone(), device.clone());
 
-    let check_refs = as_refs(&check_raw);
-    let burn_check = burn_embed(&backbone, &check_refs, device)?;
-    let int8_check = int8.embed(&check_refs)?;
-    let float_check = float.embed(&check_refs)?;
+    let burn_check = burn.embed(&check)?;
+    let int8_check = Embedder::embed(&int8, &check)?;
+    let float_check = Embedder::embed(&float, &check)?;
     let cosines: Vec<f64> = int8_check
         .iter()
         .zip(&burn_check)
@@ -176,19 +171,15 @@ pub fn run<B: Backend>(args: &QuantizeArgs, device: &B::Device) -> Result<()> {
         engine_f32_vs_burn: engine_vs_burn as f64,
     };
 
+    // Batch 1, each from the aligned image (pixels to input included, for all three).
     progress.set_message("timing batch-1 forward passes");
-    let one = &check_refs[..1];
-    let burn_ms = median_ms(args.runs, || burn_embed(&backbone, one, device).map(|_| ()))?;
-    let float_ms = median_ms(args.runs, || {
-        float.embed(one).map(|_| ()).map_err(Into::into)
-    })?;
-    let int8_ms = median_ms(args.runs, || {
-        int8.embed(one).map(|_| ()).map_err(Into::into)
-    })?;
+    let one = &check[..1];
+    let time = |e: &dyn Embedder| median_ms(args.runs, || Ok(e.embed(one).map(|_| ())?));
+    let (burn_ms, float_ms, int8_ms) = (time(&burn)?, time(&float)?, time(&int8)?);
 
     if args.profile {
         for (name, engine) in [("f32", &float), ("int8", &int8)] {
-            let mut layers = engine.profile(one)?;
+            let mut layers = engine.profile(&raw(one))?;
             let total: f64 = layers.iter().map(|l| l.1).sum();
             layers.sort_by(|a, b| b.1.total_cmp(&a.1));
             eprintln!(
@@ -202,9 +193,8 @@ pub fn run<B: Backend>(args: &QuantizeArgs, device: &B::Device) -> Result<()> {
     }
     let verification = if args.calib == "synthetic" && args.pairs > 0 {
         progress.set_message("verification pairs");
-        let held = SyntheticFaces::held_out(synthetic_config())?;
+        let held = SyntheticFaces::held_out(crate::eval_cmd::synthetic_config())?;
         let set = PairSet::synthetic(&held, args.pairs, 1)?;
-        let burn = BurnEmbedder::new(backbone.clone(), device.clone());
         let accuracy = |e: &dyn Embedder| -> Result<f64> {
             let embeddings = embed_normalised(e, &set.faces, true, |_| ())?;
             Ok(verify_pairs(&embeddings, &set.same, None)?
@@ -298,13 +288,6 @@ fn print_table(r: &Report) {
     println!("wrote {}", r.out.display());
 }
 
-fn synthetic_config() -> SyntheticConfig {
-    SyntheticConfig {
-        held_out: 500,
-        ..SyntheticConfig::default()
-    }
-}
-
 /// Calibration and check faces: from the synthetic training identities (check faces from the
 /// held-out ones), or split from one folder / `.bin` (calibration first).
 fn faces(
@@ -316,7 +299,7 @@ fn faces(
         bail!("--calib-faces must be at least 1");
     }
     if source == "synthetic" {
-        let config = synthetic_config();
+        let config = crate::eval_cmd::synthetic_config();
         let train = SyntheticFaces::train(config.clone())?;
         let held = SyntheticFaces::held_out(config)?;
         let step = (train.len() / calibration).max(1);
@@ -343,22 +326,6 @@ fn faces(
     Ok((all, check))
 }
 
-fn burn_embed<B: Backend>(
-    backbone: &iresnet::AnyBackbone<B>,
-    faces: &[&[u8]],
-    device: &B::Device,
-) -> Result<Vec<Vec<f32>>> {
-    let x = faces_to_tensor::<B>(faces, device)?;
-    let d = backbone.embedding_dim();
-    let data = backbone.embed(x).into_data().convert::<f32>();
-    Ok(data
-        .to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?
-        .chunks(d)
-        .map(<[f32]>::to_vec)
-        .collect())
-}
-
 fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     for _ in 0..3 {
         f()?;
@@ -373,16 +340,7 @@ fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(times[times.len() / 2])
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64) * (*y as f64))
-        .sum();
-    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b)).max(f64::MIN_POSITIVE)
-}
-
-fn as_refs(faces: &[Vec<u8>]) -> Vec<&[u8]> {
-    faces.iter().map(Vec::as_slice).collect()
+/// The faces' pixels as the engine takes them (no copies).
+fn raw(faces: &[image::RgbImage]) -> Vec<&[u8]> {
+    faces.iter().map(|f| f.as_raw().as_slice()).collect()
 }

@@ -8,7 +8,7 @@ pub mod pairs;
 pub mod report;
 pub mod verification;
 
-pub use embedder::{embed_normalised, normalise, BurnEmbedder, Embedder};
+pub use embedder::{cosine, embed_normalised, normalise, BurnEmbedder, Embedder};
 pub use identification::{
     closed_set, open_set, rank1_with_distractors, search, ClosedSet, Labelled, OpenSetPoint,
     ProbeResult,

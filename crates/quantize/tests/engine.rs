@@ -5,11 +5,10 @@
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::{Distribution, Tensor};
+use eval::{cosine, BurnEmbedder, Embedder};
 use face_data::{render, SyntheticConfig};
-use iresnet::{
-    preprocess::faces_to_tensor, AnyBackbone, Backbone, BackboneConfig, IResNetConfig, MbfHead,
-    MobileFaceNetConfig,
-};
+use image::RgbImage;
+use iresnet::{AnyBackbone, Backbone, BackboneConfig, IResNetConfig, MbfHead, MobileFaceNetConfig};
 use quantize::calibrate::Method;
 use quantize::gemm::Kernel;
 use quantize::{quantize, Engine, Graph, ModelError, QuantizeOptions, QuantizedModel};
@@ -37,38 +36,15 @@ fn small_iresnet() -> BackboneConfig {
     )
 }
 
-fn faces(n: u64) -> Vec<Vec<u8>> {
+fn faces(n: u64) -> Vec<RgbImage> {
     let config = SyntheticConfig::default();
     (0..n)
-        .map(|i| render(&config, i % 7, i, None).image.into_raw())
+        .map(|i| render(&config, i % 7, i, None).image)
         .collect()
 }
 
-fn refs(faces: &[Vec<u8>]) -> Vec<&[u8]> {
-    faces.iter().map(Vec::as_slice).collect()
-}
-
-fn burn_embed(model: &AnyBackbone<B>, faces: &[&[u8]]) -> Vec<Vec<f32>> {
-    let x = faces_to_tensor::<B>(faces, &Default::default()).unwrap();
-    let d = model.embedding_dim();
-    model
-        .embed(x)
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap()
-        .chunks(d)
-        .map(<[f32]>::to_vec)
-        .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64) * (*y as f64))
-        .sum();
-    let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (n(a) * n(b))
+fn refs(faces: &[RgbImage]) -> Vec<&[u8]> {
+    faces.iter().map(|f| f.as_raw().as_slice()).collect()
 }
 
 fn assert_close(ours: &[Vec<f32>], reference: &[Vec<f32>], tolerance: f32, what: &str) {
@@ -83,8 +59,8 @@ fn assert_close(ours: &[Vec<f32>], reference: &[Vec<f32>], tolerance: f32, what:
 
 #[test]
 fn float_engine_computes_what_burn_computes() {
-    let faces = faces(3);
-    let faces = refs(&faces);
+    let images = faces(3);
+    let faces = refs(&images);
     let configs = [
         small_iresnet(),
         // Grouped stem (two channels per group), depthwise blocks, GDC head.
@@ -106,7 +82,9 @@ fn float_engine_computes_what_burn_computes() {
         let graph = Graph::from_backbone(&model).unwrap();
         let engine = Engine::float(&graph).unwrap();
         let ours = engine.embed(&faces).unwrap();
-        let theirs = burn_embed(&model, &faces);
+        let theirs = BurnEmbedder::new(model, Default::default())
+            .embed(&images)
+            .unwrap();
         assert_eq!(ours.len(), 3);
         assert_close(&ours, &theirs, 2e-5, &config.describe());
     }
