@@ -13,9 +13,7 @@ Usage: python tools/bench_peers_int8.py FACES_DIR WORK_DIR CALIB_COUNT  -> print
 import glob
 import json
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
@@ -27,6 +25,7 @@ from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantT
 from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_peers_backbones import median_time  # noqa: E402
 from make_backbone_fixtures import IResNet, IRESNET_LAYERS  # noqa: E402
 
 torch.set_num_threads(2)
@@ -59,14 +58,7 @@ class Reader(CalibrationDataReader):
 
 
 def median_ms(fn, runs=20, warmup=3):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(ts)
+    return 1e3 * median_time(fn, runs, warmup)
 
 
 def cosines(a, b):
