@@ -1,6 +1,6 @@
-//! Elementwise layers between quantised convolutions: the residual addition of two u8 tensors
-//! with their own scales (IResNet's `out + shortcut`) and per-channel PReLU, each requantised to
-//! the output's scale and zero point.
+//! The residual addition of two u8 tensors with their own scales (`out + shortcut`),
+//! requantised to the sum's scale and zero point. (PReLU needs no layer of its own: it is
+//! fused into every convolution's epilogue.)
 
 use rayon::prelude::*;
 
@@ -12,12 +12,6 @@ use crate::conv::QTensor;
 pub enum ElementwiseError {
     #[error("shapes differ: {0:?} and {1:?}")]
     Shapes([usize; 4], [usize; 4]),
-    #[error("{got} PReLU slopes for {channels} channels")]
-    Slopes { got: usize, channels: usize },
-}
-
-fn requantise(v: f32, out: QuantParams) -> u8 {
-    (v / out.scale + out.zero as f32 + 0.5).clamp(0.0, 255.0) as u8
 }
 
 /// `a + b` in real values, requantised to `out`.
@@ -45,38 +39,6 @@ pub fn add(a: &QTensor, b: &QTensor, out: QuantParams) -> Result<QTensor, Elemen
     })
 }
 
-/// PReLU with per-channel slopes on a channels-last tensor, requantised to `out`.
-pub fn prelu(x: &QTensor, slopes: &[f32], out: QuantParams) -> Result<QTensor, ElementwiseError> {
-    let c = x.shape[3];
-    if slopes.len() != c {
-        return Err(ElementwiseError::Slopes {
-            got: slopes.len(),
-            channels: c,
-        });
-    }
-    let z = x.zero as f32;
-    let mut data = vec![0u8; x.data.len()];
-    data.par_chunks_mut(c.max(1) * 64)
-        .zip(x.data.par_chunks(c.max(1) * 64))
-        .for_each(|(o, v)| {
-            for (k, (o, &q)) in o.iter_mut().zip(v).enumerate() {
-                let real = x.scale * (q as f32 - z);
-                let y = if real < 0.0 {
-                    real * slopes[k % c]
-                } else {
-                    real
-                };
-                *o = requantise(y, out);
-            }
-        });
-    Ok(QTensor {
-        data,
-        shape: x.shape,
-        scale: out.scale,
-        zero: out.zero,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,7 +54,7 @@ mod tests {
     }
 
     #[test]
-    fn add_and_prelu_requantise_the_real_values() {
+    fn add_requantises_the_real_sum() {
         // a: scale 0.1 zero 100 -> reals -10..; b: scale 0.5 zero 0.
         let a = tensor(vec![100, 110, 90, 255], 2, 0.1, 100);
         let b = tensor(vec![0, 4, 2, 0], 2, 0.5, 0);
@@ -104,20 +66,9 @@ mod tests {
         // Reals: 0 + 0, 1 + 2, -1 + 1, 15.5 + 0 -> /0.25 + 20 -> 20, 32, 20, 82.
         assert_eq!(s.data, vec![20, 32, 20, 82]);
         assert_eq!((s.scale, s.zero), (0.25, 20));
-        // PReLU slopes 0.5 (channel 0) and 0.1 (channel 1) on a: reals 0, 1, -1, 15.5.
-        let p = prelu(&a, &[0.5, 0.1], out).unwrap();
-        // 0 -> 20; 1 -> 24; -1 * 0.5 = -0.5 -> 18; 15.5 -> 82.
-        assert_eq!(p.data, vec![20, 24, 18, 82]);
         assert!(matches!(
             add(&a, &tensor(vec![0; 6], 2, 1.0, 0), out),
             Err(ElementwiseError::Shapes(..))
-        ));
-        assert!(matches!(
-            prelu(&a, &[0.5], out),
-            Err(ElementwiseError::Slopes {
-                got: 1,
-                channels: 2
-            })
         ));
     }
 }

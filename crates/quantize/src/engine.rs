@@ -37,13 +37,6 @@ impl Weights {
     pub fn is_int8(&self) -> bool {
         matches!(self, Self::I8 { .. })
     }
-    /// Bytes the weights take.
-    pub fn bytes(&self) -> usize {
-        match self {
-            Self::F32(w) => 4 * w.len(),
-            Self::I8 { q, scales } => q.len() + 4 * scales.len(),
-        }
-    }
 }
 
 /// The u8 grid of the image input: pixel `p` stands for `(p - 128) / 127.5`, half a step from
@@ -118,7 +111,6 @@ pub struct Engine {
     embedding_dim: usize,
     kernel: Kernel,
     int8_weights: usize,
-    weight_bytes: usize,
 }
 
 impl Engine {
@@ -160,7 +152,7 @@ impl Engine {
             .first()
             .is_some_and(|n| matches!(n, Node::Conv { conv, .. } if conv.weights.is_int8()));
         let mut layers = Vec::with_capacity(graph.nodes.len());
-        let (mut int8_weights, mut weight_bytes) = (0, 0);
+        let mut int8_weights = 0;
         for (i, node) in graph.nodes.iter().enumerate() {
             let conv_err = |source| EngineError::Conv { layer: i, source };
             let layer = match node {
@@ -237,7 +229,6 @@ impl Engine {
             }
             | Node::Linear { weights, .. } = node
             {
-                weight_bytes += weights.bytes();
                 if weights.is_int8() {
                     int8_weights += weights.count();
                 }
@@ -253,7 +244,6 @@ impl Engine {
             embedding_dim: graph.embedding_dim(),
             kernel: Kernel::detect(),
             int8_weights,
-            weight_bytes,
         })
     }
 
@@ -274,11 +264,6 @@ impl Engine {
     /// Number of int8 weights (0 for the float engine).
     pub fn int8_weights(&self) -> usize {
         self.int8_weights
-    }
-
-    /// Bytes of weights, as held in memory and in a model file.
-    pub fn weight_bytes(&self) -> usize {
-        self.weight_bytes
     }
 
     /// Embeds aligned 112x112 RGB faces (interleaved bytes); embeddings are not normalised.
@@ -551,14 +536,10 @@ fn affine_table(scale: &[f32], shift: &[f32], input: QuantParams, output: QuantP
     for (s, t) in scale.iter().zip(shift) {
         for q in 0..256 {
             let real = input.scale * (q as f32 - input.zero as f32);
-            table.push(requantise(s * real + t, output));
+            table.push(output.quantise(s * real + t));
         }
     }
     table
-}
-
-fn requantise(v: f32, p: QuantParams) -> u8 {
-    (v / p.scale + p.zero as f32 + 0.5).clamp(0.0, 255.0) as u8
 }
 
 fn to_f32(a: &Activation) -> Cow<'_, [f32]> {
@@ -584,7 +565,7 @@ fn as_u8(a: &Activation, params: Option<QuantParams>) -> Cow<'_, QTensor> {
         Activation::F32 { data, shape } => {
             let p = params.expect("checked when the engine was built");
             Cow::Owned(QTensor {
-                data: data.iter().map(|&v| requantise(v, p)).collect(),
+                data: data.iter().map(|&v| p.quantise(v)).collect(),
                 shape: *shape,
                 scale: p.scale,
                 zero: p.zero,

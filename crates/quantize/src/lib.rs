@@ -25,7 +25,7 @@ pub mod model;
 
 pub use calibrate::{Method, Observer, QuantParams};
 pub use conv::{quantise_per_channel, Activation, ConvError, Output, QConv2d, QTensor};
-pub use elementwise::{add, prelu, ElementwiseError};
+pub use elementwise::{add, ElementwiseError};
 pub use engine::{Engine, EngineError, Weights, IMAGE_PARAMS};
 pub use fold::{fold_batch_norm, BatchNormStats, FoldError};
 pub use gemm::{gemm_u8i8, Kernel, PackedWeights};
