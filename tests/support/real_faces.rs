@@ -109,7 +109,6 @@ pub fn face_pairs(cache: &Path) -> (Vec<RgbImage>, Vec<RgbImage>, Vec<String>) {
 
 /// Cosine scores of normalised embeddings: genuine (face i against its copy) and impostor (face
 /// i against every other face and its copy).
-#[allow(dead_code)]
 pub fn pair_scores(a: &[Vec<f32>], b: &[Vec<f32>]) -> (Vec<f64>, Vec<f64>) {
     let cos = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| (p * q) as f64).sum::<f64>();
     let genuine = a.iter().zip(b).map(|(x, y)| cos(x, y)).collect();

@@ -215,10 +215,9 @@ impl<W: WeightData> Graph<W> {
         }
     }
 
-    /// For each value, how many nodes read it (the image counts as read once more).
+    /// For each value, how many nodes read it (the engine frees a value after its last reader).
     pub fn readers(&self) -> Vec<usize> {
         let mut count = vec![0; self.nodes.len() + 1];
-        count[0] = 1;
         for node in &self.nodes {
             match node {
                 Node::Conv { input, .. }
