@@ -287,16 +287,8 @@ impl QConv2d {
                 Some(packed.column_sums())
             }
             Arithmetic::Grouped(weights) => {
-                let geometry = Grouped {
-                    h,
-                    w,
-                    cout,
-                    cpg,
-                    opg: cout / self.groups,
-                    kernel: kh,
-                    stride: self.stride,
-                    padding: self.padding,
-                };
+                let geometry =
+                    Grouped::of(self.shape, self.groups, self.stride, self.padding, [h, w]);
                 let z = x.zero as i32;
                 accumulate(
                     geometry,

@@ -638,16 +638,7 @@ impl FloatConv {
             let rows = im2col(x, [n, h, w, c], [kh, kw], self.stride, self.padding, k, 0.0);
             matmul(&rows, m, k, &self.weights, cout, &mut y);
         } else {
-            let geometry = Grouped {
-                h,
-                w,
-                cout,
-                cpg,
-                opg: cout / self.groups,
-                kernel: kh,
-                stride: self.stride,
-                padding: self.padding,
-            };
+            let geometry = Grouped::of(self.shape, self.groups, self.stride, self.padding, [h, w]);
             accumulate(
                 geometry,
                 x,

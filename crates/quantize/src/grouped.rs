@@ -22,6 +22,26 @@ pub(crate) struct Grouped {
 }
 
 impl Grouped {
+    /// The geometry of a layer with weights `[cout, cpg, k, k]` on an `h x w` input.
+    pub fn of(
+        [cout, cpg, k, _]: [usize; 4],
+        groups: usize,
+        stride: usize,
+        padding: usize,
+        [h, w]: [usize; 2],
+    ) -> Self {
+        Self {
+            h,
+            w,
+            cout,
+            cpg,
+            opg: cout / groups,
+            kernel: k,
+            stride,
+            padding,
+        }
+    }
+
     pub fn out_size(&self, size: usize) -> usize {
         crate::graph::out_size(size, self.kernel, self.stride, self.padding)
     }
