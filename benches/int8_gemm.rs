@@ -13,7 +13,12 @@ fn gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("int8_gemm");
     group.sample_size(20);
     let device = Default::default();
-    for (m, k, n) in [(3136usize, 576usize, 64usize), (49, 4608, 512)] {
+    for (m, k, n) in [
+        (3136usize, 576usize, 64usize),
+        (3136, 128, 128),
+        (784, 256, 256),
+        (49, 4608, 512),
+    ] {
         let name = format!("{m}x{k}x{n}");
         group.throughput(Throughput::Elements((m * k * n) as u64));
         let a: Vec<u8> = (0..m * k).map(|i| (i * 7 % 251) as u8).collect();
@@ -38,55 +43,65 @@ fn gemm(c: &mut Criterion) {
     group.finish();
 }
 
-/// A whole 3x3 convolution layer at batch 1 (IResNet-50's stage-1 shape, 56x56x64 -> 64):
-/// `QConv2d` (im2col, best kernel, fused epilogue, u8 out) against flex's f32 `conv2d`.
+/// Whole convolution layers at batch 1: IResNet-50's stage-1 3x3 (56x56x64 -> 64), a
+/// MobileFaceNet 1x1 (56x56x128 -> 128) and its depthwise 3x3 (groups 128). `QConv2d` (im2col or
+/// direct, best kernel, fused epilogue, u8 out) against flex's f32 `conv2d`.
 fn conv_layer(c: &mut Criterion) {
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
     use quantize::{Output, QConv2d, QTensor};
-    let mut group = c.benchmark_group("conv3x3_56x56x64");
-    group.sample_size(20);
-    let (h, w, cin, cout) = (56usize, 56usize, 64usize, 64usize);
-    group.throughput(Throughput::Elements((h * w * cin * cout * 9) as u64));
-    let weights: Vec<f32> = (0..cout * cin * 9)
-        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
-        .collect();
-    let conv = QConv2d::new(&weights, [cout, cin, 3, 3], None, None, 1, 1).unwrap();
-    let x = QTensor {
-        data: (0..h * w * cin).map(|i| (i * 11 % 256) as u8).collect(),
-        shape: [1, h, w, cin],
-        scale: 0.02,
-        zero: 128,
-    };
-    let kernel = Kernel::detect();
-    group.bench_function(format!("int8_{kernel:?}"), |b| {
-        b.iter(|| {
-            conv.forward(
-                &x,
-                Output::U8 {
-                    scale: 0.05,
-                    zero: 128,
-                },
-                kernel,
-            )
-            .unwrap()
-        })
-    });
-    let device = Default::default();
-    let xf = Tensor::<B, 4>::random([1, cin, h, w], Distribution::Default, &device);
-    let wf = Tensor::<B, 4>::random([cout, cin, 3, 3], Distribution::Default, &device);
-    group.bench_function("flex_f32_conv2d", |b| {
-        b.iter(|| {
-            conv2d(
-                xf.clone(),
-                wf.clone(),
-                None,
-                ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
-            )
-            .into_data()
-        })
-    });
-    group.finish();
+    for (h, cin, cout, k, groups) in [
+        (56usize, 64usize, 64usize, 3usize, 1usize),
+        (56, 128, 128, 1, 1),
+        (56, 128, 128, 3, 128),
+    ] {
+        let name = format!("conv{k}x{k}_{h}x{h}x{cin}_g{groups}");
+        let mut group = c.benchmark_group(name);
+        group.sample_size(20);
+        let cpg = cin / groups;
+        let pad = k / 2;
+        group.throughput(Throughput::Elements((h * h * cpg * cout * k * k) as u64));
+        let weights: Vec<f32> = (0..cout * cpg * k * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
+            .collect();
+        let conv =
+            QConv2d::new_grouped(&weights, [cout, cpg, k, k], groups, None, None, 1, pad).unwrap();
+        let x = QTensor {
+            data: (0..h * h * cin).map(|i| (i * 11 % 256) as u8).collect(),
+            shape: [1, h, h, cin],
+            scale: 0.02,
+            zero: 128,
+        };
+        let kernel = Kernel::detect();
+        group.bench_function(format!("int8_{kernel:?}"), |b| {
+            b.iter(|| {
+                conv.forward(
+                    &x,
+                    Output::U8 {
+                        scale: 0.05,
+                        zero: 128,
+                    },
+                    kernel,
+                )
+                .unwrap()
+            })
+        });
+        let device = Default::default();
+        let xf = Tensor::<B, 4>::random([1, cin, h, h], Distribution::Default, &device);
+        let wf = Tensor::<B, 4>::random([cout, cpg, k, k], Distribution::Default, &device);
+        group.bench_function("flex_f32_conv2d", |b| {
+            b.iter(|| {
+                conv2d(
+                    xf.clone(),
+                    wf.clone(),
+                    None,
+                    ConvOptions::new([1, 1], [pad, pad], [1, 1], groups),
+                )
+                .into_data()
+            })
+        });
+        group.finish();
+    }
 }
 
 criterion_group!(benches, gemm, conv_layer);

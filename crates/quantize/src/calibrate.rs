@@ -35,7 +35,7 @@ impl QuantParams {
     /// point), the rule every quantised layer uses: it is inlined, where `f32::round` is a libm
     /// call without SSE4.1, and differs from round-half-away only at exact ties below zero.
     pub fn quantise(&self, x: f32) -> u8 {
-        (x / self.scale + self.zero as f32 + 0.5).clamp(0.0, 255.0) as u8
+        crate::epilogue::to_u8(x / self.scale + self.zero as f32 + 0.5)
     }
 }
 

@@ -8,9 +8,9 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 
 use crate::epilogue::{dequantise_rows, requantise_rows, Affine};
-use crate::gemm::{gemm_u8i8, GemmError, Kernel, PackedWeights};
+use crate::gemm::{rows_unchecked, GemmError, Kernel, PackedWeights};
 use crate::graph::out_size;
-use crate::grouped::{accumulate, relayout, Grouped};
+use crate::grouped::{exact_in_f32, line, relayout, Grouped, Window};
 
 /// u8 activations `[n, h, w, c]` (channels last) with one scale and zero point:
 /// `real = scale * (q - zero)`.
@@ -71,7 +71,7 @@ enum Arithmetic {
     /// im2col rows times packed weights (the GEMM kernels).
     Dense(PackedWeights),
     /// Direct loops for grouped and depthwise layers; weights `[k * k][cpg][cout]`.
-    Grouped(Vec<i16>),
+    Grouped(Vec<f32>),
 }
 
 /// A convolution with weights quantised symmetric per output channel, dense or grouped.
@@ -189,24 +189,27 @@ impl QConv2d {
                 "{groups} groups for {cout} outputs with a {kh}x{kw} kernel"
             )));
         }
-        let arithmetic = if groups == 1 {
+        let opg = cout / groups;
+        let arithmetic = if groups > 1 && exact_in_f32(kh, cpg) {
+            let real: Vec<f32> = quantised.iter().map(|&v| v as f32).collect();
+            Arithmetic::Grouped(relayout(&real, shape, opg))
+        } else {
+            // Dense, or a grouped layer too wide for exact f32 sums run as dense on its
+            // block-diagonal expansion (zeros outside each group's block).
+            let cin = cpg * groups;
+            let k = cin * kh * kw;
             // PyTorch order (ci, ky, kx) -> im2col order (ky, kx, ci), as a k x cout matrix.
-            let k = cpg * kh * kw;
             let mut b = vec![0i8; k * cout];
             for o in 0..cout {
+                let first = (o / opg) * cpg;
                 for ci in 0..cpg {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let row = (ky * kw + kx) * cpg + ci;
-                            b[row * cout + o] = quantised[o * k + (ci * kh + ky) * kw + kx];
-                        }
+                    for t in 0..kh * kw {
+                        let row = t * cin + first + ci;
+                        b[row * cout + o] = quantised[(o * cpg + ci) * kh * kw + t];
                     }
                 }
             }
             Arithmetic::Dense(PackedWeights::pack(&b, k, cout))
-        } else {
-            let wide: Vec<i16> = quantised.iter().map(|&v| v as i16).collect();
-            Arithmetic::Grouped(relayout(&wide, shape, cout / groups))
         };
         Ok(Self {
             arithmetic,
@@ -269,59 +272,22 @@ impl QConv2d {
                 kw,
             });
         }
+        if !kernel.available() {
+            return Err(GemmError::Unsupported(kernel).into());
+        }
         let (oh, ow) = self.out_size(h, w);
-        let m = n * oh * ow;
-        let mut acc = vec![0i32; m * cout];
-        let correction = match &self.arithmetic {
-            Arithmetic::Dense(packed) => {
-                let rows = im2col(
-                    &x.data,
-                    x.shape,
-                    [kh, kw],
-                    self.stride,
-                    self.padding,
-                    packed.lda(),
-                    x.zero,
-                );
-                gemm_u8i8(&rows, m, packed, &mut acc, kernel)?;
-                Some(packed.column_sums())
-            }
-            Arithmetic::Grouped(weights) => {
-                let geometry =
-                    Grouped::of(self.shape, self.groups, self.stride, self.padding, [h, w]);
-                let z = x.zero as i32;
-                accumulate(
-                    geometry,
-                    &x.data,
-                    weights,
-                    &mut acc,
-                    move |a: i32, q: u8, w: i16| a + (q as i32 - z) * w as i32,
-                );
-                None
-            }
-        };
-        Ok(self.epilogue(&acc, correction, x, [n, oh, ow, cout], output))
-    }
-
-    /// Per value: `real = s_x * s_w[o] * (acc - z_x * colsum[o]) + bias[o]`, PReLU, then real
-    /// out or requantised.
-    fn epilogue(
-        &self,
-        acc: &[i32],
-        column_sums: Option<&[i32]>,
-        x: &QTensor,
-        shape: [usize; 4],
-        output: Output,
-    ) -> Activation {
-        let cout = shape[3];
+        let shape = [n, oh, ow, cout];
+        let len = n * oh * ow * cout;
         let z = x.zero as i32;
-        let correction: Vec<i32> = match column_sums {
-            Some(sums) => sums.iter().map(|s| z.wrapping_mul(*s)).collect(),
-            None => vec![0; cout],
+        let correction: Vec<i32> = match &self.arithmetic {
+            Arithmetic::Dense(packed) => packed
+                .column_sums()
+                .iter()
+                .map(|s| z.wrapping_mul(*s))
+                .collect(),
+            Arithmetic::Grouped(_) => vec![0; cout],
         };
-        // Rows per task: enough work to be worth a thread.
-        let chunk = cout * 64;
-        match output {
+        Ok(match output {
             Output::F32 => {
                 let scale: Vec<f32> = self.weight_scales.iter().map(|s| s * x.scale).collect();
                 let f = Affine {
@@ -329,10 +295,10 @@ impl QConv2d {
                     bias: &self.bias,
                     alpha: self.prelu.as_deref(),
                 };
-                let mut data = vec![0f32; acc.len()];
-                data.par_chunks_mut(chunk)
-                    .zip(acc.par_chunks(chunk))
-                    .for_each(|(out, acc)| dequantise_rows(acc, &correction, f, out));
+                let mut data = vec![0f32; len];
+                self.tiles(x, ow, &mut data, kernel, |acc, out| {
+                    dequantise_rows(acc, &correction, f, out)
+                });
                 Activation::F32 { data, shape }
             }
             Output::U8 {
@@ -356,10 +322,10 @@ impl QConv2d {
                 // libm call without SSE4.1); it differs from round-half-away only at exact ties
                 // below the zero point, by one step.
                 let offset = zero as f32 + 0.5;
-                let mut data = vec![0u8; acc.len()];
-                data.par_chunks_mut(chunk)
-                    .zip(acc.par_chunks(chunk))
-                    .for_each(|(out, acc)| requantise_rows(acc, &correction, f, offset, out));
+                let mut data = vec![0u8; len];
+                self.tiles(x, ow, &mut data, kernel, |acc, out| {
+                    requantise_rows(acc, &correction, f, offset, out)
+                });
                 Activation::U8(QTensor {
                     data,
                     shape,
@@ -367,57 +333,170 @@ impl QConv2d {
                     zero,
                 })
             }
+        })
+    }
+
+    /// The output in tiles of whole rows (output pixels), one rayon task each: the tile's
+    /// accumulators (and, for dense layers, its im2col rows) are made in a per-task buffer that
+    /// stays in cache and `finish` turns them into output values at once, so no layer-sized
+    /// i32 or im2col array is ever written out to memory and read back.
+    fn tiles<T: Send>(
+        &self,
+        x: &QTensor,
+        ow: usize,
+        out: &mut [T],
+        kernel: Kernel,
+        finish: impl Fn(&[i32], &mut [T]) + Sync,
+    ) {
+        let [cout, _, kh, kw] = self.shape;
+        match &self.arithmetic {
+            Arithmetic::Dense(packed) => {
+                let lda = packed.lda();
+                let borrowed = im2col_is_input(x.shape, [kh, kw], self.stride, self.padding, lda);
+                let tile = tile_rows(out.len() / cout);
+                out.par_chunks_mut(tile * cout).enumerate().for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(rows, acc), (t, out)| {
+                        let (first, m) = (t * tile, out.len() / cout);
+                        let a: &[u8] = if borrowed {
+                            &x.data[first * lda..(first + m) * lda]
+                        } else {
+                            rows.resize(m * lda, 0);
+                            im2col_rows(
+                                &x.data,
+                                x.shape,
+                                [kh, kw],
+                                self.stride,
+                                self.padding,
+                                lda,
+                                x.zero,
+                                first,
+                                rows,
+                            );
+                            rows
+                        };
+                        acc.resize(m * cout, 0);
+                        rows_unchecked(a, m, packed, acc, kernel);
+                        finish(acc, out);
+                    },
+                );
+            }
+            Arithmetic::Grouped(weights) => {
+                let [_, h, w, _] = x.shape;
+                let g = Grouped::of(self.shape, self.groups, self.stride, self.padding, [h, w]);
+                let z = x.zero as i32;
+                out.par_chunks_mut(ow * cout).enumerate().for_each_init(
+                    || (Window::default(), Vec::new()),
+                    |(window, acc), (i, out)| {
+                        acc.resize(ow * cout, 0);
+                        let value = |q: u8| (q as i32 - z) as f32;
+                        line(g, window, &x.data, value, weights, i, acc);
+                        finish(acc, out);
+                    },
+                );
+            }
         }
     }
+}
+
+/// Output pixels per dense task: up to 64 (the tile's im2col rows and accumulators stay in L2),
+/// fewer on small maps so that both threads get work, and a multiple of 4 (the VNNI kernel's
+/// row block).
+fn tile_rows(m: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    (m.div_ceil(4 * threads).div_ceil(4) * 4).clamp(4, 64)
+}
+
+/// Every im2col row is already a contiguous run of the input (1x1 stride-1 layers, and a kernel
+/// covering the whole map as the embedding layer's), so the input itself is the matrix.
+fn im2col_is_input(
+    [_, h, w, c]: [usize; 4],
+    [kh, kw]: [usize; 2],
+    stride: usize,
+    padding: usize,
+    lda: usize,
+) -> bool {
+    let pointwise = kh == 1 && kw == 1 && stride == 1;
+    let whole_map = kh == h && kw == w;
+    lda == kh * kw * c && padding == 0 && (pointwise || whole_map)
 }
 
 /// The im2col matrix of `x` (`[n, h, w, c]`, channels last) for a `kh x kw` kernel: one row of
 /// `lda` values per output pixel, `(ky, kx, c)` order, `pad` where the kernel overhangs the
 /// border (the int8 engine pads with the zero point, a real 0) and after the `kh * kw * c`
-/// values. Where every row is already a contiguous run of `x` (1x1 stride-1 layers, and a kernel
-/// covering the whole map as the embedding layer's) `x` itself is the matrix.
+/// values. Where the input already is the matrix (see [`im2col_is_input`]) no copy is made.
 pub(crate) fn im2col<T: Copy + Send + Sync>(
     x: &[T],
-    [n, h, w, c]: [usize; 4],
-    [kh, kw]: [usize; 2],
+    shape: [usize; 4],
+    kernel: [usize; 2],
     stride: usize,
     padding: usize,
     lda: usize,
     pad: T,
 ) -> Cow<'_, [T]> {
-    let pointwise = kh == 1 && kw == 1 && stride == 1;
-    let whole_map = kh == h && kw == w;
-    if lda == kh * kw * c && padding == 0 && (pointwise || whole_map) {
+    if im2col_is_input(shape, kernel, stride, padding, lda) {
         return Cow::Borrowed(x);
     }
+    let [n, h, w, _] = shape;
     let (oh, ow) = (
-        out_size(h, kh, stride, padding),
-        out_size(w, kw, stride, padding),
+        out_size(h, kernel[0], stride, padding),
+        out_size(w, kernel[1], stride, padding),
     );
-    let mut rows = vec![pad; n * oh * ow * lda];
+    let mut rows = Vec::with_capacity(n * oh * ow * lda);
+    rows.resize(n * oh * ow * lda, pad);
     // One task per output row (ow pixels), over rayon's threads.
     rows.par_chunks_mut(ow * lda)
         .enumerate()
         .for_each(|(line, chunk)| {
-            let (b, oy) = (line / oh, line % oh);
-            for (ox, row) in chunk.chunks_exact_mut(lda).enumerate() {
-                for ky in 0..kh {
-                    let iy = (oy * stride + ky) as isize - padding as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..kw {
-                        let ix = (ox * stride + kx) as isize - padding as isize;
-                        if ix < 0 || ix >= w as isize {
-                            continue;
-                        }
-                        let src = ((b * h + iy as usize) * w + ix as usize) * c;
-                        row[(ky * kw + kx) * c..][..c].copy_from_slice(&x[src..src + c]);
-                    }
-                }
-            }
+            im2col_rows(
+                x,
+                shape,
+                kernel,
+                stride,
+                padding,
+                lda,
+                pad,
+                line * ow,
+                chunk,
+            )
         });
     Cow::Owned(rows)
+}
+
+/// Rows `first..first + out.len() / lda` of the im2col matrix (see [`im2col`]) into `out`,
+/// every value written.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn im2col_rows<T: Copy>(
+    x: &[T],
+    [_, h, w, c]: [usize; 4],
+    [kh, kw]: [usize; 2],
+    stride: usize,
+    padding: usize,
+    lda: usize,
+    pad: T,
+    first: usize,
+    out: &mut [T],
+) {
+    let (oh, ow) = (
+        out_size(h, kh, stride, padding),
+        out_size(w, kw, stride, padding),
+    );
+    let inside = |i: usize, size: usize| (i >= padding && i - padding < size).then(|| i - padding);
+    for (r, row) in (first..).zip(out.chunks_exact_mut(lda)) {
+        let (b, oy, ox) = (r / (oh * ow), (r / ow) % oh, r % ow);
+        let (taps, tail) = row.split_at_mut(kh * kw * c);
+        tail.fill(pad);
+        for (t, tap) in taps.chunks_exact_mut(c).enumerate() {
+            let (ky, kx) = (t / kw, t % kw);
+            match (inside(oy * stride + ky, h), inside(ox * stride + kx, w)) {
+                (Some(iy), Some(ix)) => {
+                    let src = ((b * h + iy) * w + ix) * c;
+                    tap.copy_from_slice(&x[src..src + c]);
+                }
+                _ => tap.fill(pad),
+            }
+        }
+    }
 }
 
 fn check_weights(len: usize, [cout, cin, kh, kw]: [usize; 4]) -> Result<(), ConvError> {

@@ -28,7 +28,7 @@ pub fn add(a: &QTensor, b: &QTensor, out: QuantParams) -> Result<QTensor, Elemen
         .zip(a.data.par_chunks(16384).zip(b.data.par_chunks(16384)))
         .for_each(|(o, (x, y))| {
             for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                *o = (x as f32 * ka + y as f32 * kb + offset).clamp(0.0, 255.0) as u8;
+                *o = crate::epilogue::to_u8(x as f32 * ka + y as f32 * kb + offset);
             }
         });
     Ok(QTensor {

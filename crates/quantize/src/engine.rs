@@ -638,14 +638,8 @@ impl FloatConv {
             let rows = im2col(x, [n, h, w, c], [kh, kw], self.stride, self.padding, k, 0.0);
             matmul(&rows, m, k, &self.weights, cout, &mut y);
         } else {
-            let geometry = Grouped::of(self.shape, self.groups, self.stride, self.padding, [h, w]);
-            accumulate(
-                geometry,
-                x,
-                &self.weights,
-                &mut y,
-                |a: f32, x: f32, w: f32| a + x * w,
-            );
+            let g = Grouped::of(self.shape, self.groups, self.stride, self.padding, [h, w]);
+            accumulate(g, x, &self.weights, &mut y);
         }
         let shape = [n, oh, ow, cout];
         let (bias, alpha) = (&self.bias, self.prelu.as_deref());

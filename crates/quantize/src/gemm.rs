@@ -184,30 +184,44 @@ pub fn gemm_u8i8(
     if n == 0 || m == 0 {
         return Ok(());
     }
-    let run = |(task, c_rows): (usize, &mut [i32])| {
-        let first = task * ROWS_PER_TASK;
-        let rows = c_rows.len() / n;
-        let a_rows = &a[first * lda..(first + rows) * lda];
-        match kernel {
-            Kernel::Scalar => scalar(a_rows, rows, weights, c_rows),
-            // SAFETY: `available()` checked the CPU features above.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { x86::avx2(a_rows, rows, weights, c_rows) },
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => unsafe { x86::vnni(a_rows, rows, weights, c_rows) },
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => unreachable!("not available"),
-        }
-    };
     let c = &mut c[..m * n];
     if m <= ROWS_PER_TASK {
-        run((0, c));
+        rows_unchecked(a, m, weights, c, kernel);
     } else {
         c.par_chunks_mut(ROWS_PER_TASK * n)
             .enumerate()
-            .for_each(run);
+            .for_each(|(task, c_rows)| {
+                let first = task * ROWS_PER_TASK;
+                let rows = c_rows.len() / n;
+                let a_rows = &a[first * lda..(first + rows) * lda];
+                rows_unchecked(a_rows, rows, weights, c_rows, kernel)
+            });
     }
     Ok(())
+}
+
+/// One thread's share: `rows` rows of `a` (stride `lda`) into `c` (`rows x n`). The caller has
+/// checked the lengths and that `kernel` is available (the convolution's tiles call this
+/// directly, each with its own slice of rows).
+pub(crate) fn rows_unchecked(
+    a: &[u8],
+    rows: usize,
+    weights: &PackedWeights,
+    c: &mut [i32],
+    kernel: Kernel,
+) {
+    debug_assert!(a.len() >= rows * weights.lda() && c.len() >= rows * weights.n);
+    debug_assert!(kernel.available());
+    match kernel {
+        Kernel::Scalar => scalar(a, rows, weights, c),
+        // SAFETY: the caller checked `kernel.available()`.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { x86::avx2(a, rows, weights, c) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Vnni => unsafe { x86::vnni(a, rows, weights, c) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("not available"),
+    }
 }
 
 /// The reference: plain loops over the packed layout.

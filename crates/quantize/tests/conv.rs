@@ -188,31 +188,37 @@ fn bad_weights_and_inputs_are_refused() {
 #[test]
 fn grouped_equals_dense_on_block_diagonal_weights() {
     let mut rng = StdRng::seed_from_u64(7);
-    // (channels, groups, kernel, stride, padding): depthwise, two per group, uneven split.
-    for (c, groups, k, stride, pad) in [
-        (16, 16, 3, 1, 1),
-        (16, 16, 3, 2, 1),
-        (12, 6, 3, 1, 1),
-        (12, 3, 3, 2, 0),
-        (8, 8, 7, 1, 0),
+    // (in, out channels, groups, kernel, stride, padding): depthwise, two per group, uneven
+    // split; channel counts past the 32-channel register blocks, with and without a remainder;
+    // more outputs than inputs per group; groups too wide for exact f32 sums (run as dense).
+    for (cin, c, groups, k, stride, pad) in [
+        (16, 16, 16, 3, 1, 1),
+        (16, 16, 16, 3, 2, 1),
+        (12, 12, 6, 3, 1, 1),
+        (12, 12, 3, 3, 2, 0),
+        (8, 8, 8, 7, 1, 0),
+        (96, 96, 48, 3, 1, 1),
+        (40, 40, 40, 3, 2, 1),
+        (8, 16, 8, 3, 1, 1),
+        (128, 128, 2, 3, 1, 1),
     ] {
         let (n, h, w) = (2, 9, 7);
-        let cpg = c / groups;
+        let cpg = cin / groups;
         let x = QTensor {
-            data: (0..n * h * w * c).map(|_| rng.random()).collect(),
-            shape: [n, h, w, c],
+            data: (0..n * h * w * cin).map(|_| rng.random()).collect(),
+            shape: [n, h, w, cin],
             scale: 0.03,
             zero: 100,
         };
         let grouped_w: Vec<f32> = (0..c * cpg * k * k)
             .map(|_| rng.random_range(-0.5..0.5))
             .collect();
-        let mut dense_w = vec![0f32; c * c * k * k];
+        let mut dense_w = vec![0f32; c * cin * k * k];
         for o in 0..c {
             let g = o / (c / groups);
             for ci in 0..cpg {
                 for t in 0..k * k {
-                    dense_w[(o * c + g * cpg + ci) * k * k + t] =
+                    dense_w[(o * cin + g * cpg + ci) * k * k + t] =
                         grouped_w[(o * cpg + ci) * k * k + t];
                 }
             }
@@ -231,7 +237,7 @@ fn grouped_equals_dense_on_block_diagonal_weights() {
         .unwrap();
         let dense = QConv2d::new(
             &dense_w,
-            [c, c, k, k],
+            [c, cin, k, k],
             Some(&bias),
             Some(&alpha),
             stride,
@@ -249,7 +255,7 @@ fn grouped_equals_dense_on_block_diagonal_weights() {
             let b = dense.forward(&x, output, Kernel::detect()).unwrap();
             assert_eq!(
                 a, b,
-                "{c} channels, {groups} groups, k {k}, stride {stride}"
+                "{cin} -> {c} channels, {groups} groups, k {k}, stride {stride}"
             );
         }
     }
