@@ -3,8 +3,6 @@
 //! epilogue per output value: zero-point correction, per-channel scale, bias, optional PReLU, and
 //! either f32 out or requantisation to u8.
 
-use std::borrow::Cow;
-
 use rayon::prelude::*;
 
 use crate::epilogue::{dequantise_rows, requantise_rows, Affine};
@@ -402,14 +400,14 @@ impl QConv2d {
 /// Output pixels per dense task: up to 64 (the tile's im2col rows and accumulators stay in L2),
 /// fewer on small maps so that both threads get work, and a multiple of 4 (the VNNI kernel's
 /// row block).
-fn tile_rows(m: usize) -> usize {
+pub(crate) fn tile_rows(m: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     (m.div_ceil(4 * threads).div_ceil(4) * 4).clamp(4, 64)
 }
 
 /// Every im2col row is already a contiguous run of the input (1x1 stride-1 layers, and a kernel
 /// covering the whole map as the embedding layer's), so the input itself is the matrix.
-fn im2col_is_input(
+pub(crate) fn im2col_is_input(
     [_, h, w, c]: [usize; 4],
     [kh, kw]: [usize; 2],
     stride: usize,
@@ -421,50 +419,10 @@ fn im2col_is_input(
     lda == kh * kw * c && padding == 0 && (pointwise || whole_map)
 }
 
-/// The im2col matrix of `x` (`[n, h, w, c]`, channels last) for a `kh x kw` kernel: one row of
-/// `lda` values per output pixel, `(ky, kx, c)` order, `pad` where the kernel overhangs the
-/// border (the int8 engine pads with the zero point, a real 0) and after the `kh * kw * c`
-/// values. Where the input already is the matrix (see [`im2col_is_input`]) no copy is made.
-pub(crate) fn im2col<T: Copy + Send + Sync>(
-    x: &[T],
-    shape: [usize; 4],
-    kernel: [usize; 2],
-    stride: usize,
-    padding: usize,
-    lda: usize,
-    pad: T,
-) -> Cow<'_, [T]> {
-    if im2col_is_input(shape, kernel, stride, padding, lda) {
-        return Cow::Borrowed(x);
-    }
-    let [n, h, w, _] = shape;
-    let (oh, ow) = (
-        out_size(h, kernel[0], stride, padding),
-        out_size(w, kernel[1], stride, padding),
-    );
-    let mut rows = Vec::with_capacity(n * oh * ow * lda);
-    rows.resize(n * oh * ow * lda, pad);
-    // One task per output row (ow pixels), over rayon's threads.
-    rows.par_chunks_mut(ow * lda)
-        .enumerate()
-        .for_each(|(line, chunk)| {
-            im2col_rows(
-                x,
-                shape,
-                kernel,
-                stride,
-                padding,
-                lda,
-                pad,
-                line * ow,
-                chunk,
-            )
-        });
-    Cow::Owned(rows)
-}
-
-/// Rows `first..first + out.len() / lda` of the im2col matrix (see [`im2col`]) into `out`,
-/// every value written.
+/// Rows `first..first + out.len() / lda` of the im2col matrix of `x` (`[n, h, w, c]`, channels
+/// last) for a `kh x kw` kernel into `out`: one row of `lda` values per output pixel, `(ky, kx,
+/// c)` order, `pad` where the kernel overhangs the border (the int8 engine pads with the zero
+/// point, a real 0) and after the `kh * kw * c` values.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn im2col_rows<T: Copy>(
     x: &[T],

@@ -10,12 +10,14 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::calibrate::QuantParams;
-use crate::conv::{im2col, Activation, ConvError, Output, QConv2d, QTensor};
+use crate::conv::{
+    im2col_is_input, im2col_rows, tile_rows, Activation, ConvError, Output, QConv2d, QTensor,
+};
 use crate::elementwise::{self, ElementwiseError};
 use crate::epilogue::finish_float_rows;
 use crate::gemm::Kernel;
 use crate::graph::{out_size, ConvLayer, Graph, GraphError, Node, WeightData, INPUT_SIZE};
-use crate::grouped::{accumulate, relayout, Grouped};
+use crate::grouped::{line, relayout, Grouped, Window};
 
 /// A layer's weights: f32, or int8 symmetric per output channel (`real = q * scales[o]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -632,32 +634,70 @@ impl FloatConv {
         let side = |size, k| out_size(size, k, self.stride, self.padding);
         let (oh, ow) = (side(h, kh), side(w, kw));
         let m = n * oh * ow;
-        let mut y = vec![0f32; m * cout];
-        if self.groups == 1 {
-            let k = cpg * kh * kw;
-            let rows = im2col(x, [n, h, w, c], [kh, kw], self.stride, self.padding, k, 0.0);
-            matmul(&rows, m, k, &self.weights, cout, &mut y);
-        } else {
-            let g = Grouped::of(self.shape, self.groups, self.stride, self.padding, [h, w]);
-            accumulate(g, x, &self.weights, &mut y);
-        }
         let shape = [n, oh, ow, cout];
         let (bias, alpha) = (&self.bias, self.prelu.as_deref());
-        let chunk = cout * 64;
+        // Tiles of output pixels as the int8 layers do: a line for grouped layers, up to 64
+        // pixels of im2col rows and one single-threaded GEMM for dense ones; but small maps
+        // (the last stages) in one multi-threaded GEMM, as every tile would stream all of the
+        // layer's f32 weights (9 MiB in IResNet's last stage).
+        let whole = self.groups == 1 && m < 256;
+        let tile = match (self.groups, whole) {
+            (1, true) => m,
+            (1, false) => tile_rows(m),
+            _ => ow,
+        };
+        let lda = cpg * kh * kw;
+        let borrowed = im2col_is_input([n, h, w, c], [kh, kw], self.stride, self.padding, lda);
+        let g = Grouped::of(self.shape, self.groups, self.stride, self.padding, [h, w]);
+        let sums = |t: usize, scratch: &mut (Vec<f32>, Window), y: &mut [f32]| {
+            if self.groups > 1 {
+                return line(g, &mut scratch.1, x, |v| v, &self.weights, t, y);
+            }
+            let (first, rows) = (t * tile, y.len() / cout);
+            let a: &[f32] = if borrowed {
+                &x[first * lda..(first + rows) * lda]
+            } else {
+                let buffer = &mut scratch.0;
+                buffer.resize(rows * lda, 0.0);
+                let kernel = [kh, kw];
+                im2col_rows(
+                    x,
+                    [n, h, w, c],
+                    kernel,
+                    self.stride,
+                    self.padding,
+                    lda,
+                    0.0,
+                    first,
+                    buffer,
+                );
+                buffer
+            };
+            matmul(a, rows, lda, &self.weights, cout, y, whole);
+        };
         match output {
             None => {
-                y.par_chunks_mut(chunk)
-                    .for_each(|rows| finish_float_rows(rows, bias, alpha, None));
+                let mut y = vec![0f32; m * cout];
+                y.par_chunks_mut(tile * cout).enumerate().for_each_init(
+                    Default::default,
+                    |scratch, (t, y)| {
+                        sums(t, scratch, y);
+                        finish_float_rows(y, bias, alpha, None)
+                    },
+                );
                 Activation::F32 { data: y, shape }
             }
             Some(p) => {
                 let (inv, offset) = (1.0 / p.scale, p.zero as f32 + 0.5);
-                let mut data = vec![0u8; y.len()];
-                data.par_chunks_mut(chunk)
-                    .zip(y.par_chunks_mut(chunk))
-                    .for_each(|(q, rows)| {
-                        finish_float_rows(rows, bias, alpha, Some((inv, offset, q)))
-                    });
+                let mut data = vec![0u8; m * cout];
+                data.par_chunks_mut(tile * cout).enumerate().for_each_init(
+                    || (Vec::new(), Default::default()),
+                    |(y, scratch), (t, q)| {
+                        y.resize(q.len(), 0.0);
+                        sums(t, scratch, y);
+                        finish_float_rows(y, bias, alpha, Some((inv, offset, q)))
+                    },
+                );
                 Activation::U8(QTensor {
                     data,
                     shape,
@@ -669,8 +709,8 @@ impl FloatConv {
     }
 }
 
-/// `y[m, n] = a[m, k] * b[k, n]`, all row-major.
-fn matmul(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, y: &mut [f32]) {
+/// `y[m, n] = a[m, k] * b[k, n]`, all row-major; over rayon's threads when `parallel`.
+fn matmul(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, y: &mut [f32], parallel: bool) {
     assert!(a.len() >= m * k && b.len() >= k * n && y.len() >= m * n);
     // SAFETY: the three buffers hold the row-major matrices the strides describe (checked above).
     unsafe {
@@ -693,7 +733,11 @@ fn matmul(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, y: &mut [f32]) {
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            if parallel {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            },
         );
     }
 }

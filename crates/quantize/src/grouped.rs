@@ -10,8 +10,6 @@
 //! (see [`exact_in_f32`]), so the f32 sums are exactly the integer sums, with a quarter
 //! of the instructions of widening to i32 and multiplying there (`vpmulld`).
 
-use rayon::prelude::*;
-
 /// Geometry of a grouped convolution on one `[n, h, w, c]` input.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Grouped {
@@ -207,17 +205,6 @@ pub(crate) fn line<X: Copy, S: Sum>(
     }
     window.load(g, x, line, value);
     line_body::<S, false>(g, window, weights, out)
-}
-
-/// All output lines of f32 input `x`, over rayon's threads (the f32 engine's entry; the int8
-/// one fuses its epilogue per line).
-pub(crate) fn accumulate(g: Grouped, x: &[f32], weights: &[f32], out: &mut [f32]) {
-    let ow = g.out_size(g.w);
-    out.par_chunks_mut(ow * g.cout)
-        .enumerate()
-        .for_each_init(Window::default, |window, (i, out)| {
-            line(g, window, x, |v| v, weights, i, out)
-        });
 }
 
 /// [`line`] compiled with AVX2: the window's conversion, the products and the stores vectorise.
