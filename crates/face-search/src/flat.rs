@@ -1,0 +1,269 @@
+//! Exact search: every stored row scored against the query, the k best kept.
+
+use std::collections::HashMap;
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::kernels::{dot_f16, dot_f32, dot_i8, quantise, Kernels, Query};
+use crate::topk::{Hit, TopK};
+use crate::SearchError;
+
+/// How embeddings are stored: f32 (4 bytes a value), f16 (2) or int8 with one scale per row (1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+    Int8,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "int8" | "i8" => Ok(Self::Int8),
+            _ => Err(format!("unknown precision {s:?} (f32, f16 or int8)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Rows {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    /// Rows padded to a multiple of 64 bytes, and each row's scale.
+    Int8(Vec<i8>, Vec<f32>),
+}
+
+/// Rows scored per rayon task: 4096 rows of 512 int8 values are 2 MiB, enough to amortise a
+/// split, and a million rows still give both threads ~120 tasks each.
+const ROWS_PER_TASK: usize = 4096;
+
+/// An exact inner-product index over L2-normalised embeddings (each added vector and each
+/// query is normalised, so scores are cosine similarities).
+#[derive(Debug, Clone)]
+pub struct FlatIndex {
+    dim: usize,
+    /// Stored row length (int8 rows are padded).
+    stride: usize,
+    rows: Rows,
+    ids: Vec<i64>,
+    slot_of: HashMap<i64, usize>,
+    kernels: Kernels,
+}
+
+impl FlatIndex {
+    pub fn new(dim: usize, precision: Precision) -> Self {
+        let stride = match precision {
+            Precision::Int8 => dim.div_ceil(64) * 64,
+            _ => dim,
+        };
+        let rows = match precision {
+            Precision::F32 => Rows::F32(Vec::new()),
+            Precision::F16 => Rows::F16(Vec::new()),
+            Precision::Int8 => Rows::Int8(Vec::new(), Vec::new()),
+        };
+        Self {
+            dim,
+            stride,
+            rows,
+            ids: Vec::new(),
+            slot_of: HashMap::new(),
+            kernels: Kernels::detect(),
+        }
+    }
+
+    /// Uses `kernels` instead of the detected best (tests compare them).
+    pub fn with_kernels(mut self, kernels: Kernels) -> Result<Self, SearchError> {
+        if !kernels.available() {
+            return Err(SearchError::Unsupported(kernels));
+        }
+        self.kernels = kernels;
+        Ok(self)
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn precision(&self) -> Precision {
+        match self.rows {
+            Rows::F32(_) => Precision::F32,
+            Rows::F16(_) => Precision::F16,
+            Rows::Int8(..) => Precision::Int8,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn contains(&self, id: i64) -> bool {
+        self.slot_of.contains_key(&id)
+    }
+
+    /// Bytes of stored embeddings.
+    pub fn bytes(&self) -> usize {
+        match &self.rows {
+            Rows::F32(v) => v.len() * 4,
+            Rows::F16(v) => v.len() * 2,
+            Rows::Int8(v, s) => v.len() + s.len() * 4,
+        }
+    }
+
+    pub fn reserve(&mut self, rows: usize) {
+        match &mut self.rows {
+            Rows::F32(v) => v.reserve(rows * self.stride),
+            Rows::F16(v) => v.reserve(rows * self.stride),
+            Rows::Int8(v, s) => {
+                v.reserve(rows * self.stride);
+                s.reserve(rows);
+            }
+        }
+        self.ids.reserve(rows);
+        self.slot_of.reserve(rows);
+    }
+
+    /// Adds `embedding` (normalised here) under `id`.
+    pub fn add(&mut self, id: i64, embedding: &[f32]) -> Result<(), SearchError> {
+        let v = normalised(embedding, self.dim)?;
+        if self.slot_of.contains_key(&id) {
+            return Err(SearchError::DuplicateId(id));
+        }
+        match &mut self.rows {
+            Rows::F32(rows) => rows.extend_from_slice(&v),
+            Rows::F16(rows) => rows.extend(v.iter().map(|&x| f16::from_f32(x))),
+            Rows::Int8(rows, scales) => {
+                let (q, scale) = quantise(&v);
+                rows.extend_from_slice(&q);
+                rows.resize(rows.len() + self.stride - self.dim, 0);
+                scales.push(scale);
+            }
+        }
+        self.slot_of.insert(id, self.ids.len());
+        self.ids.push(id);
+        Ok(())
+    }
+
+    /// Removes `id` (the last row moves into its place); false if it was not there.
+    pub fn remove(&mut self, id: i64) -> bool {
+        let Some(slot) = self.slot_of.remove(&id) else {
+            return false;
+        };
+        let last = self.ids.len() - 1;
+        let s = self.stride;
+        match &mut self.rows {
+            Rows::F32(rows) => swap_remove_row(rows, slot, last, s),
+            Rows::F16(rows) => swap_remove_row(rows, slot, last, s),
+            Rows::Int8(rows, scales) => {
+                swap_remove_row(rows, slot, last, s);
+                scales.swap_remove(slot);
+            }
+        }
+        self.ids.swap_remove(slot);
+        if slot < last {
+            self.slot_of.insert(self.ids[slot], slot);
+        }
+        true
+    }
+
+    /// The `k` best rows for one query, best first.
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, SearchError> {
+        Ok(self
+            .search_batch(std::slice::from_ref(&query), k)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// The `k` best rows for each query: one pass over the gallery serves the whole batch
+    /// (each block of rows is read from memory once and scored against every query while it is
+    /// in cache), split over rayon's threads.
+    pub fn search_batch<Q: AsRef<[f32]> + Sync>(
+        &self,
+        queries: &[Q],
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>, SearchError> {
+        let queries: Vec<Query> = queries
+            .iter()
+            .map(|q| normalised(q.as_ref(), self.dim).map(|v| Query::new(&v)))
+            .collect::<Result<_, _>>()?;
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let empty = || vec![TopK::new(k); queries.len()];
+        let tops = (0..self.len().div_ceil(ROWS_PER_TASK))
+            .into_par_iter()
+            .fold(empty, |mut tops, task| {
+                let first = task * ROWS_PER_TASK;
+                let last = (first + ROWS_PER_TASK).min(self.len());
+                self.score_rows(first..last, &queries, &mut tops);
+                tops
+            })
+            .reduce(empty, |a, b| {
+                a.into_iter().zip(b).map(|(a, b)| a.merge(b)).collect()
+            });
+        Ok(tops.into_iter().map(TopK::into_sorted).collect())
+    }
+
+    fn score_rows(&self, range: std::ops::Range<usize>, queries: &[Query], tops: &mut [TopK]) {
+        let (s, kernels) = (self.stride, self.kernels);
+        for slot in range {
+            let id = self.ids[slot];
+            for (q, top) in queries.iter().zip(tops.iter_mut()) {
+                let score = match &self.rows {
+                    Rows::F32(rows) => dot_f32(kernels, &q.f32, &rows[slot * s..][..s]),
+                    Rows::F16(rows) => dot_f16(kernels, &q.f32, &rows[slot * s..][..s]),
+                    Rows::Int8(rows, scales) => {
+                        let dot = dot_i8(kernels, &q.i8, &rows[slot * s..][..s]);
+                        dot as f32 * q.scale * scales[slot]
+                    }
+                };
+                if score > top.threshold() {
+                    top.push(Hit { id, score });
+                }
+            }
+        }
+    }
+
+    /// Ids in storage order.
+    pub fn ids(&self) -> &[i64] {
+        &self.ids
+    }
+}
+
+fn swap_remove_row<T: Copy>(rows: &mut Vec<T>, slot: usize, last: usize, stride: usize) {
+    if slot != last {
+        rows.copy_within(last * stride..(last + 1) * stride, slot * stride);
+    }
+    rows.truncate(last * stride);
+}
+
+/// `v / |v|`, refusing the wrong length and vectors that cannot be normalised.
+pub(crate) fn normalised(v: &[f32], dim: usize) -> Result<Vec<f32>, SearchError> {
+    if v.len() != dim {
+        return Err(SearchError::Dimension {
+            got: v.len(),
+            expected: dim,
+        });
+    }
+    if !v.iter().all(|x| x.is_finite()) {
+        return Err(SearchError::BadEmbedding("NaN or infinite value"));
+    }
+    let norm = v
+        .iter()
+        .map(|x| (*x as f64) * (*x as f64))
+        .sum::<f64>()
+        .sqrt();
+    if norm < 1e-12 {
+        return Err(SearchError::BadEmbedding("zero vector"));
+    }
+    Ok(v.iter().map(|x| (*x as f64 / norm) as f32).collect())
+}

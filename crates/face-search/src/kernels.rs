@@ -1,0 +1,244 @@
+//! Inner products of one query against gallery rows stored as f32, f16 or int8, with the fastest
+//! instructions this CPU has (chosen once, at run time) and portable code elsewhere.
+//!
+//! A single query over a million rows reads the whole gallery once: the scan is memory-bound, so
+//! the compact formats are the fast ones. int8 rows are multiplied by an int8 copy of the query
+//! with integer instructions (AVX-512 VNNI `vpdpbusd`, or AVX2 `vpmaddubsw` on the sign-split
+//! operands), exact and equal to the scalar sum; the f32 and f16 kernels use FMA (F16C widens f16)
+//! and differ from the scalar order of summation only by rounding.
+
+/// Which inner loops run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    Scalar,
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// AVX2 for floats, AVX-512 VNNI for int8.
+    Avx512Vnni,
+}
+
+impl Kernels {
+    /// The fastest set this CPU runs.
+    pub fn detect() -> Self {
+        [Kernels::Avx512Vnni, Kernels::Avx2]
+            .into_iter()
+            .find(|k| k.available())
+            .unwrap_or(Kernels::Scalar)
+    }
+
+    pub fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+            match self {
+                Kernels::Scalar => true,
+                Kernels::Avx2 => avx2,
+                Kernels::Avx512Vnni => avx2 && has!("avx512f") && has!("avx512vnni"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Kernels::Scalar
+        }
+    }
+}
+
+/// A query in every form the kernels take.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub f32: Vec<f32>,
+    /// Symmetric int8 copy (`f32 ~ scale * i8`), values in -127..=127, zero-padded to a
+    /// multiple of 64.
+    pub i8: Vec<i8>,
+    pub scale: f32,
+}
+
+impl Query {
+    pub fn new(v: &[f32]) -> Self {
+        let (i8, scale) = quantise(v);
+        let mut i8 = i8;
+        i8.resize(v.len().div_ceil(64) * 64, 0);
+        Self {
+            f32: v.to_vec(),
+            i8,
+            scale,
+        }
+    }
+}
+
+/// Symmetric per-vector int8: `v ~ scale * q`, `q` in -127..=127 (0 scale for a zero vector).
+pub fn quantise(v: &[f32]) -> (Vec<i8>, f32) {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    if max == 0.0 || !max.is_finite() {
+        return (vec![0; v.len()], 0.0);
+    }
+    let inv = 127.0 / max;
+    let q = v
+        .iter()
+        .map(|x| (x * inv).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (q, max / 127.0)
+}
+
+pub fn dot_f32(kernels: Kernels, q: &[f32], row: &[f32]) -> f32 {
+    debug_assert_eq!(q.len(), row.len());
+    #[cfg(target_arch = "x86_64")]
+    if kernels != Kernels::Scalar {
+        // SAFETY: `Kernels` other than Scalar are only made after `available()` (see Flat).
+        return unsafe { x86::dot_f32(q, row) };
+    }
+    let _ = kernels;
+    q.iter().zip(row).map(|(a, b)| a * b).sum()
+}
+
+pub fn dot_f16(kernels: Kernels, q: &[f32], row: &[half::f16]) -> f32 {
+    debug_assert_eq!(q.len(), row.len());
+    #[cfg(target_arch = "x86_64")]
+    if kernels != Kernels::Scalar {
+        // SAFETY: as above.
+        return unsafe { x86::dot_f16(q, row) };
+    }
+    let _ = kernels;
+    q.iter().zip(row).map(|(a, b)| a * b.to_f32()).sum()
+}
+
+/// `sum q[i] * row[i]` over int8 operands (both padded to the same multiple of 64 with zeros),
+/// exact in i32.
+pub fn dot_i8(kernels: Kernels, q: &[i8], row: &[i8]) -> i32 {
+    debug_assert_eq!(q.len(), row.len());
+    #[cfg(target_arch = "x86_64")]
+    match kernels {
+        // SAFETY: as above.
+        Kernels::Avx512Vnni => return unsafe { x86::dot_i8_vnni(q, row) },
+        Kernels::Avx2 => return unsafe { x86::dot_i8_avx2(q, row) },
+        Kernels::Scalar => {}
+    }
+    let _ = kernels;
+    q.iter().zip(row).map(|(&a, &b)| a as i32 * b as i32).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    fn sum8(v: __m256) -> f32 {
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_f32(q: &[f32], row: &[f32]) -> f32 {
+        let n = q.len().min(row.len());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: i + 8j + 8 <= n for both slices.
+                let (a, b) = unsafe {
+                    (
+                        _mm256_loadu_ps(q.as_ptr().add(i + 8 * j)),
+                        _mm256_loadu_ps(row.as_ptr().add(i + 8 * j)),
+                    )
+                };
+                *acc = _mm256_fmadd_ps(a, b, *acc);
+            }
+            i += 32;
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut s = sum8(v);
+        for t in i..n {
+            s += q[t] * row[t];
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_f16(q: &[f32], row: &[half::f16]) -> f32 {
+        let n = q.len().min(row.len());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: i + 8j + 8 <= n for both slices; f16 is 2 bytes, 8 of them 16.
+                let (a, b) = unsafe {
+                    (
+                        _mm256_loadu_ps(q.as_ptr().add(i + 8 * j)),
+                        _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(i + 8 * j).cast())),
+                    )
+                };
+                *acc = _mm256_fmadd_ps(a, b, *acc);
+            }
+            i += 32;
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut s = sum8(v);
+        for t in i..n {
+            s += q[t] * row[t].to_f32();
+        }
+        s
+    }
+
+    /// `vpdpbusd` multiplies unsigned by signed bytes: the query goes in as `|q|` and the row's
+    /// bytes take the query's signs (`vpsignb`-style, through a mask), exact since |q| <= 127.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn dot_i8_vnni(q: &[i8], row: &[i8]) -> i32 {
+        let n = q.len().min(row.len());
+        let mut acc = [_mm512_setzero_si512(); 2];
+        let mut i = 0;
+        while i + 64 <= n {
+            // SAFETY: i + 64 <= n for both slices.
+            let (a, b) = unsafe {
+                (
+                    _mm512_loadu_si512(q.as_ptr().add(i).cast()),
+                    _mm512_loadu_si512(row.as_ptr().add(i).cast()),
+                )
+            };
+            let negative = _mm512_movepi8_mask(a);
+            let magnitude = _mm512_abs_epi8(a);
+            let signed = _mm512_mask_sub_epi8(b, negative, _mm512_setzero_si512(), b);
+            let j = (i / 64) & 1;
+            acc[j] = _mm512_dpbusd_epi32(acc[j], magnitude, signed);
+            i += 64;
+        }
+        let mut s = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1]));
+        for t in i..n {
+            s += q[t] as i32 * row[t] as i32;
+        }
+        s
+    }
+
+    /// `vpmaddubsw(|q|, sign(row, q))` (pairs of products, at most 2 * 127 * 127 < 2^15: no
+    /// saturation), then `vpmaddwd` by ones into i32.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn dot_i8_avx2(q: &[i8], row: &[i8]) -> i32 {
+        let n = q.len().min(row.len());
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_si256();
+        let mut i = 0;
+        while i + 32 <= n {
+            // SAFETY: i + 32 <= n for both slices.
+            let (a, b) = unsafe {
+                (
+                    _mm256_loadu_si256(q.as_ptr().add(i).cast()),
+                    _mm256_loadu_si256(row.as_ptr().add(i).cast()),
+                )
+            };
+            let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(b, a));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+            i += 32;
+        }
+        let mut lanes = [0i32; 8];
+        // SAFETY: 8 i32 = 32 bytes.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+        let mut s: i32 = lanes.iter().sum();
+        for t in i..n {
+            s += q[t] as i32 * row[t] as i32;
+        }
+        s
+    }
+}

@@ -1,0 +1,22 @@
+//! 1:N face search.
+//!
+//! - [`FlatIndex`]: exact top-k by inner product over normalised embeddings stored as f32, f16
+//!   or int8 ([`Precision`]); SIMD kernels chosen at run time ([`Kernels`]), rayon threads,
+//!   batched queries sharing one pass over the gallery.
+//! - [`IvfIndex`]: approximate search over k-means cells, for galleries past a few million.
+//! - [`Gallery`]: identities and metadata in SQLite, durable enrolment and deletion, the index
+//!   rebuilt at open; concurrent searches during writes.
+
+mod error;
+pub mod flat;
+pub mod gallery;
+pub mod ivf;
+pub mod kernels;
+pub mod topk;
+
+pub use error::SearchError;
+pub use flat::{FlatIndex, Precision};
+pub use gallery::{Gallery, GalleryConfig, IndexKind, Match};
+pub use ivf::{IvfConfig, IvfIndex};
+pub use kernels::Kernels;
+pub use topk::{Hit, TopK};
