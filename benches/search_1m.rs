@@ -74,7 +74,10 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(0);
     let t = Instant::now();
     let rows: Vec<Vec<f32>> = (0..n).map(|_| unit(&mut rng, dim)).collect();
-    eprintln!("{n} x {dim} generated in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "{n} x {dim} generated in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let random: Vec<Vec<f32>> = (0..100).map(|_| unit(&mut rng, dim)).collect();
     let probes: Vec<Vec<f32>> = (0..100)
         .map(|i| probe(&mut rng, &rows[(i * 9973) % n]))
@@ -155,7 +158,11 @@ fn main() {
             seed: 0,
         };
         let t = Instant::now();
-        let sample: Vec<Vec<f32>> = subset.iter().step_by((m / (32 * nlist)).max(1)).cloned().collect();
+        let sample: Vec<Vec<f32>> = subset
+            .iter()
+            .step_by((m / (32 * nlist)).max(1))
+            .cloned()
+            .collect();
         let mut ivf = IvfIndex::train(dim, Precision::F32, &sample, config).unwrap();
         for (i, r) in subset.iter().enumerate() {
             ivf.add(i as i64, r).unwrap();

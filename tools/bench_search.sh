@@ -11,5 +11,5 @@ mkdir -p "$WORK"
 cargo build --release -p arcface-benches --bin search-bench
 target/release/search-bench "$@" > "$WORK/ours.json"
 PEERS=${PEERS:-../shared/peers}
-"${PEER_PYTHON:-python3}" "$PEERS/bench_search.py" --no-hnsw --out "$WORK/faiss.json" "$@" >&2
+PEERS_RESULTS="$WORK" "${PEER_PYTHON:-python3}" "$PEERS/bench_search.py" --no-hnsw --out faiss.json "$@" >&2
 cat "$WORK/ours.json" "$WORK/faiss.json"

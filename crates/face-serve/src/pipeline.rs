@@ -1,0 +1,193 @@
+//! Image bytes to faces: decode (bounded), detect, align to the ArcFace template, embed.
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eval::Embedder;
+use face_align::{align_face, Interpolation, Template};
+use face_detect::{Detection, FaceDetector};
+use image::RgbImage;
+
+use crate::batcher::Batcher;
+
+/// What one request may ask of the server.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Largest request or response message.
+    pub max_message_bytes: usize,
+    /// Largest decoded image side, in pixels.
+    pub max_image_side: u32,
+    /// Faces returned per image (the best ones; the response says when there were more).
+    pub max_faces: usize,
+    /// Largest `top_k` of a search.
+    pub max_top_k: usize,
+    /// Deadline for requests that do not bring their own (`grpc-timeout`).
+    pub deadline: Duration,
+    /// Requests processed at once; more wait.
+    pub concurrency: usize,
+    /// Faces embedded per call at most, and how long the batcher waits to fill a batch.
+    pub max_batch: usize,
+    pub batch_window: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 << 20,
+            max_image_side: 4096,
+            max_faces: 32,
+            max_top_k: 100,
+            deadline: crate::DEFAULT_DEADLINE,
+            concurrency: 64,
+            max_batch: 32,
+            batch_window: Duration::from_millis(2),
+        }
+    }
+}
+
+/// Why an image could not be turned into faces.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("empty image")]
+    Empty,
+    #[error("not an image the server reads (PNG, JPEG, BMP): {0}")]
+    Decode(String),
+    #[error("image is {width}x{height}; the server takes at most {max} pixels a side")]
+    TooLarge { width: u32, height: u32, max: u32 },
+    #[error("no face found")]
+    NoFace,
+    #[error("detection failed: {0}")]
+    Detect(String),
+    #[error("alignment failed: {0}")]
+    Align(String),
+    #[error("embedding failed: {0}")]
+    Embed(String),
+}
+
+impl PipelineError {
+    /// Bad input (the client's to fix) as opposed to a server-side failure.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Self::Empty | Self::Decode(_) | Self::TooLarge { .. } | Self::NoFace | Self::Align(_)
+        )
+    }
+}
+
+/// Faces found in one image.
+#[derive(Debug, Clone)]
+pub struct Faces<T> {
+    pub faces: Vec<T>,
+    /// More were found than `max_faces`.
+    pub truncated: bool,
+}
+
+/// Detector, aligner and batched embedder, shared by every request.
+pub struct Pipeline {
+    detector: Mutex<Box<dyn FaceDetector + Send>>,
+    batcher: Batcher,
+    template: Template,
+    limits: Limits,
+}
+
+impl Pipeline {
+    pub fn new(
+        detector: Box<dyn FaceDetector + Send>,
+        embedder: Box<dyn Embedder + Send>,
+        limits: Limits,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            detector: Mutex::new(detector),
+            batcher: Batcher::start(embedder, limits.max_batch, limits.batch_window),
+            template: Template::arcface(112).expect("112 is the ArcFace size"),
+            limits,
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn embedding_dim(&self) -> usize {
+        self.batcher.dim()
+    }
+
+    /// Decodes `bytes`, refusing empty input, unknown formats and images past the size limit
+    /// before decoding the pixels.
+    pub fn decode(&self, bytes: &[u8]) -> Result<RgbImage, PipelineError> {
+        if bytes.is_empty() {
+            return Err(PipelineError::Empty);
+        }
+        let decode = |e: image::ImageError| PipelineError::Decode(e.to_string());
+        let reader = image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| PipelineError::Decode(e.to_string()))?;
+        if reader.format().is_none() {
+            return Err(PipelineError::Decode("unknown format".into()));
+        }
+        let (width, height) = reader.into_dimensions().map_err(decode)?;
+        let max = self.limits.max_image_side;
+        if width > max || height > max || width == 0 || height == 0 {
+            return Err(PipelineError::TooLarge { width, height, max });
+        }
+        let mut reader = image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| PipelineError::Decode(e.to_string()))?;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(max);
+        limits.max_image_height = Some(max);
+        reader.limits(limits);
+        Ok(reader.decode().map_err(decode)?.to_rgb8())
+    }
+
+    /// Faces in `image`, best first, at most `max_faces`.
+    pub fn detect(&self, image: &RgbImage) -> Result<Faces<Detection>, PipelineError> {
+        let mut faces = {
+            let detector = self.detector.lock().unwrap_or_else(|p| p.into_inner());
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| detector.detect(image)))
+                .map_err(|_| PipelineError::Detect("the detector panicked".into()))?
+                .map_err(|e| PipelineError::Detect(e.to_string()))?
+        };
+        let truncated = faces.len() > self.limits.max_faces;
+        faces.truncate(self.limits.max_faces);
+        Ok(Faces { faces, truncated })
+    }
+
+    /// Aligned 112x112 crops of `faces`.
+    pub fn align(
+        &self,
+        image: &RgbImage,
+        faces: &[Detection],
+    ) -> Result<Vec<RgbImage>, PipelineError> {
+        faces
+            .iter()
+            .map(|d| {
+                align_face(image, &d.landmarks, &self.template, Interpolation::Bilinear)
+                    .map(|a| a.image)
+                    .map_err(|e| PipelineError::Align(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// L2-normalised embeddings of aligned crops, batched with other requests'.
+    pub async fn embed_aligned(
+        &self,
+        crops: Vec<RgbImage>,
+    ) -> Result<Vec<Vec<f32>>, PipelineError> {
+        let raw = self
+            .batcher
+            .embed(crops)
+            .await
+            .map_err(PipelineError::Embed)?;
+        raw.into_iter()
+            .map(|v| {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if !norm.is_finite() || norm == 0.0 {
+                    return Err(PipelineError::Embed("non-finite or zero embedding".into()));
+                }
+                Ok(v.iter().map(|x| x / norm).collect())
+            })
+            .collect()
+    }
+}
