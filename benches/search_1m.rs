@@ -86,7 +86,8 @@ fn main() {
         .map(|_| (0..64).map(|_| unit(&mut rng, dim)).collect())
         .collect();
     let mut results = serde_json::Map::new();
-    let mut truth: Option<(Vec<Vec<Hit>>, Vec<Vec<Hit>>)> = None;
+    // Exact f32 results for the random queries and the probes, from the first (f32) pass.
+    let mut truth: Option<[Vec<Vec<Hit>>; 2]> = None;
     for precision in [Precision::F32, Precision::F16, Precision::Int8] {
         let mut index = FlatIndex::new(dim, precision);
         index.reserve(n);
@@ -119,8 +120,8 @@ fn main() {
             .collect();
         let found_random = index.search_batch(&random, k).unwrap();
         let found_probes = index.search_batch(&probes, k).unwrap();
-        let (truth_random, truth_probes) =
-            truth.get_or_insert_with(|| (found_random.clone(), found_probes.clone()));
+        let [truth_random, truth_probes] =
+            truth.get_or_insert_with(|| [found_random.clone(), found_probes.clone()]);
         let at1 = |f: &[Vec<Hit>], t: &[Vec<Hit>]| recall(f, t, 1);
         let entry = json!({
             "bytes": index.bytes(),

@@ -177,6 +177,14 @@ pub fn load_embedder<B: Backend>(
     path: &std::path::Path,
     device: &B::Device,
 ) -> Result<Box<dyn Embedder>> {
+    Ok(load_embedder_send::<B>(path, device)?)
+}
+
+/// [`load_embedder`] for a worker thread (the server's batcher owns its embedder).
+pub fn load_embedder_send<B: Backend>(
+    path: &std::path::Path,
+    device: &B::Device,
+) -> Result<Box<dyn Embedder + Send>> {
     let context = || format!("loading {}", path.display());
     if quantize::QuantizedModel::is_model_file(path) {
         let model = quantize::QuantizedModel::load(path).with_context(context)?;

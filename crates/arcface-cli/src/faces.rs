@@ -13,7 +13,7 @@ use iresnet::burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 /// Where `datasets/fetch_real.py` puts the RetinaFace weights.
-const DEFAULT_WEIGHTS: &str = "datasets/cache/models/retinaface_mnet025.pth";
+pub const DEFAULT_WEIGHTS: &str = "datasets/cache/models/retinaface_mnet025.pth";
 
 #[derive(Args, Debug)]
 pub struct DetectorArgs {

@@ -4,6 +4,7 @@ mod data;
 mod eval_cmd;
 mod faces;
 mod quantize_cmd;
+mod serve_cmd;
 mod train_cmd;
 
 use std::path::{Path, PathBuf};
@@ -95,6 +96,9 @@ enum Command {
     /// ranges calibrated on aligned faces; runs on the int8 CPU engine (VNNI / AVX2 / scalar).
     /// Prints size, batch-1 speed and accuracy before and after.
     Quantize(quantize_cmd::QuantizeArgs),
+    /// Serve detection, embedding, verification and 1:N search over gRPC (proto/arcface.proto),
+    /// with a durable SQLite gallery, health checks and reflection.
+    Serve(serve_cmd::ServeArgs),
     /// Datasets: render the synthetic set, pack folders into RecordIO, inspect files.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -177,6 +181,7 @@ fn run<B: Backend>(command: Command, device: &B::Device) -> Result<()> {
         Command::Data(command) => data::run(command),
         Command::Eval(args) => eval_cmd::run::<B>(&args, device),
         Command::Quantize(args) => quantize_cmd::run::<B>(&args, device),
+        Command::Serve(args) => serve_cmd::run::<B>(&args, device),
         Command::Train(args) => {
             train_cmd::run::<iresnet::burn::backend::Autodiff<B>>(&args, device)
         }

@@ -228,6 +228,48 @@ impl Gallery {
         Ok(id)
     }
 
+    /// Stores many faces in one transaction (bulk import: one disk sync for all of them);
+    /// returns their ids in order. Nothing is stored if any embedding is refused.
+    pub fn enroll_many(
+        &self,
+        faces: &[(&str, Option<&str>, &[f32])],
+    ) -> Result<Vec<i64>, SearchError> {
+        let checked: Vec<Vec<f32>> = faces
+            .iter()
+            .map(|(identity, _, e)| {
+                if identity.is_empty() {
+                    return Err(SearchError::Config("empty identity".into()));
+                }
+                normalised(e, self.config.dim)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut ids = Vec::with_capacity(faces.len());
+        {
+            let mut insert = tx
+                .prepare("INSERT INTO faces (identity, metadata, embedding) VALUES (?1, ?2, ?3)")?;
+            for ((identity, metadata, _), v) in faces.iter().zip(&checked) {
+                let blob: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                insert.execute(params![identity, metadata, blob])?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit()?;
+        let mut state = self.write();
+        for (((identity, metadata, _), v), id) in faces.iter().zip(&checked).zip(&ids) {
+            state.index.add(*id, v)?;
+            state.labels.insert(
+                *id,
+                Label {
+                    identity: identity.to_string(),
+                    metadata: metadata.map(str::to_string),
+                },
+            );
+        }
+        Ok(ids)
+    }
+
     /// Deletes one face; false if there was none with this id.
     pub fn delete(&self, face_id: i64) -> Result<bool, SearchError> {
         let db = self.db.lock().unwrap_or_else(|p| p.into_inner());

@@ -69,6 +69,34 @@ fn enrol_search_delete_and_reopen() {
 }
 
 #[test]
+fn bulk_enrolment_is_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    let mut rng = StdRng::seed_from_u64(2);
+    let faces: Vec<Vec<f32>> = (0..100).map(|_| unit(&mut rng, 16)).collect();
+    let g = Gallery::open(&path, GalleryConfig::new(16)).unwrap();
+    let mut rows: Vec<(&str, Option<&str>, &[f32])> =
+        faces.iter().map(|f| ("bulk", None, f.as_slice())).collect();
+    // One bad row refuses the whole batch.
+    let bad = [1.0f32; 3];
+    rows.push(("bulk", None, &bad));
+    assert!(matches!(
+        g.enroll_many(&rows),
+        Err(SearchError::Dimension { .. })
+    ));
+    assert!(g.is_empty());
+    rows.pop();
+    let ids = g.enroll_many(&rows).unwrap();
+    assert_eq!(ids.len(), 100);
+    drop(g);
+    let g = Gallery::open(&path, GalleryConfig::new(16)).unwrap();
+    assert_eq!(g.len(), 100);
+    for (f, id) in faces.iter().zip(&ids) {
+        assert_eq!(g.search(f, 1).unwrap()[0].face_id, *id);
+    }
+}
+
+#[test]
 fn bad_input_and_damaged_databases_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.db");
