@@ -9,7 +9,7 @@ use face_align::{align_face, Interpolation, Template};
 use face_detect::{Detection, FaceDetector};
 use image::RgbImage;
 
-use crate::batcher::Batcher;
+use crate::batcher::{self, EmbedBatcher};
 
 /// What one request may ask of the server.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -86,7 +86,8 @@ pub struct Faces<T> {
 /// Detector, aligner and batched embedder, shared by every request.
 pub struct Pipeline {
     detector: Mutex<Box<dyn FaceDetector + Send>>,
-    batcher: Batcher,
+    batcher: EmbedBatcher,
+    dim: usize,
     template: Template,
     limits: Limits,
 }
@@ -97,9 +98,11 @@ impl Pipeline {
         embedder: Box<dyn Embedder + Send>,
         limits: Limits,
     ) -> Arc<Self> {
+        let dim = embedder.embedding_dim();
         Arc::new(Self {
             detector: Mutex::new(detector),
-            batcher: Batcher::start(embedder, limits.max_batch, limits.batch_window),
+            batcher: batcher::embedder(embedder, limits.max_batch, limits.batch_window),
+            dim,
             template: Template::arcface(112).expect("112 is the ArcFace size"),
             limits,
         })
@@ -110,7 +113,7 @@ impl Pipeline {
     }
 
     pub fn embedding_dim(&self) -> usize {
-        self.batcher.dim()
+        self.dim
     }
 
     /// Decodes `bytes`, refusing empty input, unknown formats and images past the size limit
@@ -175,9 +178,12 @@ impl Pipeline {
         &self,
         crops: Vec<RgbImage>,
     ) -> Result<Vec<Vec<f32>>, PipelineError> {
+        if crops.is_empty() {
+            return Ok(Vec::new());
+        }
         let raw = self
             .batcher
-            .embed(crops)
+            .submit(crops)
             .await
             .map_err(PipelineError::Embed)?;
         raw.into_iter()

@@ -6,6 +6,7 @@ use face_detect::Detection;
 use face_search::{Gallery, SearchError};
 use tonic::{Request, Response, Status};
 
+use crate::batcher::{self, SearchBatcher};
 use crate::pipeline::{Faces, Limits, Pipeline, PipelineError};
 use crate::proto::{self, face_input::Source, face_service_server::FaceService};
 
@@ -14,15 +15,20 @@ use crate::proto::{self, face_input::Source, face_service_server::FaceService};
 pub struct FaceServer {
     pipeline: Arc<Pipeline>,
     gallery: Arc<Gallery>,
+    /// Concurrent searches share one pass over the gallery.
+    searcher: Arc<SearchBatcher>,
     threshold: f32,
 }
 
 impl FaceServer {
     /// `threshold`: the cosine similarity at and above which `Verify` says "same person".
     pub fn new(pipeline: Arc<Pipeline>, gallery: Arc<Gallery>, threshold: f32) -> Self {
+        let window = pipeline.limits().batch_window;
+        let searcher = Arc::new(batcher::searcher(gallery.clone(), 16, window));
         Self {
             pipeline,
             gallery,
+            searcher,
             threshold,
         }
     }
@@ -238,7 +244,12 @@ impl FaceService for FaceServer {
             k => k as usize,
         };
         let query = self.embedding(r.face, "face").await?;
-        let matches = self.gallery(move |g| g.search(&query, k)).await?;
+        let matches = self
+            .searcher
+            .submit((query, k))
+            .await
+            .map_err(Status::internal)?
+            .map_err(search_status)?;
         Ok(Response::new(proto::SearchResponse {
             matches: matches
                 .into_iter()
