@@ -3,7 +3,8 @@
 #   docker run -p 50051:50051 -v $PWD/models:/models -v $PWD/data:/data arcface-serve \
 #       --model /models/mbf.aq8 --detector /models/retinaface_mnet025.pth --gallery /data/faces.db
 # protoc comes from the protoc-bin-vendored crate: no system protobuf compiler is needed.
-FROM rust:1.92-bookworm AS build
+# Latest stable Rust (the workspace needs 1.92 or newer; some dependencies track recent releases).
+FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release -p arcface-cli --bin arcface
