@@ -104,7 +104,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Shares one pipeline and gallery between servers (tests start several).
+/// The service over `pipeline` and `gallery` (same as [`FaceServer::new`]); `threshold` is the
+/// cosine similarity at and above which `Verify` answers "same person".
 pub fn server(
     pipeline: Arc<Pipeline>,
     gallery: Arc<face_search::Gallery>,
