@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use face_search::{
     FlatIndex, Gallery, GalleryConfig, IndexKind, IvfConfig, IvfIndex, Precision, SearchError,
@@ -194,41 +195,66 @@ fn acknowledged_enrolments_survive_sigkill() {
 #[test]
 fn searches_continue_while_another_thread_writes() {
     let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
     let mut rng = StdRng::seed_from_u64(3);
-    let g = Arc::new(Gallery::open(dir.path().join("g.db"), GalleryConfig::new(64)).unwrap());
+    let g = Arc::new(Gallery::open(&path, GalleryConfig::new(64)).unwrap());
     let anchor = unit(&mut rng, 64);
     let anchor_id = g.enroll("anchor", None, &anchor).unwrap();
-    let done = Arc::new(AtomicBool::new(false));
+    // Another connection holds the database's write lock, so the next enrolment stays in
+    // progress (waiting inside its transaction) until that connection commits.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let written = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (g, written, face) = (g.clone(), written.clone(), unit(&mut rng, 64));
+        std::thread::spawn(move || {
+            let id = g.enroll("late", None, &face).unwrap();
+            written.store(true, Ordering::SeqCst);
+            id
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !written.load(Ordering::SeqCst),
+        "the enrolment should be waiting"
+    );
+    // Searches go on meanwhile, from this thread and from others.
+    let started = std::time::Instant::now();
     let searches = Arc::new(AtomicUsize::new(0));
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (g, done, searches, anchor) =
-                (g.clone(), done.clone(), searches.clone(), anchor.clone());
+            let (g, searches, anchor) = (g.clone(), searches.clone(), anchor.clone());
             std::thread::spawn(move || {
-                while !done.load(Ordering::Relaxed) {
-                    let top = g.search(&anchor, 1).unwrap();
-                    assert_eq!(top[0].face_id, anchor_id);
-                    searches.fetch_add(1, Ordering::Relaxed);
+                for _ in 0..50 {
+                    assert_eq!(g.search(&anchor, 1).unwrap()[0].face_id, anchor_id);
+                    searches.fetch_add(1, Ordering::SeqCst);
                 }
             })
         })
         .collect();
-    let before = searches.load(Ordering::Relaxed);
-    for i in 0..100 {
-        g.enroll(&format!("w{i}"), None, &unit(&mut rng, 64))
-            .unwrap();
+    // Wait (at most 5 s) for the searches, then let the write through either way, so that a
+    // regression fails here instead of hanging.
+    while searches.load(Ordering::SeqCst) < 100 && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
     }
-    let during = searches.load(Ordering::Relaxed) - before;
-    done.store(true, Ordering::Relaxed);
+    let done_before_commit = searches.load(Ordering::SeqCst);
+    let write_waited = !written.load(Ordering::SeqCst);
+    other.execute_batch("COMMIT").unwrap();
     for r in readers {
         r.join().unwrap();
     }
-    assert_eq!(g.len(), 101);
-    // Each enrolment waits for an fsync; searches must not wait behind them.
-    assert!(
-        during >= 100,
-        "only {during} searches during 100 durable enrolments"
+    assert_eq!(
+        done_before_commit, 100,
+        "searches waited behind a write in progress"
     );
+    assert!(write_waited, "the enrolment should still have been waiting");
+    let late = writer.join().unwrap();
+    assert_eq!(g.len(), 2);
+    assert!(g
+        .search(&anchor, 2)
+        .unwrap()
+        .iter()
+        .any(|m| m.face_id == late));
 }
 
 #[test]
