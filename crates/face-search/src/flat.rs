@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use half::f16;
 use rayon::prelude::*;
 
-use crate::kernels::{dot_f16, dot_f32, dot_i8, quantise, Kernels, Query};
+use crate::kernels::{dot_f16, dot_f32, dot_i8, dot_i8_quad, quantise, Kernels, Query};
 use crate::topk::{Hit, TopK};
 use crate::SearchError;
 
@@ -215,19 +215,41 @@ impl FlatIndex {
 
     fn score_rows(&self, range: std::ops::Range<usize>, queries: &[Query], tops: &mut [TopK]) {
         let (s, kernels) = (self.stride, self.kernels);
+        let keep = |top: &mut TopK, id, score| {
+            if score > top.threshold() {
+                top.push(Hit { id, score });
+            }
+        };
         for slot in range {
             let id = self.ids[slot];
-            for (q, top) in queries.iter().zip(tops.iter_mut()) {
-                let score = match &self.rows {
-                    Rows::F32(rows) => dot_f32(kernels, &q.f32, &rows[slot * s..][..s]),
-                    Rows::F16(rows) => dot_f16(kernels, &q.f32, &rows[slot * s..][..s]),
-                    Rows::Int8(rows, scales) => {
-                        let dot = dot_i8(kernels, &q.i8, &rows[slot * s..][..s]);
-                        dot as f32 * q.scale * scales[slot]
+            match &self.rows {
+                Rows::F32(rows) => {
+                    let row = &rows[slot * s..][..s];
+                    for (q, top) in queries.iter().zip(tops.iter_mut()) {
+                        keep(top, id, dot_f32(kernels, &q.f32, row));
                     }
-                };
-                if score > top.threshold() {
-                    top.push(Hit { id, score });
+                }
+                Rows::F16(rows) => {
+                    let row = &rows[slot * s..][..s];
+                    for (q, top) in queries.iter().zip(tops.iter_mut()) {
+                        keep(top, id, dot_f16(kernels, &q.f32, row));
+                    }
+                }
+                Rows::Int8(rows, scales) => {
+                    let row = &rows[slot * s..][..s];
+                    let score = |dot: i32, q: &Query| dot as f32 * q.scale * scales[slot];
+                    // Four queries per pass over the row, then the rest one by one.
+                    let mut quads = queries.chunks_exact(4);
+                    let mut top_quads = tops.chunks_exact_mut(4);
+                    for (q, t) in quads.by_ref().zip(top_quads.by_ref()) {
+                        let dots = dot_i8_quad(kernels, [&q[0], &q[1], &q[2], &q[3]], row);
+                        for ((dot, q), top) in dots.into_iter().zip(q).zip(t) {
+                            keep(top, id, score(dot, q));
+                        }
+                    }
+                    for (q, top) in quads.remainder().iter().zip(top_quads.into_remainder()) {
+                        keep(top, id, score(dot_i8(kernels, &q.i8, row), q));
+                    }
                 }
             }
         }

@@ -52,6 +52,10 @@ pub struct Query {
     /// multiple of 64.
     pub i8: Vec<i8>,
     pub scale: f32,
+    /// The VNNI form, made once per query instead of once per row: `|i8|`, and per 64 values
+    /// a bit mask of the negative ones.
+    magnitude: Vec<u8>,
+    negative: Vec<u64>,
 }
 
 impl Query {
@@ -59,12 +63,34 @@ impl Query {
         let (i8, scale) = quantise(v);
         let mut i8 = i8;
         i8.resize(v.len().div_ceil(64) * 64, 0);
+        let magnitude = i8.iter().map(|x| x.unsigned_abs()).collect();
+        let negative = i8
+            .chunks(64)
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .fold(0u64, |m, (j, &x)| m | (((x < 0) as u64) << j))
+            })
+            .collect();
         Self {
             f32: v.to_vec(),
             i8,
             scale,
+            magnitude,
+            negative,
         }
     }
+}
+
+/// [`dot_i8`] of four queries against one row (each query's int8 copy against the row, padded
+/// alike): the row is read once for all four. Equal to four [`dot_i8`] calls (integer sums).
+pub fn dot_i8_quad(kernels: Kernels, q: [&Query; 4], row: &[i8]) -> [i32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if kernels == Kernels::Avx512Vnni && q.iter().all(|q| q.i8.len() == row.len()) {
+        // SAFETY: as in `dot_i8`; the lengths were just checked.
+        return unsafe { x86::dot_i8_quad_vnni(q, row) };
+    }
+    q.map(|q| dot_i8(kernels, &q.i8, row))
 }
 
 /// Symmetric per-vector int8: `v ~ scale * q`, `q` in -127..=127 (0 scale for a zero vector).
@@ -210,6 +236,28 @@ mod x86 {
             s += q[t] as i32 * row[t] as i32;
         }
         s
+    }
+
+    /// Four prepared queries against one row: per 64 bytes, one row load and, per query, the
+    /// row with the query's signs (a masked subtraction from zero) into `vpdpbusd` with `|q|`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn dot_i8_quad_vnni(q: [&super::Query; 4], row: &[i8]) -> [i32; 4] {
+        let n = row.len();
+        let zero = _mm512_setzero_si512();
+        let mut acc = [zero; 4];
+        let mut i = 0;
+        while i + 64 <= n {
+            // SAFETY: i + 64 <= n = every query's length (checked by the caller).
+            let r = unsafe { _mm512_loadu_si512(row.as_ptr().add(i).cast()) };
+            for (acc, q) in acc.iter_mut().zip(q) {
+                let signed = _mm512_mask_sub_epi8(r, q.negative[i / 64], zero, r);
+                // SAFETY: as above.
+                let m = unsafe { _mm512_loadu_si512(q.magnitude.as_ptr().add(i).cast()) };
+                *acc = _mm512_dpbusd_epi32(*acc, m, signed);
+            }
+            i += 64;
+        }
+        acc.map(|a| _mm512_reduce_add_epi32(a))
     }
 
     /// `vpmaddubsw(|q|, sign(row, q))` (pairs of products, at most 2 * 127 * 127 < 2^15: no

@@ -1,7 +1,7 @@
 //! Exact search: kernels against the scalar code, rankings against an f64 brute force, the
 //! compact formats' recall against f32, batches against single queries, add/remove, bad input.
 
-use face_search::kernels::{dot_f16, dot_f32, dot_i8, quantise};
+use face_search::kernels::{dot_f16, dot_f32, dot_i8, dot_i8_quad, quantise, Query};
 use face_search::{FlatIndex, Hit, Kernels, Precision, SearchError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -62,6 +62,31 @@ fn simd_kernels_match_the_scalar_code_on_odd_lengths() {
                 (h - h_ref).abs() < 1e-5,
                 "{k:?} f16 dim {dim}: {h} vs {h_ref}"
             );
+        }
+    }
+}
+
+#[test]
+fn four_queries_at_once_equal_four_single_products() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for dim in [1usize, 63, 64, 65, 200, 512] {
+        let queries: Vec<Query> = (0..4).map(|_| Query::new(&unit(&mut rng, dim))).collect();
+        let (mut row, _) = quantise(&unit(&mut rng, dim));
+        row.resize(dim.div_ceil(64) * 64, 0);
+        row[0] = -127;
+        for k in kernels() {
+            let quad = dot_i8_quad(
+                k,
+                [&queries[0], &queries[1], &queries[2], &queries[3]],
+                &row,
+            );
+            let singles: Vec<i32> = queries.iter().map(|q| dot_i8(k, &q.i8, &row)).collect();
+            assert_eq!(quad.to_vec(), singles, "{k:?} dim {dim}");
+            let scalar: Vec<i32> = queries
+                .iter()
+                .map(|q| dot_i8(Kernels::Scalar, &q.i8, &row))
+                .collect();
+            assert_eq!(quad.to_vec(), scalar, "{k:?} dim {dim}");
         }
     }
 }
