@@ -1,6 +1,8 @@
-//! The int8 GEMM kernels on a convolution-sized product, beside flex's f32 matmul of the same
-//! shape: IResNet-50's first-stage 3x3 convolution as im2col (3136 pixels x 576 x 64 channels)
-//! and a late-stage one (49 x 4608 x 512). Throughput in multiply-adds per second.
+//! The int8 GEMM kernels on convolution-sized products, beside flex's f32 matmul of the same
+//! shape: IResNet-50's first-stage 3x3 convolution as im2col (3136 pixels x 576 x 64 channels),
+//! MobileFaceNet's 1x1 layers at 56x56 and 28x28 (3136 x 128 x 128, 784 x 256 x 256) and
+//! IResNet-50's last-stage 3x3 (49 x 4608 x 512); then whole layers (`conv_layer`). Throughput in
+//! multiply-adds per second.
 //!
 //! cargo bench -p arcface-benches --bench int8_gemm
 
