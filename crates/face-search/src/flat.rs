@@ -248,7 +248,7 @@ impl FlatIndex {
                         }
                     }
                     for (q, top) in quads.remainder().iter().zip(top_quads.into_remainder()) {
-                        keep(top, id, score(dot_i8(kernels, &q.i8, row), q));
+                        keep(top, id, score(dot_i8(kernels, q, row), q));
                     }
                 }
             }

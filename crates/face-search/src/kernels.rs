@@ -61,8 +61,17 @@ pub struct Query {
 impl Query {
     pub fn new(v: &[f32]) -> Self {
         let (i8, scale) = quantise(v);
-        let mut i8 = i8;
-        i8.resize(v.len().div_ceil(64) * 64, 0);
+        Self::with_int8(v.to_vec(), i8, scale)
+    }
+
+    /// A query given as int8 values (-127..=127) and their scale; `f32` is their real value.
+    pub fn from_quantised(i8: Vec<i8>, scale: f32) -> Self {
+        let f32 = i8.iter().map(|&q| q as f32 * scale).collect();
+        Self::with_int8(f32, i8, scale)
+    }
+
+    fn with_int8(f32: Vec<f32>, mut i8: Vec<i8>, scale: f32) -> Self {
+        i8.resize(i8.len().div_ceil(64) * 64, 0);
         let magnitude = i8.iter().map(|x| x.unsigned_abs()).collect();
         let negative = i8
             .chunks(64)
@@ -73,24 +82,13 @@ impl Query {
             })
             .collect();
         Self {
-            f32: v.to_vec(),
+            f32,
             i8,
             scale,
             magnitude,
             negative,
         }
     }
-}
-
-/// [`dot_i8`] of four queries against one row (each query's int8 copy against the row, padded
-/// alike): the row is read once for all four. Equal to four [`dot_i8`] calls (integer sums).
-pub fn dot_i8_quad(kernels: Kernels, q: [&Query; 4], row: &[i8]) -> [i32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if kernels == Kernels::Avx512Vnni && q.iter().all(|q| q.i8.len() == row.len()) {
-        // SAFETY: as in `dot_i8`; the lengths were just checked.
-        return unsafe { x86::dot_i8_quad_vnni(q, row) };
-    }
-    q.map(|q| dot_i8(kernels, &q.i8, row))
 }
 
 /// Symmetric per-vector int8: `v ~ scale * q`, `q` in -127..=127 (0 scale for a zero vector).
@@ -107,11 +105,22 @@ pub fn quantise(v: &[f32]) -> (Vec<i8>, f32) {
     (q, max / 127.0)
 }
 
+/// `kernels` if this CPU runs them, else the portable code (every entry point checks: a
+/// `Kernels` value is only a request).
+#[inline]
+fn runnable(kernels: Kernels) -> Kernels {
+    if kernels.available() {
+        kernels
+    } else {
+        Kernels::Scalar
+    }
+}
+
 pub fn dot_f32(kernels: Kernels, q: &[f32], row: &[f32]) -> f32 {
     debug_assert_eq!(q.len(), row.len());
     #[cfg(target_arch = "x86_64")]
-    if kernels != Kernels::Scalar {
-        // SAFETY: `Kernels` other than Scalar are only made after `available()` (see Flat).
+    if runnable(kernels) != Kernels::Scalar {
+        // SAFETY: AVX2, FMA and F16C are present (checked by `runnable`).
         return unsafe { x86::dot_f32(q, row) };
     }
     let _ = kernels;
@@ -121,7 +130,7 @@ pub fn dot_f32(kernels: Kernels, q: &[f32], row: &[f32]) -> f32 {
 pub fn dot_f16(kernels: Kernels, q: &[f32], row: &[half::f16]) -> f32 {
     debug_assert_eq!(q.len(), row.len());
     #[cfg(target_arch = "x86_64")]
-    if kernels != Kernels::Scalar {
+    if runnable(kernels) != Kernels::Scalar {
         // SAFETY: as above.
         return unsafe { x86::dot_f16(q, row) };
     }
@@ -129,19 +138,33 @@ pub fn dot_f16(kernels: Kernels, q: &[f32], row: &[half::f16]) -> f32 {
     q.iter().zip(row).map(|(a, b)| a * b.to_f32()).sum()
 }
 
-/// `sum q[i] * row[i]` over int8 operands (both padded to the same multiple of 64 with zeros),
-/// exact in i32.
-pub fn dot_i8(kernels: Kernels, q: &[i8], row: &[i8]) -> i32 {
-    debug_assert_eq!(q.len(), row.len());
+/// `sum q.i8[i] * row[i]`, exact in i32; `row` padded like the query's int8 copy.
+pub fn dot_i8(kernels: Kernels, q: &Query, row: &[i8]) -> i32 {
+    dot_i8_many(kernels, [q], row)[0]
+}
+
+/// [`dot_i8`] of four queries against one row: the row is read once for all four.
+pub fn dot_i8_quad(kernels: Kernels, q: [&Query; 4], row: &[i8]) -> [i32; 4] {
+    dot_i8_many(kernels, q, row)
+}
+
+fn dot_i8_many<const N: usize>(kernels: Kernels, q: [&Query; N], row: &[i8]) -> [i32; N] {
+    debug_assert!(q.iter().all(|q| q.i8.len() == row.len()));
     #[cfg(target_arch = "x86_64")]
-    match kernels {
-        // SAFETY: as above.
+    match runnable(kernels) {
+        // SAFETY: the CPU features are present (checked by `runnable`); the kernels read only
+        // the common length of the query and the row.
         Kernels::Avx512Vnni => return unsafe { x86::dot_i8_vnni(q, row) },
-        Kernels::Avx2 => return unsafe { x86::dot_i8_avx2(q, row) },
+        Kernels::Avx2 => return q.map(|q| unsafe { x86::dot_i8_avx2(&q.i8, row) }),
         Kernels::Scalar => {}
     }
     let _ = kernels;
-    q.iter().zip(row).map(|(&a, &b)| a as i32 * b as i32).sum()
+    q.map(|q| {
+        q.i8.iter()
+            .zip(row)
+            .map(|(&a, &b)| a as i32 * b as i32)
+            .sum()
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -157,97 +180,73 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    /// `sum q[i] * row[i]` with four FMA accumulators of 8 lanes; `load` reads 8 row values
+    /// as f32 from a pointer, `one` converts a single value for the tail.
+    #[inline(always)]
+    unsafe fn fma_dot<T: Copy>(
+        q: &[f32],
+        row: &[T],
+        load: impl Fn(*const T) -> __m256,
+        one: impl Fn(T) -> f32,
+    ) -> f32 {
+        let n = q.len().min(row.len());
+        // SAFETY (whole function): the caller enables AVX2 and FMA; every load reads
+        // i + 8j .. i + 8j + 8 <= n values of both slices.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm256_loadu_ps(q.as_ptr().add(i + 8 * j));
+                    *acc = _mm256_fmadd_ps(a, load(row.as_ptr().add(i + 8 * j)), *acc);
+                }
+                i += 32;
+            }
+            let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            let mut s = sum8(v);
+            for t in i..n {
+                s += q[t] * one(row[t]);
+            }
+            s
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot_f32(q: &[f32], row: &[f32]) -> f32 {
-        let n = q.len().min(row.len());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 32 <= n {
-            for (j, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: i + 8j + 8 <= n for both slices.
-                let (a, b) = unsafe {
-                    (
-                        _mm256_loadu_ps(q.as_ptr().add(i + 8 * j)),
-                        _mm256_loadu_ps(row.as_ptr().add(i + 8 * j)),
-                    )
-                };
-                *acc = _mm256_fmadd_ps(a, b, *acc);
-            }
-            i += 32;
-        }
-        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let mut s = sum8(v);
-        for t in i..n {
-            s += q[t] * row[t];
-        }
-        s
+        // SAFETY: AVX2 and FMA are enabled here; `load` reads 8 values where `fma_dot` says.
+        unsafe { fma_dot(q, row, |p| _mm256_loadu_ps(p), |v| v) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_f16(q: &[f32], row: &[half::f16]) -> f32 {
-        let n = q.len().min(row.len());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 32 <= n {
-            for (j, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: i + 8j + 8 <= n for both slices; f16 is 2 bytes, 8 of them 16.
-                let (a, b) = unsafe {
-                    (
-                        _mm256_loadu_ps(q.as_ptr().add(i + 8 * j)),
-                        _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(i + 8 * j).cast())),
-                    )
-                };
-                *acc = _mm256_fmadd_ps(a, b, *acc);
-            }
-            i += 32;
+        // SAFETY: as above; 8 f16 are 16 bytes.
+        unsafe {
+            fma_dot(
+                q,
+                row,
+                |p| _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+                half::f16::to_f32,
+            )
         }
-        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let mut s = sum8(v);
-        for t in i..n {
-            s += q[t] * row[t].to_f32();
-        }
-        s
     }
 
-    /// `vpdpbusd` multiplies unsigned by signed bytes: the query goes in as `|q|` and the row's
-    /// bytes take the query's signs (`vpsignb`-style, through a mask), exact since |q| <= 127.
+    /// `vpdpbusd` multiplies unsigned by signed bytes: each query goes in as `|q|` and the row's
+    /// bytes take the query's signs (a masked subtraction from zero), exact since |q| <= 127.
+    /// The row is loaded once per 64 bytes for all `N` queries.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn dot_i8_vnni(q: &[i8], row: &[i8]) -> i32 {
-        let n = q.len().min(row.len());
-        let mut acc = [_mm512_setzero_si512(); 2];
-        let mut i = 0;
-        while i + 64 <= n {
-            // SAFETY: i + 64 <= n for both slices.
-            let (a, b) = unsafe {
-                (
-                    _mm512_loadu_si512(q.as_ptr().add(i).cast()),
-                    _mm512_loadu_si512(row.as_ptr().add(i).cast()),
-                )
-            };
-            let negative = _mm512_movepi8_mask(a);
-            let magnitude = _mm512_abs_epi8(a);
-            let signed = _mm512_mask_sub_epi8(b, negative, _mm512_setzero_si512(), b);
-            let j = (i / 64) & 1;
-            acc[j] = _mm512_dpbusd_epi32(acc[j], magnitude, signed);
-            i += 64;
-        }
-        let mut s = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1]));
-        for t in i..n {
-            s += q[t] as i32 * row[t] as i32;
-        }
-        s
-    }
-
-    /// Four prepared queries against one row: per 64 bytes, one row load and, per query, the
-    /// row with the query's signs (a masked subtraction from zero) into `vpdpbusd` with `|q|`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn dot_i8_quad_vnni(q: [&super::Query; 4], row: &[i8]) -> [i32; 4] {
-        let n = row.len();
+    pub(super) unsafe fn dot_i8_vnni<const N: usize>(
+        q: [&super::Query; N],
+        row: &[i8],
+    ) -> [i32; N] {
+        let n = q
+            .iter()
+            .map(|q| q.magnitude.len())
+            .fold(row.len(), usize::min);
         let zero = _mm512_setzero_si512();
-        let mut acc = [zero; 4];
+        let mut acc = [zero; N];
         let mut i = 0;
         while i + 64 <= n {
-            // SAFETY: i + 64 <= n = every query's length (checked by the caller).
+            // SAFETY: i + 64 <= n <= the row's and every query's length.
             let r = unsafe { _mm512_loadu_si512(row.as_ptr().add(i).cast()) };
             for (acc, q) in acc.iter_mut().zip(q) {
                 let signed = _mm512_mask_sub_epi8(r, q.negative[i / 64], zero, r);
@@ -257,7 +256,15 @@ mod x86 {
             }
             i += 64;
         }
-        acc.map(|a| _mm512_reduce_add_epi32(a))
+        let mut out = acc.map(|a| _mm512_reduce_add_epi32(a));
+        for (s, q) in out.iter_mut().zip(q) {
+            *s += q.i8[i..n]
+                .iter()
+                .zip(&row[i..n])
+                .map(|(&a, &b)| a as i32 * b as i32)
+                .sum::<i32>();
+        }
+        out
     }
 
     /// `vpmaddubsw(|q|, sign(row, q))` (pairs of products, at most 2 * 127 * 127 < 2^15: no
