@@ -195,8 +195,14 @@ impl FlatIndex {
             .iter()
             .map(|q| normalised(q.as_ref(), self.dim).map(|v| Query::new(&v)))
             .collect::<Result<_, _>>()?;
+        Ok(self.search_prepared(&queries, k))
+    }
+
+    /// [`FlatIndex::search_batch`] for queries already normalised and prepared (the IVF index
+    /// prepares a query once for all the cells it probes).
+    pub(crate) fn search_prepared(&self, queries: &[Query], k: usize) -> Vec<Vec<Hit>> {
         if queries.is_empty() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
         let empty = || vec![TopK::new(k); queries.len()];
         let tops = (0..self.len().div_ceil(ROWS_PER_TASK))
@@ -204,13 +210,13 @@ impl FlatIndex {
             .fold(empty, |mut tops, task| {
                 let first = task * ROWS_PER_TASK;
                 let last = (first + ROWS_PER_TASK).min(self.len());
-                self.score_rows(first..last, &queries, &mut tops);
+                self.score_rows(first..last, queries, &mut tops);
                 tops
             })
             .reduce(empty, |a, b| {
                 a.into_iter().zip(b).map(|(a, b)| a.merge(b)).collect()
             });
-        Ok(tops.into_iter().map(TopK::into_sorted).collect())
+        tops.into_iter().map(TopK::into_sorted).collect()
     }
 
     fn score_rows(&self, range: std::ops::Range<usize>, queries: &[Query], tops: &mut [TopK]) {
@@ -269,7 +275,7 @@ fn swap_remove_row<T: Copy>(rows: &mut Vec<T>, slot: usize, last: usize, stride:
 }
 
 /// `v / |v|`, refusing the wrong length and vectors that cannot be normalised.
-pub(crate) fn normalised(v: &[f32], dim: usize) -> Result<Vec<f32>, SearchError> {
+pub fn normalised(v: &[f32], dim: usize) -> Result<Vec<f32>, SearchError> {
     if v.len() != dim {
         return Err(SearchError::Dimension {
             got: v.len(),

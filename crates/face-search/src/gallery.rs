@@ -164,13 +164,11 @@ impl Gallery {
             }
             _ => return Err(corrupt("incomplete meta table".into())),
         }
-        let rows = load_rows(&db, config.dim).map_err(|e| match e {
-            LoadError::Db(e) => SearchError::Database(e),
-            LoadError::Row(reason) => corrupt(reason),
-        })?;
+        let rows = load_rows(&db, config.dim, &path)?;
+        let count = rows.len();
         let index = build_index(&config, &rows)?;
         let labels = rows.into_iter().map(|(id, label, _)| (id, label)).collect();
-        tracing::info!(path = %path.display(), rows = ?index_len(&index), "gallery opened");
+        tracing::info!(path = %path.display(), rows = count, "gallery opened");
         Ok(Self {
             path,
             config,
@@ -202,30 +200,7 @@ impl Gallery {
         metadata: Option<&str>,
         embedding: &[f32],
     ) -> Result<i64, SearchError> {
-        let v = normalised(embedding, self.config.dim)?;
-        if identity.is_empty() {
-            return Err(SearchError::Config("empty identity".into()));
-        }
-        let blob: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO faces (identity, metadata, embedding) VALUES (?1, ?2, ?3)",
-            params![identity, metadata, blob],
-        )?;
-        let id = tx.last_insert_rowid();
-        tx.commit()?;
-        // Still holding the database lock: the index sees rows in commit order.
-        let mut state = self.write();
-        state.index.add(id, &v)?;
-        state.labels.insert(
-            id,
-            Label {
-                identity: identity.to_string(),
-                metadata: metadata.map(str::to_string),
-            },
-        );
-        Ok(id)
+        Ok(self.enroll_many(&[(identity, metadata, embedding)])?[0])
     }
 
     /// Stores many faces in one transaction (bulk import: one disk sync for all of them);
@@ -332,13 +307,7 @@ impl Gallery {
     /// cells).
     pub fn rebuild_index(&self) -> Result<(), SearchError> {
         let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        let rows = load_rows(&db, self.config.dim).map_err(|e| match e {
-            LoadError::Db(e) => SearchError::Database(e),
-            LoadError::Row(reason) => SearchError::Corrupt {
-                path: self.path.display().to_string(),
-                reason,
-            },
-        })?;
+        let rows = load_rows(&db, self.config.dim, &self.path)?;
         let index = build_index(&self.config, &rows)?;
         let labels = rows.into_iter().map(|(id, l, _)| (id, l)).collect();
         *self.write() = State { index, labels };
@@ -354,21 +323,15 @@ impl Gallery {
     }
 }
 
-enum LoadError {
-    Db(rusqlite::Error),
-    Row(String),
-}
-
-impl From<rusqlite::Error> for LoadError {
-    fn from(e: rusqlite::Error) -> Self {
-        LoadError::Db(e)
-    }
-}
-
 type Row = (i64, Label, Vec<f32>);
 
-/// Every stored face, each embedding checked (length, finite values).
-fn load_rows(db: &Connection, dim: usize) -> Result<Vec<Row>, LoadError> {
+/// Every stored face, each embedding checked (length, finite values); a damaged row is a
+/// [`SearchError::Corrupt`] naming it.
+fn load_rows(db: &Connection, dim: usize, path: &Path) -> Result<Vec<Row>, SearchError> {
+    let corrupt = |reason: String| SearchError::Corrupt {
+        path: path.display().to_string(),
+        reason,
+    };
     let mut stmt = db.prepare("SELECT id, identity, metadata, embedding FROM faces ORDER BY id")?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
@@ -376,7 +339,7 @@ fn load_rows(db: &Connection, dim: usize) -> Result<Vec<Row>, LoadError> {
         let id: i64 = row.get(0)?;
         let blob: Vec<u8> = row.get(3)?;
         if blob.len() != dim * 4 {
-            return Err(LoadError::Row(format!(
+            return Err(corrupt(format!(
                 "face {id}: embedding of {} bytes, {} expected",
                 blob.len(),
                 dim * 4
@@ -387,9 +350,7 @@ fn load_rows(db: &Connection, dim: usize) -> Result<Vec<Row>, LoadError> {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         if !v.iter().all(|x| x.is_finite()) {
-            return Err(LoadError::Row(format!(
-                "face {id}: non-finite embedding value"
-            )));
+            return Err(corrupt(format!("face {id}: non-finite embedding value")));
         }
         let label = Label {
             identity: row.get(1)?,
@@ -426,11 +387,4 @@ fn build_index(config: &GalleryConfig, rows: &[Row]) -> Result<Index, SearchErro
         index.add(*id, v)?;
     }
     Ok(index)
-}
-
-fn index_len(index: &Index) -> usize {
-    match index {
-        Index::Exact(i) => i.len(),
-        Index::Ivf(i) => i.len(),
-    }
 }

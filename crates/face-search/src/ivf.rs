@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::flat::{normalised, FlatIndex, Precision};
-use crate::kernels::{dot_f32, Kernels};
+use crate::kernels::{dot_f32, Kernels, Query};
 use crate::topk::{Hit, TopK};
 use crate::SearchError;
 
@@ -171,10 +171,12 @@ impl IvfIndex {
             &q,
             self.config.nprobe,
         );
+        // Prepared once for every probed cell.
+        let prepared = [Query::new(&q)];
         let tops: Vec<Vec<Hit>> = probe
             .par_iter()
-            .map(|&c| self.cells[c].search(&q, k))
-            .collect::<Result<_, _>>()?;
+            .flat_map_iter(|&c| self.cells[c].search_prepared(&prepared, k))
+            .collect();
         let mut top = TopK::new(k);
         for hit in tops.into_iter().flatten() {
             top.push(hit);

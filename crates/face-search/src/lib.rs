@@ -15,7 +15,7 @@ pub mod kernels;
 pub mod topk;
 
 pub use error::SearchError;
-pub use flat::{FlatIndex, Precision};
+pub use flat::{normalised, FlatIndex, Precision};
 pub use gallery::{Gallery, GalleryConfig, IndexKind, Match};
 pub use ivf::{IvfConfig, IvfIndex};
 pub use kernels::Kernels;
