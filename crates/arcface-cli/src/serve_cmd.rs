@@ -125,7 +125,7 @@ pub fn run<B: Backend>(args: &ServeArgs, device: &B::Device) -> Result<()> {
         batch_window: Duration::from_millis(args.batch_window_ms),
     };
     let pipeline = face_serve::Pipeline::new(Box::new(detector), embedder, limits);
-    let server = face_serve::server(pipeline, Arc::new(gallery), args.threshold);
+    let server = face_serve::FaceServer::new(pipeline, Arc::new(gallery), args.threshold);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.addr)

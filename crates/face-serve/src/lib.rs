@@ -14,7 +14,6 @@ pub mod pipeline;
 mod service;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use pipeline::{Limits, Pipeline, PipelineError};
@@ -102,16 +101,6 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-}
-
-/// The service over `pipeline` and `gallery` (same as [`FaceServer::new`]); `threshold` is the
-/// cosine similarity at and above which `Verify` answers "same person".
-pub fn server(
-    pipeline: Arc<Pipeline>,
-    gallery: Arc<face_search::Gallery>,
-    threshold: f32,
-) -> FaceServer {
-    FaceServer::new(pipeline, gallery, threshold)
 }
 
 /// Default deadline for a request without its own (`grpc-timeout`).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use eval::Embedder;
 use face_align::{align_face, Interpolation, Template};
 use face_detect::{Detection, FaceDetector};
-use image::RgbImage;
+use image::{ImageDecoder, RgbImage};
 
 use crate::batcher::{self, EmbedBatcher};
 
@@ -129,19 +129,16 @@ impl Pipeline {
         if reader.format().is_none() {
             return Err(PipelineError::Decode("unknown format".into()));
         }
-        let (width, height) = reader.into_dimensions().map_err(decode)?;
+        // One decoder: its header gives the size, checked before any pixel is decoded.
+        let decoder = reader.into_decoder().map_err(decode)?;
+        let (width, height) = decoder.dimensions();
         let max = self.limits.max_image_side;
         if width > max || height > max || width == 0 || height == 0 {
             return Err(PipelineError::TooLarge { width, height, max });
         }
-        let mut reader = image::ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| PipelineError::Decode(e.to_string()))?;
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(max);
-        limits.max_image_height = Some(max);
-        reader.limits(limits);
-        Ok(reader.decode().map_err(decode)?.to_rgb8())
+        Ok(image::DynamicImage::from_decoder(decoder)
+            .map_err(decode)?
+            .to_rgb8())
     }
 
     /// Faces in `image`, best first, at most `max_faces`.
@@ -186,13 +183,10 @@ impl Pipeline {
             .submit(crops)
             .await
             .map_err(PipelineError::Embed)?;
-        raw.into_iter()
+        raw.iter()
             .map(|v| {
-                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                if !norm.is_finite() || norm == 0.0 {
-                    return Err(PipelineError::Embed("non-finite or zero embedding".into()));
-                }
-                Ok(v.iter().map(|x| x / norm).collect())
+                face_search::normalised(v, self.dim)
+                    .map_err(|e| PipelineError::Embed(e.to_string()))
             })
             .collect()
     }

@@ -65,20 +65,8 @@ impl FaceServer {
                 "{what}: no image or embedding given"
             ))),
             Some(Source::Embedding(e)) => {
-                let dim = self.pipeline.embedding_dim();
-                if e.values.len() != dim {
-                    return Err(Status::invalid_argument(format!(
-                        "{what}: embedding has {} values, the model's have {dim}",
-                        e.values.len()
-                    )));
-                }
-                let norm = e.values.iter().map(|x| x * x).sum::<f32>().sqrt();
-                if !norm.is_finite() || norm == 0.0 {
-                    return Err(Status::invalid_argument(format!(
-                        "{what}: embedding is zero or not finite"
-                    )));
-                }
-                Ok(e.values.iter().map(|x| x / norm).collect())
+                face_search::normalised(&e.values, self.pipeline.embedding_dim())
+                    .map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
             }
             Some(Source::Image(bytes)) => {
                 let (faces, mut crops) = self.faces(bytes).await?;
