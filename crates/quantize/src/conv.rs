@@ -193,21 +193,9 @@ impl QConv2d {
             Arithmetic::Grouped(relayout(&real, shape, opg))
         } else {
             // Dense, or a grouped layer too wide for exact f32 sums run as dense on its
-            // block-diagonal expansion (zeros outside each group's block).
-            let cin = cpg * groups;
-            let k = cin * kh * kw;
-            // PyTorch order (ci, ky, kx) -> im2col order (ky, kx, ci), as a k x cout matrix.
-            let mut b = vec![0i8; k * cout];
-            for o in 0..cout {
-                let first = (o / opg) * cpg;
-                for ci in 0..cpg {
-                    for t in 0..kh * kw {
-                        let row = t * cin + first + ci;
-                        b[row * cout + o] = quantised[(o * cpg + ci) * kh * kw + t];
-                    }
-                }
-            }
-            Arithmetic::Dense(PackedWeights::pack(&b, k, cout))
+            // block-diagonal expansion.
+            let b = im2col_weights(quantised, shape, groups);
+            Arithmetic::Dense(PackedWeights::pack(&b, cpg * groups * kh * kw, cout))
         };
         Ok(Self {
             arithmetic,
@@ -285,37 +273,32 @@ impl QConv2d {
                 .collect(),
             Arithmetic::Grouped(_) => vec![0; cout],
         };
+        // A u8 output's scale is folded into the affine (PReLU commutes with a positive
+        // factor); an f32 output's factor is 1, which changes no bit.
+        let inv = match output {
+            Output::F32 => 1.0,
+            Output::U8 { scale, .. } => 1.0 / scale,
+        };
+        let scale: Vec<f32> = self
+            .weight_scales
+            .iter()
+            .map(|s| s * x.scale * inv)
+            .collect();
+        let bias: Vec<f32> = self.bias.iter().map(|b| b * inv).collect();
+        let f = Affine {
+            scale: &scale,
+            bias: &bias,
+            alpha: self.prelu.as_deref(),
+        };
         Ok(match output {
             Output::F32 => {
-                let scale: Vec<f32> = self.weight_scales.iter().map(|s| s * x.scale).collect();
-                let f = Affine {
-                    scale: &scale,
-                    bias: &self.bias,
-                    alpha: self.prelu.as_deref(),
-                };
                 let mut data = vec![0f32; len];
                 self.tiles(x, ow, &mut data, kernel, |acc, out| {
                     dequantise_rows(acc, &correction, f, out)
                 });
                 Activation::F32 { data, shape }
             }
-            Output::U8 {
-                scale: out_scale,
-                zero,
-            } => {
-                // The output scale folded in: PReLU commutes with a positive factor.
-                let inv = 1.0 / out_scale;
-                let scale: Vec<f32> = self
-                    .weight_scales
-                    .iter()
-                    .map(|s| s * x.scale * inv)
-                    .collect();
-                let bias: Vec<f32> = self.bias.iter().map(|b| b * inv).collect();
-                let f = Affine {
-                    scale: &scale,
-                    bias: &bias,
-                    alpha: self.prelu.as_deref(),
-                };
+            Output::U8 { scale, zero } => {
                 // floor(v + 0.5) after the zero point: round-half-up, inlined (f32::round is a
                 // libm call without SSE4.1); it differs from round-half-away only at exact ties
                 // below the zero point, by one step.
@@ -327,7 +310,7 @@ impl QConv2d {
                 Activation::U8(QTensor {
                     data,
                     shape,
-                    scale: out_scale,
+                    scale,
                     zero,
                 })
             }
@@ -349,30 +332,14 @@ impl QConv2d {
         let [cout, _, kh, kw] = self.shape;
         match &self.arithmetic {
             Arithmetic::Dense(packed) => {
-                let lda = packed.lda();
-                let borrowed = im2col_is_input(x.shape, [kh, kw], self.stride, self.padding, lda);
+                let im2col =
+                    Im2col::new(x.shape, [kh, kw], self.stride, self.padding, packed.lda());
                 let tile = tile_rows(out.len() / cout);
                 out.par_chunks_mut(tile * cout).enumerate().for_each_init(
                     || (Vec::new(), Vec::new()),
                     |(rows, acc), (t, out)| {
-                        let (first, m) = (t * tile, out.len() / cout);
-                        let a: &[u8] = if borrowed {
-                            &x.data[first * lda..(first + m) * lda]
-                        } else {
-                            rows.resize(m * lda, 0);
-                            im2col_rows(
-                                &x.data,
-                                x.shape,
-                                [kh, kw],
-                                self.stride,
-                                self.padding,
-                                lda,
-                                x.zero,
-                                first,
-                                rows,
-                            );
-                            rows
-                        };
+                        let m = out.len() / cout;
+                        let a = im2col.rows(&x.data, x.zero, t * tile, m, rows);
                         acc.resize(m * cout, 0);
                         rows_unchecked(a, m, packed, acc, kernel);
                         finish(acc, out);
@@ -405,55 +372,103 @@ pub(crate) fn tile_rows(m: usize) -> usize {
     (m.div_ceil(4 * threads).div_ceil(4) * 4).clamp(4, 64)
 }
 
-/// Every im2col row is already a contiguous run of the input (1x1 stride-1 layers, and a kernel
-/// covering the whole map as the embedding layer's), so the input itself is the matrix.
-pub(crate) fn im2col_is_input(
-    [_, h, w, c]: [usize; 4],
-    [kh, kw]: [usize; 2],
-    stride: usize,
-    padding: usize,
-    lda: usize,
-) -> bool {
-    let pointwise = kh == 1 && kw == 1 && stride == 1;
-    let whole_map = kh == h && kw == w;
-    lda == kh * kw * c && padding == 0 && (pointwise || whole_map)
-}
-
-/// Rows `first..first + out.len() / lda` of the im2col matrix of `x` (`[n, h, w, c]`, channels
-/// last) for a `kh x kw` kernel into `out`: one row of `lda` values per output pixel, `(ky, kx,
-/// c)` order, `pad` where the kernel overhangs the border (the int8 engine pads with the zero
-/// point, a real 0) and after the `kh * kw * c` values.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn im2col_rows<T: Copy>(
-    x: &[T],
-    [_, h, w, c]: [usize; 4],
-    [kh, kw]: [usize; 2],
-    stride: usize,
-    padding: usize,
-    lda: usize,
-    pad: T,
-    first: usize,
-    out: &mut [T],
-) {
-    let (oh, ow) = (
-        out_size(h, kh, stride, padding),
-        out_size(w, kw, stride, padding),
-    );
-    let inside = |i: usize, size: usize| (i >= padding && i - padding < size).then(|| i - padding);
-    for (r, row) in (first..).zip(out.chunks_exact_mut(lda)) {
-        let (b, oy, ox) = (r / (oh * ow), (r / ow) % oh, r % ow);
-        let (taps, tail) = row.split_at_mut(kh * kw * c);
-        tail.fill(pad);
-        for (t, tap) in taps.chunks_exact_mut(c).enumerate() {
-            let (ky, kx) = (t / kw, t % kw);
-            match (inside(oy * stride + ky, h), inside(ox * stride + kx, w)) {
-                (Some(iy), Some(ix)) => {
-                    let src = ((b * h + iy) * w + ix) * c;
-                    tap.copy_from_slice(&x[src..src + c]);
-                }
-                _ => tap.fill(pad),
+/// PyTorch weights `[cout, cpg, kh, kw]` of a layer with `groups` groups as the `k x cout`
+/// matrix its im2col rows multiply (`k = cin * kh * kw`, row order `(ky, kx, ci)`); zero outside
+/// each output's group (block-diagonal), so a grouped layer can run as a dense one.
+pub(crate) fn im2col_weights<T: Copy + Default>(
+    w: &[T],
+    [cout, cpg, kh, kw]: [usize; 4],
+    groups: usize,
+) -> Vec<T> {
+    let (cin, taps, opg) = (cpg * groups, kh * kw, cout / groups);
+    let mut b = vec![T::default(); cin * taps * cout];
+    for o in 0..cout {
+        let first = (o / opg) * cpg;
+        for ci in 0..cpg {
+            for t in 0..taps {
+                b[((t * cin) + first + ci) * cout + o] = w[(o * cpg + ci) * taps + t];
             }
         }
+    }
+    b
+}
+
+/// The im2col matrix of one layer's input `x` (`[n, h, w, c]`, channels last) for a `kh x kw`
+/// kernel: one row of `lda` values per output pixel in `(ky, kx, c)` order, `pad` where the
+/// kernel overhangs the border (the int8 engine pads with the zero point, a real 0) and after
+/// the `kh * kw * c` values. Read a tile of rows at a time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Im2col {
+    shape: [usize; 4],
+    kernel: [usize; 2],
+    stride: usize,
+    padding: usize,
+    lda: usize,
+    /// Every row is already a contiguous run of the input (1x1 stride-1 layers, and a kernel
+    /// covering the whole map as the embedding layer's): the input itself is the matrix.
+    is_input: bool,
+}
+
+impl Im2col {
+    pub fn new(
+        shape: [usize; 4],
+        kernel: [usize; 2],
+        stride: usize,
+        padding: usize,
+        lda: usize,
+    ) -> Self {
+        let ([_, h, w, c], [kh, kw]) = (shape, kernel);
+        let pointwise = kh == 1 && kw == 1 && stride == 1;
+        let whole_map = kh == h && kw == w;
+        Self {
+            shape,
+            kernel,
+            stride,
+            padding,
+            lda,
+            is_input: lda == kh * kw * c && padding == 0 && (pointwise || whole_map),
+        }
+    }
+
+    /// Rows `first..first + m`: a slice of `x` itself where it is the matrix, else written
+    /// into `buffer`.
+    pub fn rows<'a, T: Copy>(
+        &self,
+        x: &'a [T],
+        pad: T,
+        first: usize,
+        m: usize,
+        buffer: &'a mut Vec<T>,
+    ) -> &'a [T] {
+        let lda = self.lda;
+        if self.is_input {
+            return &x[first * lda..(first + m) * lda];
+        }
+        buffer.resize(m * lda, pad);
+        let ([_, h, w, c], [kh, kw]) = (self.shape, self.kernel);
+        let (stride, padding) = (self.stride, self.padding);
+        let (oh, ow) = (
+            out_size(h, kh, stride, padding),
+            out_size(w, kw, stride, padding),
+        );
+        let inside =
+            |i: usize, size: usize| (i >= padding && i - padding < size).then(|| i - padding);
+        for (r, row) in (first..).zip(buffer.chunks_exact_mut(lda)) {
+            let (b, oy, ox) = (r / (oh * ow), (r / ow) % oh, r % ow);
+            let (taps, tail) = row.split_at_mut(kh * kw * c);
+            tail.fill(pad);
+            for (t, tap) in taps.chunks_exact_mut(c).enumerate() {
+                let (ky, kx) = (t / kw, t % kw);
+                match (inside(oy * stride + ky, h), inside(ox * stride + kx, w)) {
+                    (Some(iy), Some(ix)) => {
+                        let src = ((b * h + iy) * w + ix) * c;
+                        tap.copy_from_slice(&x[src..src + c]);
+                    }
+                    _ => tap.fill(pad),
+                }
+            }
+        }
+        buffer
     }
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calibrate::QuantParams;
 use crate::conv::{
-    im2col_is_input, im2col_rows, tile_rows, Activation, ConvError, Output, QConv2d, QTensor,
+    im2col_weights, tile_rows, Activation, ConvError, Im2col, Output, QConv2d, QTensor,
 };
 use crate::elementwise::{self, ElementwiseError};
 use crate::epilogue::finish_float_rows;
@@ -592,18 +592,9 @@ struct FloatConv {
 
 impl FloatConv {
     fn new(w: &[f32], conv: &ConvLayer<Weights>) -> Self {
-        let [cout, cpg, kh, kw] = conv.shape;
+        let cout = conv.shape[0];
         let weights = if conv.groups == 1 {
-            let k = cpg * kh * kw;
-            let mut b = vec![0f32; k * cout];
-            for o in 0..cout {
-                for ci in 0..cpg {
-                    for t in 0..kh * kw {
-                        b[(t * cpg + ci) * cout + o] = w[(o * cpg + ci) * kh * kw + t];
-                    }
-                }
-            }
-            b
+            im2col_weights(w, conv.shape, 1)
         } else {
             relayout(w, conv.shape, cout / conv.groups)
         };
@@ -647,32 +638,14 @@ impl FloatConv {
             _ => ow,
         };
         let lda = cpg * kh * kw;
-        let borrowed = im2col_is_input([n, h, w, c], [kh, kw], self.stride, self.padding, lda);
+        let im2col = Im2col::new([n, h, w, c], [kh, kw], self.stride, self.padding, lda);
         let g = Grouped::of(self.shape, self.groups, self.stride, self.padding, [h, w]);
         let sums = |t: usize, scratch: &mut (Vec<f32>, Window), y: &mut [f32]| {
             if self.groups > 1 {
                 return line(g, &mut scratch.1, x, |v| v, &self.weights, t, y);
             }
-            let (first, rows) = (t * tile, y.len() / cout);
-            let a: &[f32] = if borrowed {
-                &x[first * lda..(first + rows) * lda]
-            } else {
-                let buffer = &mut scratch.0;
-                buffer.resize(rows * lda, 0.0);
-                let kernel = [kh, kw];
-                im2col_rows(
-                    x,
-                    [n, h, w, c],
-                    kernel,
-                    self.stride,
-                    self.padding,
-                    lda,
-                    0.0,
-                    first,
-                    buffer,
-                );
-                buffer
-            };
+            let rows = y.len() / cout;
+            let a = im2col.rows(x, 0.0, t * tile, rows, &mut scratch.0);
             matmul(a, rows, lda, &self.weights, cout, y, whole);
         };
         match output {

@@ -116,7 +116,8 @@ pub(crate) fn relayout(weights: &[f32], [cout, cpg, k, _]: [usize; 4], opg: usiz
 
 /// The `k` input rows one output line reads, as f32, with `padding` zero pixels on both sides
 /// of each row (and zero rows above or below the image where the kernel overhangs it) and
-/// [`Grouped::channel_margin`] zero channels on both sides of each pixel; and one pixel's sums.
+/// [`Grouped::channel_margin`] zero channels on both sides of each pixel; and small scratch
+/// (one pixel's sums, the tap offsets).
 /// Made per line in buffers each task reuses, so they stay in cache.
 #[derive(Default)]
 pub(crate) struct Window {
@@ -125,6 +126,8 @@ pub(crate) struct Window {
     w: usize,
     c: usize,
     sums: Vec<f32>,
+    /// The (tap, shift) pairs of the shifted form.
+    pairs: Vec<(usize, usize)>,
 }
 
 impl Window {
@@ -238,12 +241,12 @@ fn line_body<S: Sum, const FMA: bool>(g: Grouped, x: &mut Window, weights: &[f32
         // that is real input channel o + shift - (opg - 1).
         let shifts = g.cpg + g.opg - 1;
         let (w, c) = (x.w, x.c);
-        let pairs: Vec<(usize, usize)> = taps_of(k)
-            .enumerate()
-            .flat_map(|(t, (ky, kx))| {
-                (0..shifts).map(move |s| ((ky * w + kx) * c + s, (t * shifts + s) * cout))
-            })
-            .collect();
+        // Refilled in the window's own buffer: no allocation per line.
+        let mut pairs = std::mem::take(&mut x.pairs);
+        pairs.clear();
+        pairs.extend(taps_of(k).enumerate().flat_map(|(t, (ky, kx))| {
+            (0..shifts).map(move |s| ((ky * w + kx) * c + s, (t * shifts + s) * cout))
+        }));
         for (ox, pixel_out) in out.chunks_exact_mut(cout).enumerate() {
             let corner = ox * g.stride * x.c;
             // Block by block, the block's sums stay in registers over every tap and shift;
@@ -280,6 +283,7 @@ fn line_body<S: Sum, const FMA: bool>(g: Grouped, x: &mut Window, weights: &[f32
                 }
             }
         }
+        x.pairs = pairs;
         return;
     }
     let mut sums = std::mem::take(&mut x.sums);
