@@ -44,6 +44,17 @@ fn probe(rng: &mut StdRng, v: &[f32]) -> Vec<f32> {
     p.iter().map(|x| x / n).collect()
 }
 
+/// Milliseconds of each call of `f`, one per item.
+fn times_ms<T>(items: impl Iterator<Item = T>, mut f: impl FnMut(T)) -> Vec<f64> {
+    items
+        .map(|item| {
+            let t = Instant::now();
+            f(item);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -100,24 +111,12 @@ fn main() {
         for q in random.iter().take(2) {
             index.search(q, k).unwrap();
         }
-        let single: Vec<f64> = random
-            .iter()
-            .cycle()
-            .take(runs)
-            .map(|q| {
-                let t = Instant::now();
-                std::hint::black_box(index.search(q, k).unwrap());
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        let batch: Vec<f64> = batches
-            .iter()
-            .map(|b| {
-                let t = Instant::now();
-                std::hint::black_box(index.search_batch(b, k).unwrap());
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
+        let single = times_ms(random.iter().cycle().take(runs), |q| {
+            std::hint::black_box(index.search(q, k).unwrap());
+        });
+        let batch = times_ms(batches.iter(), |b| {
+            std::hint::black_box(index.search_batch(b, k).unwrap());
+        });
         let found_random = index.search_batch(&random, k).unwrap();
         let found_probes = index.search_batch(&probes, k).unwrap();
         let [truth_random, truth_probes] =
@@ -169,29 +168,15 @@ fn main() {
             ivf.add(i as i64, r).unwrap();
         }
         let build_s = t.elapsed().as_secs_f64();
-        let exact_single = median(
-            random
-                .iter()
-                .map(|q| {
-                    let t = Instant::now();
-                    std::hint::black_box(exact.search(q, k).unwrap());
-                    t.elapsed().as_secs_f64() * 1e3
-                })
-                .collect(),
-        );
+        let exact_single = median(times_ms(random.iter(), |q| {
+            std::hint::black_box(exact.search(q, k).unwrap());
+        }));
         let mut by_nprobe = serde_json::Map::new();
         for nprobe in [4, 16, 64] {
             ivf.set_nprobe(nprobe);
-            let single = median(
-                random
-                    .iter()
-                    .map(|q| {
-                        let t = Instant::now();
-                        std::hint::black_box(ivf.search(q, k).unwrap());
-                        t.elapsed().as_secs_f64() * 1e3
-                    })
-                    .collect(),
-            );
+            let single = median(times_ms(random.iter(), |q| {
+                std::hint::black_box(ivf.search(q, k).unwrap());
+            }));
             let r = json!({
                 "single_query_ms_median": single,
                 "recall@10_random": recall(&ivf.search_batch(&random, k).unwrap(), &truth_random, k),
