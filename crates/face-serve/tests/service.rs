@@ -117,6 +117,17 @@ fn degraded(bytes: &[u8]) -> Vec<u8> {
     jpeg
 }
 
+/// The embedding of the best face `Embed` finds in `image`.
+async fn best_embedding(c: &mut FaceServiceClient<Channel>, image: Vec<u8>) -> Vec<f32> {
+    let faces = c
+        .embed(proto::EmbedRequest { image })
+        .await
+        .unwrap()
+        .into_inner()
+        .faces;
+    faces[0].embedding.clone().unwrap().values
+}
+
 fn image_input(bytes: Vec<u8>) -> Option<proto::FaceInput> {
     Some(proto::FaceInput {
         source: Some(Source::Image(bytes)),
@@ -208,18 +219,7 @@ async fn verify_images_and_embeddings() {
     assert!(!other.same, "{other:?}");
     assert!(other.score < same.score);
     // An embedding against the image it came from scores ~1.
-    let e = c
-        .embed(proto::EmbedRequest {
-            image: hanks.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .faces[0]
-        .embedding
-        .clone()
-        .unwrap()
-        .values;
+    let e = best_embedding(&mut c, hanks.clone()).await;
     let r = c
         .verify(proto::VerifyRequest {
             a: embedding_input(e.iter().map(|x| x * 3.0).collect()),
@@ -254,18 +254,7 @@ async fn enroll_search_and_delete() {
         .into_inner()
         .face_id;
     // Enrol by embedding too.
-    let e = c
-        .embed(proto::EmbedRequest {
-            image: newton.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .faces[0]
-        .embedding
-        .clone()
-        .unwrap()
-        .values;
+    let e = best_embedding(&mut c, newton.clone()).await;
     let id_newton2 = c
         .enroll(enroll("newton-esd", embedding_input(e)))
         .await
