@@ -92,6 +92,12 @@ fn bulk_enrolment_is_one_transaction() {
     drop(g);
     let g = Gallery::open(&path, GalleryConfig::new(16)).unwrap();
     assert_eq!(g.len(), 100);
+    // Created with pages that hold several 2 KiB rows (see `Gallery::open`).
+    let page: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(page, 16384);
     for (f, id) in faces.iter().zip(&ids) {
         assert_eq!(g.search(f, 1).unwrap()[0].face_id, *id);
     }
