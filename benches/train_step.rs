@@ -62,8 +62,8 @@ fn main() {
         }
         .init::<B>(&device)
         .expect("head");
-        let mut model = Model { backbone, head };
-        let mut optimizer = OptimizerSettings::default().init::<B, Model<B>>(5e-4);
+        let mut model = Model::new(backbone, head);
+        let mut optimizer = OptimizerSettings::default().init::<B, Model<B, _, _>>(5e-4);
         let x = face_batch::<B>(batch, &device);
         let labels: Vec<usize> = (0..batch).map(|i| (i * 37) % 1000).collect();
         let (mut total, mut forward, mut backward, mut update) = (vec![], vec![], vec![], vec![]);

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use eval::{cosine, embed_normalised, verify_pairs, BurnEmbedder, Embedder, PairSet};
 use face_data::{FaceDataset, SyntheticFaces};
 use iresnet::burn::tensor::backend::Backend;
-use iresnet::Backbone;
+use iresnet::Architecture;
 use quantize::calibrate::Method;
 use quantize::{quantize, Engine, Graph, QuantizeOptions, QuantizedModel};
 use serde::Serialize;

@@ -139,7 +139,9 @@ fn print_report(report: &trainer::TrainReport, out: &std::path::Path, json: bool
                 100.0 * share
             );
         }
-        println!("model: {}", report.model.display());
+        if let Some(model) = &report.model {
+            println!("model: {}", model.display());
+        }
         println!(
             "checkpoints: {} (best: {})",
             report.checkpoints.display(),

@@ -24,15 +24,15 @@ pub trait Embedder {
     }
 }
 
-/// A Burn backbone in inference mode, run in batches.
-pub struct BurnEmbedder<B: Backend> {
-    backbone: AnyBackbone<B>,
+/// A Burn backbone (any [`Backbone`], ours by default) in inference mode, run in batches.
+pub struct BurnEmbedder<B: Backend, M = AnyBackbone<B>> {
+    backbone: M,
     device: B::Device,
     batch_size: usize,
 }
 
-impl<B: Backend> BurnEmbedder<B> {
-    pub fn new(backbone: AnyBackbone<B>, device: B::Device) -> Self {
+impl<B: Backend, M: Backbone<B>> BurnEmbedder<B, M> {
+    pub fn new(backbone: M, device: B::Device) -> Self {
         Self {
             backbone,
             device,
@@ -46,7 +46,7 @@ impl<B: Backend> BurnEmbedder<B> {
     }
 }
 
-impl<B: Backend> Embedder for BurnEmbedder<B> {
+impl<B: Backend, M: Backbone<B>> Embedder for BurnEmbedder<B, M> {
     fn embedding_dim(&self) -> usize {
         self.backbone.embedding_dim()
     }
@@ -60,7 +60,7 @@ impl<B: Backend> Embedder for BurnEmbedder<B> {
     }
 }
 
-impl<B: Backend> BurnEmbedder<B> {
+impl<B: Backend, M: Backbone<B>> BurnEmbedder<B, M> {
     /// One tensor per batch; the mirror image is a flip of that tensor, not a second conversion.
     fn run(&self, faces: &[RgbImage], flip: bool) -> Result<Vec<Vec<f32>>, EvalError> {
         let dim = self.embedding_dim();

@@ -47,6 +47,25 @@ pub trait FaceDataset: Send + Sync {
     }
 }
 
+/// A dataset chosen at run time (`Box<dyn FaceDataset>`) is a dataset too.
+impl<D: FaceDataset + ?Sized> FaceDataset for Box<D> {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn num_identities(&self) -> usize {
+        (**self).num_identities()
+    }
+    fn label(&self, index: usize) -> Result<usize> {
+        (**self).label(index)
+    }
+    fn get(&self, index: usize) -> Result<FaceSample> {
+        (**self).get(index)
+    }
+    fn source(&self) -> PathBuf {
+        (**self).source()
+    }
+}
+
 /// Decodes encoded image bytes (JPEG, PNG, BMP) to RGB, naming the source on failure. A JPEG
 /// without its end-of-image marker is refused: decoders fill a truncated file's missing part
 /// with grey rather than failing, and that would train on half a face.

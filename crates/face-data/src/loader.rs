@@ -183,6 +183,11 @@ impl<D: FaceDataset + 'static> Loader<D> {
         &self.dataset
     }
 
+    /// The batch size, sampling, workers and seed it was built with.
+    pub fn config(&self) -> &LoaderConfig {
+        &self.config
+    }
+
     /// Samples skipped so far (all epochs).
     pub fn skipped(&self) -> usize {
         self.skipped.load(Ordering::Relaxed)

@@ -9,15 +9,28 @@ use crate::iresnet::{IResNet, IResNetConfig, INPUT_SIZE};
 use crate::mobilefacenet::{MbfHead, MobileFaceNet, MobileFaceNetConfig};
 use crate::plan::Plan;
 
-/// A face-embedding network: aligned, normalised RGB faces `[N, 3, 112, 112]` in,
-/// embeddings `[N, D]` out (not L2-normalised; callers normalise for cosine scores).
+/// A face-embedding network: aligned, normalised faces `[N, C, 112, 112]` in, embeddings
+/// `[N, D]` out (not L2-normalised; callers normalise for cosine scores). This is all the
+/// trainer, the evaluators and the embedders need, so a user's own network plugs in by
+/// implementing these two methods.
 pub trait Backbone<B: Backend> {
     fn embed(&self, faces: Tensor<B, 4>) -> Tensor<B, 2>;
     /// D, the embedding size.
     fn embedding_dim(&self) -> usize;
+    /// C, the input planes: 3 for RGB; more when several images of a face (RGB, infrared,
+    /// depth) are stacked along the channel axis, as a multimodal dataset's batches are.
+    fn input_channels(&self) -> usize {
+        3
+    }
+}
+
+/// A backbone of the architectures this crate knows: it can say how to rebuild itself (model
+/// files record this) and list its weighted layers (importers, FLOP counts and the int8 graph
+/// read them), so one description serves every tool.
+pub trait Architecture<B: Backend>: Backbone<B> {
     /// The architecture, enough to rebuild the module.
     fn spec(&self) -> BackboneConfig;
-    /// Weighted layers in forward order (importers and FLOP counts use it).
+    /// Weighted layers in forward order.
     fn plan(&self) -> Plan;
 }
 
@@ -28,6 +41,9 @@ impl<B: Backend> Backbone<B> for IResNet<B> {
     fn embedding_dim(&self) -> usize {
         self.fc.weight.dims()[1]
     }
+}
+
+impl<B: Backend> Architecture<B> for IResNet<B> {
     fn spec(&self) -> BackboneConfig {
         BackboneConfig::IResNet(self.config())
     }
@@ -43,6 +59,9 @@ impl<B: Backend> Backbone<B> for MobileFaceNet<B> {
     fn embedding_dim(&self) -> usize {
         self.fc.weight.dims()[1]
     }
+}
+
+impl<B: Backend> Architecture<B> for MobileFaceNet<B> {
     fn spec(&self) -> BackboneConfig {
         BackboneConfig::MobileFaceNet(self.config())
     }
@@ -168,10 +187,13 @@ impl<B: Backend> Backbone<B> for AnyBackbone<B> {
             Self::MobileFaceNet(m) => Backbone::embedding_dim(m),
         }
     }
+}
+
+impl<B: Backend> Architecture<B> for AnyBackbone<B> {
     fn spec(&self) -> BackboneConfig {
         match self {
-            Self::IResNet(m) => Backbone::spec(m),
-            Self::MobileFaceNet(m) => Backbone::spec(m),
+            Self::IResNet(m) => Architecture::spec(m),
+            Self::MobileFaceNet(m) => Architecture::spec(m),
         }
     }
     fn plan(&self) -> Plan {
@@ -211,7 +233,7 @@ pub struct BackboneStats {
 }
 
 impl BackboneStats {
-    pub fn of<B: Backend, M: Backbone<B> + Module<B>>(model: &M) -> Self {
+    pub fn of<B: Backend, M: Architecture<B> + Module<B>>(model: &M) -> Self {
         let plan = model.plan();
         // Burn's `num_params` also visits BatchNorm running statistics; PyTorch does not count them.
         let buffers: usize = plan

@@ -22,7 +22,9 @@ pub mod plan;
 pub mod preprocess;
 pub mod record;
 
-pub use backbone::{AnyBackbone, Backbone, BackboneConfig, BackboneStats, ARCH_NAMES};
+pub use backbone::{
+    AnyBackbone, Architecture, Backbone, BackboneConfig, BackboneStats, ARCH_NAMES,
+};
 pub use burn;
 pub use error::{BackboneError, Result};
 pub use iresnet::{IResNet, IResNetConfig, INPUT_SIZE};

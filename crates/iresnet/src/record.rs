@@ -16,7 +16,7 @@ use burn::record::{FullPrecisionSettings, HalfPrecisionSettings, NamedMpkBytesRe
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
-use crate::backbone::{AnyBackbone, Backbone, BackboneConfig};
+use crate::backbone::{AnyBackbone, Architecture, BackboneConfig};
 use crate::error::{BackboneError, Result};
 
 const MAGIC: &[u8; 8] = b"ARCFRSM1";

@@ -6,7 +6,9 @@ use common::*;
 
 use iresnet::burn::tensor::Tensor;
 use iresnet::plan::LayerKind;
-use iresnet::{Backbone, BackboneConfig, BackboneStats, MbfHead, MobileFaceNetConfig};
+use iresnet::{
+    Architecture, Backbone, BackboneConfig, BackboneStats, MbfHead, MobileFaceNetConfig,
+};
 
 fn count_for(name: &str) -> usize {
     read_json("backbones/param_counts.json")["params"][name]

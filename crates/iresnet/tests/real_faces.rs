@@ -8,7 +8,7 @@ use common::*;
 
 use iresnet::import::import_file;
 use iresnet::preprocess::faces_to_tensor;
-use iresnet::{Backbone, BackboneConfig, BackboneError, MbfHead};
+use iresnet::{Architecture, Backbone, BackboneConfig, BackboneError, MbfHead};
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

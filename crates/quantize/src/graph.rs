@@ -11,7 +11,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, PRelu, PaddingConfig2d};
 use burn::tensor::{backend::Backend, Tensor};
 use iresnet::mobilefacenet::DepthWise;
-use iresnet::{AnyBackbone, Backbone, ConvBnAct, IResNet, MobileFaceNet};
+use iresnet::{AnyBackbone, Architecture, ConvBnAct, IResNet, MobileFaceNet};
 use serde::{Deserialize, Serialize};
 
 use crate::fold::{fold_batch_norm, BatchNormStats, FoldError};

@@ -135,10 +135,10 @@ impl Checkpointer {
 
     /// Writes the checkpoint of `step` from named files; `best` (if given) becomes the best
     /// marker. Older checkpoints beyond `keep_last`, other than the best, are removed after.
-    pub fn write(
+    pub fn write<N: AsRef<str>>(
         &self,
         step: u64,
-        files: &[(&str, Vec<u8>)],
+        files: &[(N, Vec<u8>)],
         best: Option<BestMarker>,
     ) -> Result<PathBuf, CheckpointError> {
         let final_dir = self.step_dir(step);
@@ -153,6 +153,7 @@ impl Checkpointer {
             files: BTreeMap::new(),
         };
         for (name, bytes) in files {
+            let name = name.as_ref();
             write_synced(&tmp.join(name), bytes)?;
             manifest.files.insert(
                 name.to_string(),

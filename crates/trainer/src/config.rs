@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::optim::{Algorithm, OptimizerSettings};
 use crate::schedule::ScheduleConfig;
+use crate::settings::FitSettings;
 
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +23,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(
+pub(crate) fn invalid(
     field: &'static str,
     value: impl std::fmt::Debug,
     reason: impl Into<String>,
@@ -242,13 +243,29 @@ impl TrainConfig {
         toml::to_string_pretty(self).expect("the config serialises")
     }
 
+    /// The loop's settings (everything but the model, the data and the evaluation pairs).
+    pub fn fit_settings(&self) -> FitSettings {
+        FitSettings {
+            seed: self.seed,
+            epochs: self.epochs,
+            time_limit_secs: self.time_limit_secs,
+            accumulation: self.accumulation,
+            clip_norm: self.clip_norm,
+            precision: self.precision,
+            max_bad_steps: self.max_bad_steps,
+            optimizer: self.optimizer.clone(),
+            schedule: self.schedule.clone(),
+            eval_every_steps: self.eval.every_steps,
+            flip_test: self.eval.flip_test,
+            collapse_warn: self.eval.collapse_warn,
+            early_stopping: self.early_stopping.clone(),
+            checkpoint: self.checkpoint.clone(),
+            log_every: self.log_every,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.epochs.is_finite() && self.epochs > 0.0) {
-            return Err(invalid("epochs", self.epochs, "must be > 0"));
-        }
-        if self.accumulation == 0 {
-            return Err(invalid("accumulation", 0, "must be >= 1"));
-        }
+        self.fit_settings().validate()?;
         if self.accumulation > 1 && self.head.sample_rate < 1.0 {
             return Err(invalid(
                 "accumulation",
@@ -256,26 +273,11 @@ impl TrainConfig {
                 "Partial FC (head.sample_rate < 1) updates sampled rows every batch; accumulate only with the full head",
             ));
         }
-        if let Some(c) = self.clip_norm {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(invalid("clip_norm", c, "must be > 0"));
-            }
-        }
-        self.optimizer
-            .validate()
-            .map_err(|e| invalid("optimizer", &self.optimizer, e))?;
         if self.head.sample_rate < 1.0 && self.optimizer.algorithm != Algorithm::Sgd {
             return Err(invalid(
                 "optimizer.algorithm",
                 self.optimizer.algorithm,
                 "Partial FC (head.sample_rate < 1) updates its sampled centres with SGD; use sgd or the full head",
-            ));
-        }
-        if !(self.eval.collapse_warn > 0.0 && self.eval.collapse_warn <= 1.0) {
-            return Err(invalid(
-                "eval.collapse_warn",
-                self.eval.collapse_warn,
-                "a share in (0, 1]",
             ));
         }
         let synthetic = matches!(self.data, DataSource::Synthetic(_));
@@ -298,12 +300,6 @@ impl TrainConfig {
                 "validation samples are rendered for synthetic data only",
             ));
         }
-        if self.early_stopping.metric != StopMetric::Off && self.early_stopping.patience == 0 {
-            return Err(invalid("early_stopping.patience", 0, "must be >= 1"));
-        }
-        self.schedule
-            .validate()
-            .map_err(|e| invalid("schedule", &self.schedule, e))?;
         self.backbone
             .validate()
             .map_err(|e| invalid("backbone", &self.backbone, e.to_string()))?;

@@ -1,27 +1,52 @@
-//! The training loop for face recognition: any backbone, any margin head, on one or several
-//! devices; schedules stepped per iteration, global-norm clipping, gradient accumulation, a NaN
-//! guard, verification with a feature-collapse check, early stopping, and resumable checkpoints;
-//! `arcface train` drives it.
+//! Training face recognisers: any backbone, any margin head, any dataset, on any Burn autodiff
+//! backend and one or several devices; schedules stepped per iteration, global-norm clipping,
+//! gradient accumulation, a NaN guard, verification with a feature-collapse check, early
+//! stopping, resumable checkpoints.
+//!
+//! Two ways in: [`Learner`], the library API (bring your own [`iresnet::Backbone`],
+//! [`arcface_loss::MarginHead`] and [`face_data::FaceDataset`]; add [`LossTerm`]s, parameter
+//! groups, a [`HeadUpdate`]), and [`train`]/[`resume`], which run what a [`TrainConfig`] (the
+//! TOML file of `arcface train`) describes through it.
 
 pub mod checkpoint;
 pub mod clip;
 pub mod collapse;
 pub mod config;
+mod error;
+mod groups;
+mod hooks;
+mod learner;
+mod metrics;
 pub mod mixed;
+mod model;
 pub mod optim;
 pub mod plots;
+mod report;
+mod run;
 pub mod schedule;
-pub mod train;
+mod settings;
+mod state;
+mod step;
+mod stopping;
 pub mod verify;
 
 pub use checkpoint::{CheckpointError, Checkpointer};
 pub use clip::{clip_global_norm, global_norm};
 pub use collapse::top_singular_share;
 pub use config::{
-    CheckpointSettings, DataSource, EarlyStopping, EvalData, EvalSettings, StopMetric, TrainConfig,
+    CheckpointSettings, ConfigError, DataSource, EarlyStopping, EvalData, EvalSettings, StopMetric,
+    TrainConfig,
 };
+pub use error::TrainError;
+pub use groups::ParamGroup;
+pub use hooks::{HeadUpdate, LossTerm, StepView};
+pub use learner::{Export, Learner, Trained};
+pub use metrics::{read_metrics, StepInfo};
 pub use mixed::Precision;
+pub use model::{materialize, Model};
 pub use optim::{Algorithm, HeadGroup, OptimizerSettings};
+pub use report::TrainReport;
+pub use run::{resume, train};
 pub use schedule::{LrSchedule, Schedule, ScheduleConfig};
-pub use train::{resume, train, Model, StepInfo, TrainError, TrainReport};
-pub use verify::Verification;
+pub use settings::FitSettings;
+pub use verify::{ValidationSet, Verification};

@@ -9,7 +9,9 @@
 //! the head's logits, softmax and loss are f32. bf16 keeps f32's exponent range, so no loss
 //! scaling is needed; f16 would need it and is not offered.
 
-use burn::module::{Module, ModuleMapper, Param};
+use std::collections::HashSet;
+
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::{backend::Backend, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -33,24 +35,32 @@ impl Precision {
     }
 }
 
-/// Casts trainable parameters (those that require a gradient) to a dtype, leaving running
-/// statistics alone.
-struct CastTrainable(FloatDType);
+/// Casts trainable parameters (those that require a gradient) and frozen ones to a dtype,
+/// leaving running statistics alone.
+struct CastWeights<'a> {
+    dtype: FloatDType,
+    frozen: &'a HashSet<ParamId>,
+}
 
-impl<B: Backend> ModuleMapper<B> for CastTrainable {
+impl<B: Backend> ModuleMapper<B> for CastWeights<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, tensor, mapper) = param.consume();
-        if !tensor.is_require_grad() {
+        if !tensor.is_require_grad() && !self.frozen.contains(&id) {
             return Param::from_mapped_value(id, tensor, mapper);
         }
-        Param::from_mapped_value(id, tensor.cast(self.0), mapper)
+        Param::from_mapped_value(id, tensor.cast(self.dtype), mapper)
     }
 }
 
-/// A copy of `module` whose trainable parameters are `dtype` views of the originals, linked to
-/// them in the autodiff graph (their gradients land on the originals, in the originals' dtype).
-pub fn compute_copy<B: Backend, M: Module<B>>(module: &M, dtype: FloatDType) -> M {
-    module.clone().map(&mut CastTrainable(dtype))
+/// A copy of `module` whose weights are `dtype` views of the originals, linked to them in the
+/// autodiff graph (the gradients of trainable ones land on the originals, in the originals'
+/// dtype). `frozen` names weights that get no gradient but compute in `dtype` too.
+pub fn compute_copy<B: Backend, M: Module<B>>(
+    module: &M,
+    dtype: FloatDType,
+    frozen: &HashSet<ParamId>,
+) -> M {
+    module.clone().map(&mut CastWeights { dtype, frozen })
 }
 
 #[cfg(test)]
@@ -96,7 +106,7 @@ mod tests {
             trainable > 10 && trainable < master.0.len(),
             "weights and running statistics"
         );
-        let copy = compute_copy(&backbone, FloatDType::BF16);
+        let copy = compute_copy(&backbone, FloatDType::BF16, &Default::default());
         let mut seen = Tensors::default();
         copy.visit(&mut seen);
         assert_eq!(seen.0.len(), master.0.len());

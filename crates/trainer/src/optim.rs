@@ -11,6 +11,8 @@ use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
+use crate::groups::ParamGroup;
+
 /// The update rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Algorithm {
@@ -100,6 +102,16 @@ impl OptimizerSettings {
     /// The head group's weight decay.
     pub fn head_weight_decay(&self) -> f64 {
         self.head.weight_decay.unwrap_or(self.weight_decay)
+    }
+
+    /// arcface_torch's two parameter groups: the backbone, and the head with its own rate
+    /// scale and weight decay.
+    pub fn default_groups(&self) -> Vec<ParamGroup> {
+        vec![
+            ParamGroup::new("backbone", &["backbone"], self.weight_decay),
+            ParamGroup::new("head", &["head"], self.head_weight_decay())
+                .with_lr_scale(self.head.lr_scale),
+        ]
     }
 
     /// The optimiser of one group of parameters (`M`) with `weight_decay`.

@@ -5,18 +5,12 @@ use std::path::{Path, PathBuf};
 
 use arcface_plot::{Chart, Series};
 
-use crate::train::{StepInfo, TrainError};
+use crate::error::TrainError;
+use crate::metrics::{read_metrics, StepInfo};
 
 /// Writes `loss.png`, `lr.png` and (with verification) `accuracy.png` into `out`.
 pub fn write(metrics: &Path, out: &Path) -> Result<Vec<PathBuf>, TrainError> {
-    let text = std::fs::read_to_string(metrics).map_err(|source| TrainError::Io {
-        path: metrics.to_path_buf(),
-        source,
-    })?;
-    let steps: Vec<StepInfo> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let steps = read_metrics(metrics)?;
     let series = |f: &dyn Fn(&StepInfo) -> Option<f64>| -> Vec<(f64, f64)> {
         steps
             .iter()

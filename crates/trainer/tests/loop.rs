@@ -48,9 +48,11 @@ fn a_tiny_run_writes_config_metrics_model_and_report() {
     assert!(again.to_string().contains("--resume"), "{again}");
     let metrics = std::fs::read_to_string(tmp.path().join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 6);
-    let (model, header) =
-        iresnet::record::load_model::<burn::backend::Flex>(&report.model, &Default::default())
-            .unwrap();
+    let (model, header) = iresnet::record::load_model::<burn::backend::Flex>(
+        report.model.as_ref().unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(iresnet::Backbone::embedding_dim(&model), 16);
     assert_eq!(header.source, "arcface train");
     let saved =

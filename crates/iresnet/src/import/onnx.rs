@@ -15,7 +15,7 @@ use burn_store::ModuleSnapshot;
 use prost::Message;
 
 use super::load::{load_layers, Array, LayerWeights, SourcedWeights};
-use crate::backbone::{Backbone, BackboneConfig};
+use crate::backbone::{Architecture, BackboneConfig};
 use crate::error::{BackboneError, Result};
 use crate::iresnet::IResNetConfig;
 use crate::mobilefacenet::MbfHead;
@@ -506,7 +506,7 @@ struct OnnxLayer {
 pub fn load_onnx<B, M>(model: &mut M, onnx: &OnnxModel) -> Result<()>
 where
     B: Backend,
-    M: Backbone<B> + Module<B> + ModuleSnapshot<B>,
+    M: Architecture<B> + Module<B> + ModuleSnapshot<B>,
 {
     let plan = model.plan();
     let found = onnx.weighted_layers()?;

@@ -13,7 +13,7 @@ use burn_store::pytorch::PytorchReader;
 use burn_store::{ModuleSnapshot, TensorSnapshot};
 
 use super::load::{load_layers, Array, LayerWeights, SourcedWeights};
-use crate::backbone::{Backbone, BackboneConfig};
+use crate::backbone::{Architecture, BackboneConfig};
 use crate::error::{BackboneError, Result};
 use crate::iresnet::IResNetConfig;
 use crate::mobilefacenet::{MbfHead, MobileFaceNetConfig};
@@ -103,7 +103,7 @@ pub fn infer_arch_pth(path: &Path) -> Result<BackboneConfig> {
 pub fn load_pth<B, M>(model: &mut M, path: &Path) -> Result<()>
 where
     B: Backend,
-    M: Backbone<B> + Module<B> + ModuleSnapshot<B>,
+    M: Architecture<B> + Module<B> + ModuleSnapshot<B>,
 {
     let mut dict = StateDict {
         tensors: read_state_dict(path)?,

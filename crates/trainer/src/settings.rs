@@ -1,0 +1,76 @@
+//! The loop's own settings, apart from what is trained on what: what a [`Learner`](crate::Learner)
+//! needs whatever the model and data. `TrainConfig` (the TOML file) carries them too.
+
+use crate::config::{invalid, CheckpointSettings, ConfigError, EarlyStopping, StopMetric};
+use crate::mixed::Precision;
+use crate::optim::OptimizerSettings;
+use crate::schedule::ScheduleConfig;
+
+/// How long and how a run trains, evaluates, stops and checkpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitSettings {
+    pub seed: u64,
+    /// Training length in epochs (fractions allowed).
+    pub epochs: f64,
+    /// Stop after this many seconds of wall time per invocation; 0 = no limit.
+    pub time_limit_secs: u64,
+    /// Batches per optimiser step.
+    pub accumulation: usize,
+    /// Global L2-norm clipping of the backbone's gradients (PyTorch's `clip_grad_norm_`).
+    pub clip_norm: Option<f64>,
+    pub precision: Precision,
+    /// Consecutive non-finite losses or gradients that stop the run.
+    pub max_bad_steps: usize,
+    pub optimizer: OptimizerSettings,
+    pub schedule: ScheduleConfig,
+    /// Evaluate every this many optimiser steps (and at the end); 0 = only at the end.
+    pub eval_every_steps: u64,
+    /// The flip test in verification.
+    pub flip_test: bool,
+    /// Warn when the top-10 singular values hold more than this share of the spectrum.
+    pub collapse_warn: f64,
+    pub early_stopping: EarlyStopping,
+    pub checkpoint: CheckpointSettings,
+    /// Write a metrics line every this many steps.
+    pub log_every: u64,
+}
+
+impl Default for FitSettings {
+    /// The built-in run's.
+    fn default() -> Self {
+        crate::TrainConfig::default().fit_settings()
+    }
+}
+
+impl FitSettings {
+    /// Checks every value, naming the config field at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.epochs.is_finite() && self.epochs > 0.0) {
+            return Err(invalid("epochs", self.epochs, "must be > 0"));
+        }
+        if self.accumulation == 0 {
+            return Err(invalid("accumulation", 0, "must be >= 1"));
+        }
+        if let Some(c) = self.clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(invalid("clip_norm", c, "must be > 0"));
+            }
+        }
+        self.optimizer
+            .validate()
+            .map_err(|e| invalid("optimizer", &self.optimizer, e))?;
+        if !(self.collapse_warn > 0.0 && self.collapse_warn <= 1.0) {
+            return Err(invalid(
+                "eval.collapse_warn",
+                self.collapse_warn,
+                "a share in (0, 1]",
+            ));
+        }
+        if self.early_stopping.metric != StopMetric::Off && self.early_stopping.patience == 0 {
+            return Err(invalid("early_stopping.patience", 0, "must be >= 1"));
+        }
+        self.schedule
+            .validate()
+            .map_err(|e| invalid("schedule", &self.schedule, e))
+    }
+}
