@@ -172,7 +172,7 @@ where
 {
     settings: FitSettings,
     groups: Vec<ParamGroup>,
-    optimizers: Vec<Option<GroupOptimizer<B, Model<B, M, H>>>>,
+    optimizers: Vec<Option<Optim<B, M, H>>>,
     membership: Membership,
     terms: Vec<Box<dyn LossTerm<B, M>>>,
     head_update: Option<Box<dyn HeadUpdate<B, H>>>,
@@ -182,6 +182,11 @@ where
     state: TrainState,
     resumed_from: Option<u64>,
 }
+
+/// One trained group's optimiser over the whole model.
+type Optim<B, M, H> = GroupOptimizer<B, Model<B, M, H>>;
+/// The model after a batch, with the optimiser step it completed, if it did.
+type Stepped<B, M, H> = (Model<B, M, H>, Option<Applied>);
 
 /// One optimiser step's gradients, gathered over `accumulation` batches.
 struct Pending<Mo> {
@@ -367,7 +372,10 @@ where
                 self.state.last_loss = Some(applied.loss);
                 (self.state.epoch, self.state.batch) = (epoch, first + offset + 1);
                 let (info, done) = self.after_step(&model, applied, &clock, &mut summary)?;
-                if self.state.step % self.settings.log_every.max(1) == 0
+                if self
+                    .state
+                    .step
+                    .is_multiple_of(self.settings.log_every.max(1))
                     || info.accuracy.is_some()
                     || info.validation_loss.is_some()
                     || done
@@ -392,7 +400,7 @@ where
         batch: &Batch,
         lr: f64,
         pending: &mut Pending<Model<B, M, H>>,
-    ) -> Result<(Model<B, M, H>, Option<Applied>), TrainError> {
+    ) -> Result<Stepped<B, M, H>, TrainError> {
         let device = self.devices[0].clone();
         B::seed(&device, step_seed(self.settings.seed, self.state.step));
         let plan = StepPlan {
@@ -467,7 +475,7 @@ where
         let out_of_time = limit > 0 && session >= limit as f64;
         let mut done = state.step >= clock.total_steps || out_of_time;
         let every = self.settings.eval_every_steps;
-        let evaluate = done || (every > 0 && state.step % every == 0);
+        let evaluate = done || (every > 0 && state.step.is_multiple_of(every));
         let mut info = StepInfo {
             step: state.step,
             total_steps: clock.total_steps,
@@ -521,7 +529,7 @@ where
             state.finished = !summary.stopped_by_time;
         }
         let every = self.settings.checkpoint.every_steps;
-        if evaluate || done || (every > 0 && self.state.step % every == 0) {
+        if evaluate || done || (every > 0 && self.state.step.is_multiple_of(every)) {
             let best = improved.then(|| BestMarker {
                 step: self.state.step,
                 metric: self.state.best_metric.unwrap_or(f64::NAN),

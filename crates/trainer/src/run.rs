@@ -50,9 +50,9 @@ pub fn resume<B: AutodiffBackend>(
 }
 
 /// The training data, its verification pairs and (synthetic data) validation samples.
-fn data(
-    config: &TrainConfig,
-) -> Result<(Box<dyn FaceDataset>, Option<PairSet>, Option<ValidationSet>), TrainError> {
+type Data = (Box<dyn FaceDataset>, Option<PairSet>, Option<ValidationSet>);
+
+fn data(config: &TrainConfig) -> Result<Data, TrainError> {
     let pairs = |held: Option<&SyntheticFaces>| -> Result<Option<PairSet>, TrainError> {
         match (&config.eval.data, held) {
             (EvalData::HeldOut, Some(held)) => Ok(Some(PairSet::synthetic(

@@ -218,3 +218,159 @@ where
     sum.grads = grads.grads();
     Ok(sum)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrainConfig;
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::ElementConversion;
+
+    type Ad = burn::backend::Autodiff<burn::backend::Flex>;
+
+    /// Largest |a - b| over the module's gradients, and the largest |a|.
+    struct MaxDiff<'a> {
+        a: &'a GradientsParams,
+        b: &'a GradientsParams,
+        diff: f32,
+        scale: f32,
+        count: usize,
+    }
+
+    impl ModuleVisitor<Ad> for MaxDiff<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Ad, D>>) {
+            type Inner = burn::backend::Flex;
+            if let (Some(a), Some(b)) = (
+                self.a.get::<Inner, D>(param.id),
+                self.b.get::<Inner, D>(param.id),
+            ) {
+                let abs = |t: Tensor<Inner, D>| t.abs().max().into_scalar().elem::<f32>();
+                self.diff = self.diff.max(abs(a.clone() - b));
+                self.scale = self.scale.max(abs(a));
+                self.count += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn data_parallel_gradient_is_the_mean_of_the_shards() {
+        let config = TrainConfig {
+            backbone: iresnet::BackboneConfig::IResNet(
+                iresnet::IResNetConfig::new([1, 1, 1, 1])
+                    .with_widths([4, 8, 8, 16])
+                    .with_embedding_dim(16),
+            ),
+            ..Default::default()
+        };
+        let device = Default::default();
+        let mut head = config.head.clone();
+        (head.num_classes, head.embedding_dim) = (5, 16);
+        let model: Model<Ad, iresnet::AnyBackbone<Ad>, arcface_loss::MarginFc<Ad>> = Model::new(
+            config.backbone.init(&device).unwrap(),
+            head.init(&device).unwrap(),
+        );
+        crate::model::materialize(&model);
+        let n = 8;
+        let plane = 3 * 112 * 112;
+        let batch = Batch {
+            images: (0..n * plane)
+                .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
+                .collect(),
+            shape: [n, 3, 112, 112],
+            labels: vec![0, 1, 2, 3, 4, 0, 1, 2],
+            indices: (0..n).collect(),
+            skipped: vec![],
+        };
+        let frozen = Default::default();
+        let plan = StepPlan {
+            seed: 0,
+            step: 0,
+            accumulation: 1,
+            precision: Precision::F32,
+            terms: &[],
+            frozen: &frozen,
+        };
+        let dp = data_parallel(&model, &batch, &plan, &[device, device]).unwrap();
+        let mut sum = GradientsAccumulator::new();
+        let mut loss = 0.0;
+        for shard in batch.split(2) {
+            let mut replica = model.clone();
+            let g = single_device(&mut replica, &shard, &plan, None, &device).unwrap();
+            loss += g.loss / 2.0;
+            sum.accumulate(&model, g.grads);
+        }
+        assert!(
+            (dp.loss - loss).abs() < 1e-6 * loss.abs(),
+            "{} vs {loss}",
+            dp.loss
+        );
+        // DP weights each shard's loss by 4/8: twice the DP gradient is the shards' sum.
+        let shards = sum.grads();
+        let dp = scaled::<Ad, _>(&model, dp.grads, 2.0);
+        let backbone = max_diff(&model.backbone, &dp, &shards);
+        let head = max_diff(&model.head, &dp, &shards);
+        for (v, name) in [(&backbone, "backbone"), (&head, "head")] {
+            assert!(
+                v.diff <= 1e-5 * v.scale,
+                "{name}: max diff {} of {}",
+                v.diff,
+                v.scale
+            );
+        }
+        assert!(
+            backbone.count > 10,
+            "{} backbone gradients compared",
+            backbone.count
+        );
+        let v = head;
+        assert_eq!(v.count, 1, "the head's centres");
+        assert!(
+            v.diff <= 1e-5 * v.scale,
+            "head: max diff {} of {}",
+            v.diff,
+            v.scale
+        );
+    }
+
+    fn max_diff<'a, M: Module<Ad>>(
+        module: &M,
+        a: &'a GradientsParams,
+        b: &'a GradientsParams,
+    ) -> MaxDiff<'a> {
+        let mut v = MaxDiff {
+            a,
+            b,
+            diff: 0.0,
+            scale: 0.0,
+            count: 0,
+        };
+        module.visit(&mut v);
+        v
+    }
+
+    /// `grads` times `factor`, for `module`'s parameters.
+    fn scaled<B: AutodiffBackend, M: AutodiffModule<B>>(
+        module: &M,
+        grads: GradientsParams,
+        factor: f64,
+    ) -> GradientsParams {
+        struct Scale<'a> {
+            grads: &'a mut GradientsParams,
+            factor: f64,
+        }
+        impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                    self.grads
+                        .register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.factor));
+                }
+            }
+        }
+        let mut grads = grads;
+        module.visit(&mut Scale {
+            grads: &mut grads,
+            factor,
+        });
+        grads
+    }
+}
