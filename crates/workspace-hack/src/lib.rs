@@ -1,0 +1,1 @@
+//! Feature pins for the workspace's binaries; no code (see `Cargo.toml`).
