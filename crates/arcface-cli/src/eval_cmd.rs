@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use eval::{
-    closed_set, embed_normalised, open_set, rank1_with_distractors, search, verify_pairs,
-    BurnEmbedder, Embedder, Labelled, PairSet,
+    closed_set, embed_normalised, open_set, rank1_with_distractors, search, verify_pairs, Embedder,
+    Labelled, PairSet,
 };
 use face_data::{FaceDataset, SyntheticConfig, SyntheticFaces};
 use iresnet::burn::tensor::backend::Backend;
@@ -171,27 +171,13 @@ pub fn synthetic_config() -> SyntheticConfig {
     }
 }
 
-/// A model file as an embedder: a quantised model (`arcface quantize`) on the int8 engine, any
-/// other model file on Burn.
+/// A model file as an embedder, whatever its format (`face_models::load_embedder`).
 pub fn load_embedder<B: Backend>(
     path: &std::path::Path,
     device: &B::Device,
-) -> Result<Box<dyn Embedder>> {
-    Ok(load_embedder_send::<B>(path, device)?)
-}
-
-/// [`load_embedder`] for a worker thread (the server's batcher owns its embedder).
-pub fn load_embedder_send<B: Backend>(
-    path: &std::path::Path,
-    device: &B::Device,
 ) -> Result<Box<dyn Embedder + Send>> {
-    let context = || format!("loading {}", path.display());
-    if quantize::QuantizedModel::is_model_file(path) {
-        let model = quantize::QuantizedModel::load(path).with_context(context)?;
-        return Ok(Box::new(model.engine().with_context(context)?));
-    }
-    let (backbone, _) = iresnet::record::load_model::<B>(path, device).with_context(context)?;
-    Ok(Box::new(BurnEmbedder::new(backbone, device.clone())))
+    face_models::load_embedder::<B>(path, device)
+        .with_context(|| format!("loading {}", path.display()))
 }
 
 /// Gallery: the first image of the first half of the held-out identities; probes: the second

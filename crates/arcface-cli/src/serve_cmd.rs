@@ -19,9 +19,9 @@ use iresnet::burn::tensor::backend::Backend;
     grpc_client`, grpcurl through server reflection. Health: grpc.health.v1.\n\
     Stop with Ctrl-C or SIGTERM: requests in flight finish first.")]
 pub struct ServeArgs {
-    /// RetinaFace MobileNet-0.25 weights (`python3 datasets/fetch_real.py` fetches them here).
-    #[arg(long, default_value = crate::faces::DEFAULT_WEIGHTS)]
-    detector: PathBuf,
+    /// RetinaFace MobileNet-0.25 weights [default: the cached copy `arcface fetch` downloads].
+    #[arg(long)]
+    detector: Option<PathBuf>,
     /// Keep detections whose face probability is above this.
     #[arg(long, default_value_t = 0.5)]
     confidence: f32,
@@ -29,9 +29,9 @@ pub struct ServeArgs {
     #[arg(long)]
     max_side: Option<u32>,
     /// Embedding model: a model file (`arcface import`, `arcface train`) or an int8 `.aq8`
-    /// (`arcface quantize`).
+    /// (`arcface quantize`) [default: insightface's w600k_mbf as `arcface fetch` imports it].
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Gallery database (SQLite; created when missing).
     #[arg(long)]
     gallery: PathBuf,
@@ -78,8 +78,10 @@ pub struct ServeArgs {
 }
 
 pub fn run<B: Backend>(args: &ServeArgs, device: &B::Device) -> Result<()> {
+    let detector_path = face_models::cache::detector(args.detector.as_deref())?;
+    let model = face_models::cache::model(args.model.as_deref())?;
     let detector = RetinaFace::<B>::load(
-        &args.detector,
+        &detector_path,
         RetinaFaceConfig {
             confidence: args.confidence,
             max_side: args.max_side,
@@ -87,8 +89,8 @@ pub fn run<B: Backend>(args: &ServeArgs, device: &B::Device) -> Result<()> {
         },
         device,
     )
-    .with_context(|| format!("loading the detector from {}", args.detector.display()))?;
-    let embedder = crate::eval_cmd::load_embedder_send::<B>(&args.model, device)?;
+    .with_context(|| format!("loading the detector from {}", detector_path.display()))?;
+    let embedder = crate::eval_cmd::load_embedder::<B>(&model, device)?;
     let dim = embedder.embedding_dim();
     let index = match args.ivf_cells {
         Some(nlist) => IndexKind::Ivf(IvfConfig {
@@ -111,7 +113,7 @@ pub fn run<B: Backend>(args: &ServeArgs, device: &B::Device) -> Result<()> {
         "gallery {}: {} faces; model {} (D={dim}); listening on {}",
         args.gallery.display(),
         gallery.len(),
-        args.model.display(),
+        model.display(),
         args.addr
     );
     let limits = Limits {

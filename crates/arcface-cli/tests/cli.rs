@@ -2,10 +2,8 @@
 //! by `embed` on real aligned faces, against ONNX Runtime's embeddings
 //! (datasets/fixtures/faces/w600k_mbf_reference.json, ONNX Runtime 1.32.0).
 
-#[path = "../../../tests/support/real_data.rs"]
-mod support;
-#[path = "../../../tests/support/tiny_training.rs"]
-mod tiny_training;
+use test_support::real_data as support;
+use test_support::tiny_training;
 
 use std::process::Command;
 
@@ -166,13 +164,76 @@ fn bad_inputs_fail_with_a_message() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not an arcface-rs model file"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a model file arcface-rs reads"));
     let out = Command::new(env!("CARGO_BIN_EXE_arcface"))
         .args(["info", "--backbone", "r42"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown architecture"));
+}
+
+#[test]
+fn embed_takes_int8_models_as_well_as_float_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, tiny_training::tiny_training().to_toml()).unwrap();
+    let run = dir.path().join("run");
+    let (r, c) = (run.to_str().unwrap(), config.to_str().unwrap());
+    arcface(&["train", "--config", c, "--out", r]);
+    let model = run.join("model.arcface");
+    let aq8 = dir.path().join("m.aq8");
+    arcface(&[
+        "quantize",
+        "--model",
+        model.to_str().unwrap(),
+        "--calib",
+        "synthetic",
+        "--calib-faces",
+        "16",
+        "--check-faces",
+        "4",
+        "--pairs",
+        "10",
+        "--out",
+        aq8.to_str().unwrap(),
+    ]);
+    // Three aligned faces of the synthetic set.
+    let faces = dir.path().join("faces");
+    arcface(&[
+        "data",
+        "synth",
+        "--out",
+        faces.to_str().unwrap(),
+        "--identities",
+        "3",
+        "--per-identity",
+        "1",
+    ]);
+    let mut images: Vec<String> = std::fs::read_dir(&faces)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".png"))
+        .collect();
+    images.sort();
+    assert_eq!(images.len(), 3);
+    let embed = |m: &std::path::Path| {
+        let mut args = vec!["embed", "--l2", "--model", m.to_str().unwrap()];
+        args.extend(images.iter().map(String::as_str));
+        let out = json(&arcface(&args));
+        assert_eq!(out["embedding_dim"], 16);
+        out["embeddings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| floats(&e["embedding"]))
+            .collect::<Vec<_>>()
+    };
+    let (float, int8) = (embed(&model), embed(&aq8));
+    for (f, q) in float.iter().zip(&int8) {
+        assert!(cosine(f, q) > 0.98, "int8 vs f32 cosine {}", cosine(f, q));
+    }
 }
 
 /// A photo folder with identity sub-folders and a broken file, as `arcface align` meets them.

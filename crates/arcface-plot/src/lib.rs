@@ -243,10 +243,10 @@ impl Chart {
             path: path.display().to_string(),
             reason,
         };
-        let tmp = path.with_extension("png.tmp");
-        img.save_with_format(&tmp, image::ImageFormat::Png)
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png)
             .map_err(|e| err(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+        atomic_file::write(path, png.get_ref()).map_err(|e| err(e.to_string()))
     }
 }
 

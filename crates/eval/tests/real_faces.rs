@@ -7,10 +7,8 @@
 //! landmarks, alignment and pixels); impostor pairs are every two different faces. Every genuine
 //! pair must score above every impostor pair.
 
-#[path = "../../../tests/support/real_faces.rs"]
-mod real_faces;
-#[path = "../../../tests/support/real_data.rs"]
-mod support;
+use test_support::real_data as support;
+use test_support::real_faces;
 
 use eval::{embed_normalised, BurnEmbedder, Roc};
 

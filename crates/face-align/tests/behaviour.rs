@@ -1,14 +1,11 @@
 //! Degenerate input, the quality gate on real aligned faces, and the parallel batch API.
 
-#[path = "../../../tests/support/real_data.rs"]
-mod real_data;
-
 use face_align::{
     align_batch, align_face, assess, estimate_similarity, quality::landmark_problem, sharpness,
     AlignError, BBox, Interpolation, Point, QualityConfig, Rejection, Template,
 };
 use image::RgbImage;
-use real_data::real_data;
+use test_support::real_data;
 
 fn face_points() -> [Point; 5] {
     [

@@ -2,12 +2,9 @@
 //! `tools/make_align_fixtures.py`; the OpenCV crops are rewritten into datasets/cache/warps by
 //! `datasets/fetch_real.py` (hash-checked) so no photo pixels live in the repository.
 
-#[path = "../../../tests/support/real_data.rs"]
-mod real_data;
-
 use face_align::{estimate_similarity_f64, warp_affine, Affine, Interpolation, Template};
-use real_data::{read_json, real_data};
 use serde_json::Value;
+use test_support::{read_json, real_data};
 
 fn points(v: &Value) -> Vec<[f64; 2]> {
     v.as_array()

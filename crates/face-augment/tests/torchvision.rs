@@ -3,13 +3,10 @@
 //! at the fixture's 512 positions (within 1 grey level for uint8 outputs, 1e-5 for tensors), its
 //! mean, and, for uint8 outputs, how many of the sampled values are exact.
 
-#[path = "../../../tests/support/real_data.rs"]
-mod real_data;
-
 use face_augment::functional as f;
 use face_augment::Chw;
-use real_data::{read_json, real_data};
 use serde_json::Value;
+use test_support::{read_json, real_data};
 
 const IMAGENET: ([f32; 3], [f32; 3]) = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
 

@@ -3,7 +3,7 @@
 //! without Python: the reader understands the pickle opcodes those files use (protocols 2 to 5,
 //! Python 2 `str` and Python 3 `bytes`), the writer emits protocol 4.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{io, DataError, Result};
 
@@ -110,9 +110,7 @@ impl VerificationBin {
     /// Writes the `.bin` atomically.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-        std::fs::write(&tmp, self.to_pickle()).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))
+        atomic_file::write(path, &self.to_pickle()).map_err(io(path))
     }
 }
 

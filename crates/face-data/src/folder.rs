@@ -105,13 +105,8 @@ impl ImageFolder {
 /// `{"identities": [names in label order]}`, written to a temporary file and renamed.
 pub fn write_label_map(identities: &[String], path: &Path) -> Result<()> {
     let json = serde_json::json!({ "identities": identities });
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(&json).expect("serialisable"),
-    )
-    .map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    let bytes = serde_json::to_vec_pretty(&json).expect("serialisable");
+    atomic_file::write(path, &bytes).map_err(io(path))
 }
 
 impl FaceDataset for ImageFolder {

@@ -441,29 +441,23 @@ impl FaceDataset for RecordDataset {
     }
 }
 
-/// Writes `.rec` + `.idx`, each to a temporary file renamed into place by [`RecordWriter::finish`].
+/// Writes `.rec` + `.idx` through `atomic_file`, each moved into place by
+/// [`RecordWriter::finish`] (the `.idx` last, so an index never points past its records).
 pub struct RecordWriter {
     rec: PathBuf,
-    out: std::io::BufWriter<File>,
+    out: atomic_file::AtomicFile,
     offset: u64,
     index: String,
     buf: Vec<u8>,
 }
 
-fn tmp_of(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
 impl RecordWriter {
     pub fn create(rec: impl AsRef<Path>) -> Result<Self> {
         let rec = rec.as_ref().to_path_buf();
-        let tmp = tmp_of(&rec);
-        let file = File::create(&tmp).map_err(io(&tmp))?;
+        let out = atomic_file::AtomicFile::create(&rec).map_err(io(&rec))?;
         Ok(Self {
             rec,
-            out: std::io::BufWriter::new(file),
+            out,
             offset: 0,
             index: String::new(),
             buf: Vec::new(),
@@ -474,9 +468,7 @@ impl RecordWriter {
     pub fn write(&mut self, key: u64, payload: &[u8]) -> Result<()> {
         self.buf.clear();
         frame_record(payload, &mut self.buf);
-        self.out
-            .write_all(&self.buf)
-            .map_err(io(tmp_of(&self.rec)))?;
+        self.out.write_all(&self.buf).map_err(io(&self.rec))?;
         self.index.push_str(&format!("{key}\t{}\n", self.offset));
         self.offset += self.buf.len() as u64;
         Ok(())
@@ -484,17 +476,9 @@ impl RecordWriter {
 
     /// Flushes both files and moves them into place.
     pub fn finish(self) -> Result<()> {
-        let tmp = tmp_of(&self.rec);
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| io(&tmp)(e.into_error()))?;
-        file.sync_all().map_err(io(&tmp))?;
+        self.out.commit().map_err(io(&self.rec))?;
         let idx = index_path(&self.rec);
-        let idx_tmp = tmp_of(&idx);
-        std::fs::write(&idx_tmp, self.index.as_bytes()).map_err(io(&idx_tmp))?;
-        std::fs::rename(&tmp, &self.rec).map_err(io(&self.rec))?;
-        std::fs::rename(&idx_tmp, &idx).map_err(io(&idx))
+        atomic_file::write(&idx, self.index.as_bytes()).map_err(io(&idx))
     }
 }
 
@@ -555,7 +539,8 @@ pub fn pack_folder(folder: &ImageFolder, rec: impl AsRef<Path>) -> Result<usize>
         "files": files.iter().map(|(p, _)| p.to_string_lossy().replace('\\', "/")).collect::<Vec<_>>(),
     });
     let path = names_path(rec);
-    std::fs::write(&path, serde_json::to_vec(&names).expect("serialisable")).map_err(io(&path))?;
+    let bytes = serde_json::to_vec(&names).expect("serialisable");
+    atomic_file::write(&path, &bytes).map_err(io(&path))?;
     Ok(files.len())
 }
 

@@ -1,8 +1,7 @@
 //! Round trips and interoperability of the formats.
 
 mod common;
-#[path = "../../../tests/support/real_data.rs"]
-mod real_data;
+use test_support::real_data;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

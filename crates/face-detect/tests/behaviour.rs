@@ -1,10 +1,7 @@
 //! Bad weights, odd image sizes and the resize option.
 
-#[path = "../../../tests/support/real_data.rs"]
-mod real_data;
-
 use face_detect::{DetectError, FaceDetector, RetinaFace, RetinaFaceConfig};
-use real_data::{fixture, real_data};
+use test_support::{fixture, real_data};
 
 type B = burn::backend::Flex;
 

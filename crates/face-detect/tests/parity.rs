@@ -2,12 +2,9 @@
 //! from `tools/make_retinaface_fixture.py`, on real registry photos: boxes and landmarks within
 //! 1 px, scores within 1e-3.
 
-#[path = "../../../tests/support/real_data.rs"]
-mod real_data;
-
 use face_detect::{num_priors, Detection, FaceDetector, RetinaFace, RetinaFaceConfig};
-use real_data::{read_json, real_data};
 use serde_json::Value;
+use test_support::{read_json, real_data};
 
 type B = burn::backend::Flex;
 

@@ -3,8 +3,7 @@
 //! calls, deadlines and graceful shutdown. Real detector and model: RetinaFace MobileNet-0.25
 //! and insightface's w600k_mbf with the registry photos (datasets/fetch_real.py).
 
-#[path = "../../../tests/support/real_data.rs"]
-mod support;
+use test_support::real_data as support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

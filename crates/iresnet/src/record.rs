@@ -8,7 +8,6 @@
 //! file holding another architecture than the one asked for is a clear error. Files are
 //! written to a temporary sibling and renamed into place, so a crash never leaves half a model.
 
-use std::io::Write;
 use std::path::Path;
 
 use burn::module::Module;
@@ -222,24 +221,5 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(ModelHeader, usize)> {
 
 /// Writes to `path.tmp`, syncs, then renames over `path`.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_file_atomically(path, bytes).map_err(|e| BackboneError::io(path, e))
-}
-
-/// Writes `bytes` to `path` so that a reader sees the old file or the whole new one, never a
-/// part: written to `path.tmp`, synced, renamed over `path` (the temporary is removed on error).
-/// Shared by the crates that write files which matter (models, quantised models).
-pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    atomic_file::write(path, bytes).map_err(|e| BackboneError::io(path, e))
 }

@@ -1,10 +1,8 @@
 //! Shared by the integration tests: fixture paths and the real-data fetch.
 #![allow(dead_code)]
 
-#[path = "../../../tests/support/real_data.rs"]
-mod real_data;
 #[allow(unused_imports)]
-pub use real_data::{fixture, read_json, real_data, repo_root};
+pub use test_support::{fixture, read_json, real_data, repo_root};
 
 pub type B = iresnet::CpuBackend;
 

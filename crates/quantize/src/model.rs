@@ -258,11 +258,9 @@ impl QuantizedModel {
 
     /// Writes the model atomically (a crash leaves the old file or the new one).
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        iresnet::record::write_file_atomically(path, &self.to_bytes()).map_err(|source| {
-            ModelError::Io {
-                path: path.display().to_string(),
-                source,
-            }
+        atomic_file::write(path, &self.to_bytes()).map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
         })
     }
 

@@ -5,10 +5,8 @@
 //! checked on all faces and their degraded copies: mean cosine at least 0.99, and every genuine
 //! pair still above every impostor pair.
 
-#[path = "../../../tests/support/real_faces.rs"]
-mod real_faces;
-#[path = "../../../tests/support/real_data.rs"]
-mod support;
+use test_support::real_data as support;
+use test_support::real_faces;
 
 use eval::{embed_normalised, BurnEmbedder};
 use quantize::{quantize, Graph, QuantizeOptions};

@@ -5,8 +5,7 @@ use trainer::{resume, train, Algorithm, EarlyStopping, StepInfo, StopMetric, Tra
 
 type Ad = burn::backend::Autodiff<burn::backend::Flex>;
 
-#[path = "../../../tests/support/tiny_training.rs"]
-mod tiny_training;
+use test_support::tiny_training;
 
 fn tiny() -> TrainConfig {
     tiny_training::tiny_training()

@@ -1,6 +1,6 @@
 //! Real faces for the real checks (eval, quantize): insightface's released w600k_mbf and the
 //! registry photos (datasets/fetch_real.py), detected with RetinaFace and aligned with
-//! face-align. Include with `#[path]` next to `real_data.rs`.
+//! face-align.
 //!
 //! The packages hold no second photo of anyone, so a genuine pair is a face and the same face
 //! found again in a degraded copy of its photo (70% scale, JPEG quality 60: a different

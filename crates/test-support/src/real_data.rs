@@ -1,6 +1,4 @@
-//! Test support shared by the crates' integration tests (included with `#[path]`): the
-//! repository root, fixtures, and the pinned real-data fetch.
-#![allow(dead_code)]
+//! The repository root, fixtures, and the pinned real-data fetch.
 
 use std::path::PathBuf;
 use std::sync::Once;

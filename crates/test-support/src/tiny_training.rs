@@ -1,6 +1,6 @@
 //! The smallest training run that exercises the whole loop in seconds (a 4-16 channel IResNet,
 //! 6 synthetic identities x 4 images, batches of 8, verification on 10 + 10 held-out pairs, no
-//! early stopping), shared by the trainer's and the CLI's tests (included with `#[path]`).
+//! early stopping), shared by the trainer's and the CLI's tests.
 
 pub fn tiny_training() -> trainer::TrainConfig {
     let mut config = trainer::TrainConfig {

@@ -1,0 +1,12 @@
+//! Test helpers shared by the crates' integration tests, as a dev-dependency: the repository's
+//! fixtures and the pinned real-data fetch ([`real_data`]), real faces for the real checks
+//! ([`real_faces`], feature `real-faces`) and the smallest training run ([`tiny_training`],
+//! feature `training`).
+
+pub mod real_data;
+#[cfg(feature = "real-faces")]
+pub mod real_faces;
+#[cfg(feature = "training")]
+pub mod tiny_training;
+
+pub use real_data::{fixture, read_json, real_data, repo_root};
