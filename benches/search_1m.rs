@@ -1,4 +1,4 @@
-//! 1:N search at scale: builds a gallery of random normalised vectors (1,000,000 x 512 by
+//! 1:N search at scale: builds a gallery of random normalized vectors (1,000,000 x 512 by
 //! default, the setup of `../shared/peers/bench_search.py`), then times single-query top-10
 //! search and batches of 64 for f32, f16 and int8 storage, with recall@1 / recall@10 against
 //! exact f32 for random queries and for probes (a gallery row plus noise, cosine ~0.8); and an
@@ -23,7 +23,7 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A standard-normal vector, normalised (Box-Muller).
+/// A standard-normal vector, normalized (Box-Muller).
 fn unit(rng: &mut StdRng, dim: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(dim);
     while v.len() < dim {

@@ -31,7 +31,7 @@ fn main() -> Result<()> {
         read_aligned_face(b.as_ref())?,
     ];
     let batch = faces_to_tensor::<B>(&[&faces[0], &faces[1]], &device)?;
-    // L2-normalise, then the cosine is a dot product.
+    // L2-normalize, then the cosine is a dot product.
     let emb = net.embed(batch);
     let norm = emb.clone().powf_scalar(2.0).sum_dim(1).sqrt();
     let emb = emb.div(norm);

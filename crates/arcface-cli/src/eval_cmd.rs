@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use eval::{
-    closed_set, embed_normalised, open_set, rank1_with_distractors, search, verify_pairs, Embedder,
+    closed_set, embed_normalized, open_set, rank1_with_distractors, search, verify_pairs, Embedder,
     Labelled, PairSet,
 };
 use face_data::{FaceDataset, SyntheticConfig, SyntheticFaces};
@@ -108,7 +108,7 @@ pub fn run<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
         bail!("choose the pairs: --bin FILE, --pairs pairs.txt --images DIR, or --synthetic");
     };
     let progress = bar(set.faces.len(), "embedding");
-    let embeddings = embed_normalised(embedder, &set.faces, flip, |n| {
+    let embeddings = embed_normalized(embedder, &set.faces, flip, |n| {
         progress.set_position(n as u64)
     })?;
     progress.finish_and_clear();
@@ -213,8 +213,8 @@ fn identify(
         }
     };
     let progress = bar(faces.len() + distractor_faces.len(), "identification");
-    let e = embed_normalised(embedder, &faces, flip, |n| progress.set_position(n as u64))?;
-    let d = embed_normalised(embedder, &distractor_faces, flip, |n| {
+    let e = embed_normalized(embedder, &faces, flip, |n| progress.set_position(n as u64))?;
+    let d = embed_normalized(embedder, &distractor_faces, flip, |n| {
         progress.set_position((faces.len() + n) as u64)
     })?;
     progress.finish_and_clear();

@@ -116,7 +116,7 @@ enum Command {
         /// Aligned 112x112 face images (PNG, JPEG or BMP).
         #[arg(required = true)]
         images: Vec<PathBuf>,
-        /// L2-normalise the embeddings (cosine similarity is then a dot product).
+        /// L2-normalize the embeddings (cosine similarity is then a dot product).
         #[arg(long)]
         l2: bool,
         /// Faces per forward pass.
@@ -357,7 +357,7 @@ fn embed<B: Backend>(
             let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
             let mut embedding = row;
             if l2 {
-                eval::normalise(&mut embedding);
+                eval::normalize(&mut embedding);
             }
             embeddings.push(ImageEmbedding {
                 image: path.display().to_string(),

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use eval::{cosine, embed_normalised, verify_pairs, BurnEmbedder, Embedder, PairSet};
+use eval::{cosine, embed_normalized, verify_pairs, BurnEmbedder, Embedder, PairSet};
 use face_data::{FaceDataset, SyntheticFaces};
 use iresnet::burn::tensor::backend::Backend;
 use iresnet::Architecture;
@@ -196,7 +196,7 @@ pub fn run<B: Backend>(args: &QuantizeArgs, device: &B::Device) -> Result<()> {
         let held = SyntheticFaces::held_out(crate::eval_cmd::synthetic_config())?;
         let set = PairSet::synthetic(&held, args.pairs, 1)?;
         let accuracy = |e: &dyn Embedder| -> Result<f64> {
-            let embeddings = embed_normalised(e, &set.faces, true, |_| ())?;
+            let embeddings = embed_normalized(e, &set.faces, true, |_| ())?;
             Ok(verify_pairs(&embeddings, &set.same, None)?
                 .ten_fold
                 .accuracy_mean)

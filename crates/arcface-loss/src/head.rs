@@ -1,4 +1,4 @@
-//! The classification head: normalised class centres, a margin, label smoothing, Partial FC.
+//! The classification head: normalized class centres, a margin, label smoothing, Partial FC.
 
 use burn::{
     module::{Module, Param},
@@ -185,7 +185,7 @@ impl MarginFcConfig {
     }
 }
 
-/// A fully connected layer of L2-normalised class centres with a margin on the target logit;
+/// A fully connected layer of L2-normalized class centres with a margin on the target logit;
 /// Partial FC when `sample_rate < 1`. Its only parameter is `centres` (`[K, D]`).
 #[derive(Module, Debug)]
 pub struct MarginFc<B: Backend> {
@@ -333,7 +333,7 @@ fn working_dtype(a: DType, b: DType) -> FloatDType {
 /// Rows scaled to unit L2 norm. Norms are floored at 1e-6 (as PyTorch's `F.normalize` floors at
 /// 1e-12): a zero row stays zero, so its cosines are 0 (a defined value, not NaN), and the
 /// gradient stays finite there. Real embeddings and centres are many orders above the floor.
-pub fn l2_normalise<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+pub fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     let norm = x.clone().powi_scalar(2).sum_dim(1).clamp_min(1e-12).sqrt();
     x / norm
 }
@@ -345,7 +345,7 @@ pub fn cosine_similarity<B: Backend>(
     centres: Tensor<B, 2>,
 ) -> Tensor<B, 2> {
     let dtype = working_dtype(embeddings.dtype(), centres.dtype());
-    let e = l2_normalise(embeddings.cast(dtype));
+    let e = l2_normalize(embeddings.cast(dtype));
     let w = centres.cast(dtype);
     // Dividing the [N, C] product by the centres' norms, rather than normalising the [C, D]
     // centres first, saves several full passes over the (large) centre matrix forward and back.

@@ -23,7 +23,7 @@ mod sgd;
 
 pub use error::LossError;
 pub use head::{
-    cosine_similarity, filter_interclass, l2_normalise, margin_logits, HeadOutput, MarginFc,
+    cosine_similarity, filter_interclass, l2_normalize, margin_logits, HeadOutput, MarginFc,
     MarginFcConfig, MarginHead,
 };
 pub use loss::smoothed_cross_entropy;

@@ -4,7 +4,7 @@
 //! rank-1/5/10. Open set (some probes are of people not enrolled): TPIR at FPIR as NIST's FRVT
 //! defines them. And MegaFace's question: how rank-1 falls as distractors join the gallery.
 //!
-//! Scores are inner products of L2-normalised embeddings (cosines). An identity's score for a
+//! Scores are inner products of L2-normalized embeddings (cosines). An identity's score for a
 //! probe is the best score over its gallery entries; a probe's rank is 1 + the number of other
 //! identities scoring strictly higher (ties resolve in the probe's favour).
 
@@ -20,7 +20,7 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
         .sum()
 }
 
-/// Labelled, L2-normalised embeddings.
+/// Labelled, L2-normalized embeddings.
 #[derive(Debug, Clone, Default)]
 pub struct Labelled {
     pub embeddings: Vec<Vec<f32>>,

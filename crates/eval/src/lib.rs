@@ -8,7 +8,8 @@ pub mod pairs;
 pub mod report;
 pub mod verification;
 
-pub use embedder::{cosine, embed_normalised, normalise, BurnEmbedder, Embedder};
+pub use embedder::BurnEmbedder;
+pub use face_embed::{cosine, embed_normalized, normalize, EmbedError, Embedder};
 pub use identification::{
     closed_set, open_set, rank1_with_distractors, search, ClosedSet, Labelled, OpenSetPoint,
     ProbeResult,
@@ -32,4 +33,6 @@ pub enum EvalError {
     Input(String),
     #[error(transparent)]
     Plot(#[from] arcface_plot::PlotError),
+    #[error(transparent)]
+    Embed(#[from] face_embed::EmbedError),
 }

@@ -35,7 +35,7 @@ pub struct VerificationReport {
     pub roc: Roc,
 }
 
-/// Scores pairs `(2k, 2k + 1)` of L2-normalised embeddings; `fold` gives each pair's fold when
+/// Scores pairs `(2k, 2k + 1)` of L2-normalized embeddings; `fold` gives each pair's fold when
 /// the set defines them (LFW), else ten contiguous folds.
 pub fn verify_pairs(
     embeddings: &[Vec<f32>],
@@ -87,7 +87,7 @@ pub fn verify_pairs(
     Ok(report)
 }
 
-/// The report from precomputed squared-L2 distances and cosines (for normalised embeddings
+/// The report from precomputed squared-L2 distances and cosines (for normalized embeddings
 /// `dist = 2 - 2 cos`; both are taken so each metric reads exactly what its reference reads).
 pub fn report_from_scores(dist: &[f64], cos: &[f64], same: &[bool]) -> VerificationReport {
     let roc = Roc::new(cos, same);

@@ -2,8 +2,8 @@
 //! so our numbers compare with published ones, plus the ROC, AUC, EER and TAR@FAR that sklearn's
 //! `roc_curve` gives on cosine scores.
 //!
-//! insightface's protocol, exactly: squared L2 distance between L2-normalised embeddings (flip test:
-//! `normalise(emb(img) + emb(mirror(img)))`), thresholds `i * 0.01` for `i` in 0..400, "same" iff
+//! insightface's protocol, exactly: squared L2 distance between L2-normalized embeddings (flip test:
+//! `normalize(emb(img) + emb(mirror(img)))`), thresholds `i * 0.01` for `i` in 0..400, "same" iff
 //! `dist < threshold`, ten contiguous folds (the first `n % 10` one pair longer), on each fold the
 //! first threshold of best accuracy on the other nine, and the mean and population standard deviation
 //! of the ten test accuracies. VAL@FAR=1e-3 uses thresholds `i * 0.001` and old scipy's "slinear"

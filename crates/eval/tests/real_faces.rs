@@ -10,7 +10,7 @@
 use test_support::real_data as support;
 use test_support::real_faces;
 
-use eval::{embed_normalised, BurnEmbedder, Roc};
+use eval::{embed_normalized, BurnEmbedder, Roc};
 
 #[test]
 fn w600k_mbf_scores_every_genuine_pair_above_every_impostor_pair() {
@@ -22,8 +22,8 @@ fn w600k_mbf_scores_every_genuine_pair_above_every_impostor_pair() {
         "{} faces found in both copies: {names:?}",
         originals.len()
     );
-    let a = embed_normalised(&embedder, &originals, true, |_| {}).unwrap();
-    let b = embed_normalised(&embedder, &copies, true, |_| {}).unwrap();
+    let a = embed_normalized(&embedder, &originals, true, |_| {}).unwrap();
+    let b = embed_normalized(&embedder, &copies, true, |_| {}).unwrap();
     let (genuine, impostor) = real_faces::pair_scores(&a, &b);
     let lowest_genuine = genuine.iter().cloned().fold(f64::INFINITY, f64::min);
     let highest_impostor = impostor.iter().cloned().fold(f64::NEG_INFINITY, f64::max);

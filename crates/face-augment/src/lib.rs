@@ -8,7 +8,7 @@
 //! use face_augment::Pipeline;
 //! let pipeline = Pipeline::arcface_default();
 //! let face = image::RgbImage::new(112, 112);
-//! let tensor = pipeline.run_tensor(face, 42, 0, 7)?; // 3 x 112 x 112, normalised
+//! let tensor = pipeline.run_tensor(face, 42, 0, 7)?; // 3 x 112 x 112, normalized
 //! assert_eq!(tensor.data.len(), 3 * 112 * 112);
 //! # Ok::<(), face_augment::AugmentError>(())
 //! ```

@@ -83,7 +83,7 @@ pub enum TransformConfig {
     ToTensor,
     /// `Normalize(mean, std)`.
     Normalize { mean: [f32; 3], std: [f32; 3] },
-    /// `RandomErasing(p, scale, ratio, value)`, on the normalised tensor.
+    /// `RandomErasing(p, scale, ratio, value)`, on the normalized tensor.
     RandomErasing {
         p: f64,
         scale: (f64, f64),

@@ -84,7 +84,7 @@ fn landmarks_sit_on_the_arcface_template_and_follow_unaligned_faces() {
     }
 }
 
-/// insightface's protocol on raw pixels: cosine of L2-normalised pixel vectors, 10 contiguous
+/// insightface's protocol on raw pixels: cosine of L2-normalized pixel vectors, 10 contiguous
 /// folds, best threshold on nine applied to the tenth.
 fn raw_pixel_accuracy(bin: &face_data::VerificationBin) -> f64 {
     let vectors: Vec<Vec<f32>> = bin

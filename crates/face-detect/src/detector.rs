@@ -1,28 +1,14 @@
-//! The `FaceDetector` trait and RetinaFace's pre- and post-processing.
+//! RetinaFace's pre- and post-processing behind the `FaceDetector` trait.
 
 use std::path::Path;
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
-use face_align::{BBox, Landmarks, Point};
+use face_align::{BBox, Point};
 use image::{imageops::FilterType, RgbImage};
 use serde::{Deserialize, Serialize};
 
+use crate::detection::{Detection, FaceDetector};
 use crate::{error::DetectError, net::RetinaFaceNet, net::ANCHORS};
-
-/// One face: its box, the detector's confidence, and five landmarks (left eye, right eye,
-/// nose, left and right mouth corner) in source-image pixels.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Detection {
-    pub bbox: BBox,
-    pub score: f32,
-    pub landmarks: Landmarks,
-}
-
-/// Anything that finds faces in an RGB image.
-pub trait FaceDetector {
-    /// Faces sorted by decreasing score.
-    fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, DetectError>;
-}
 
 /// Post-processing settings, with the reference implementation's values as defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,12 +16,19 @@
 //! # Ok::<(), face_detect::DetectError>(())
 //! ```
 
+mod detection;
+#[cfg(feature = "retinaface")]
 mod detector;
 mod error;
+#[cfg(feature = "retinaface")]
 mod net;
+#[cfg(feature = "retinaface")]
 mod weights;
 
-pub use detector::{num_priors, priors, Detection, FaceDetector, RetinaFace, RetinaFaceConfig};
+pub use detection::{AlignedFaces, Detection, FaceDetector};
+#[cfg(feature = "retinaface")]
+pub use detector::{num_priors, priors, RetinaFace, RetinaFaceConfig};
 pub use error::DetectError;
 pub use face_align::{BBox, Landmarks, Point};
+#[cfg(feature = "retinaface")]
 pub use net::{RetinaFaceNet, ANCHORS};

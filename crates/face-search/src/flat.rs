@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use half::f16;
 use rayon::prelude::*;
 
-use crate::kernels::{dot_f16, dot_f32, dot_i8, dot_i8_quad, quantise, Kernels, Query};
+use crate::kernels::{dot_f16, dot_f32, dot_i8, dot_i8_quad, quantize, Kernels, Query};
 use crate::topk::{Hit, TopK};
 use crate::SearchError;
 
@@ -43,8 +43,8 @@ enum Rows {
 /// split, and a million rows still give both threads ~120 tasks each.
 const ROWS_PER_TASK: usize = 4096;
 
-/// An exact inner-product index over L2-normalised embeddings (each added vector and each
-/// query is normalised, so scores are cosine similarities).
+/// An exact inner-product index over L2-normalized embeddings (each added vector and each
+/// query is normalized, so scores are cosine similarities).
 #[derive(Debug, Clone)]
 pub struct FlatIndex {
     dim: usize,
@@ -132,9 +132,9 @@ impl FlatIndex {
         self.slot_of.reserve(rows);
     }
 
-    /// Adds `embedding` (normalised here) under `id`.
+    /// Adds `embedding` (normalized here) under `id`.
     pub fn add(&mut self, id: i64, embedding: &[f32]) -> Result<(), SearchError> {
-        let v = normalised(embedding, self.dim)?;
+        let v = normalized(embedding, self.dim)?;
         if self.slot_of.contains_key(&id) {
             return Err(SearchError::DuplicateId(id));
         }
@@ -142,7 +142,7 @@ impl FlatIndex {
             Rows::F32(rows) => rows.extend_from_slice(&v),
             Rows::F16(rows) => rows.extend(v.iter().map(|&x| f16::from_f32(x))),
             Rows::Int8(rows, scales) => {
-                let (q, scale) = quantise(&v);
+                let (q, scale) = quantize(&v);
                 rows.extend_from_slice(&q);
                 rows.resize(rows.len() + self.stride - self.dim, 0);
                 scales.push(scale);
@@ -193,12 +193,12 @@ impl FlatIndex {
     ) -> Result<Vec<Vec<Hit>>, SearchError> {
         let queries: Vec<Query> = queries
             .iter()
-            .map(|q| normalised(q.as_ref(), self.dim).map(|v| Query::new(&v)))
+            .map(|q| normalized(q.as_ref(), self.dim).map(|v| Query::new(&v)))
             .collect::<Result<_, _>>()?;
         Ok(self.search_prepared(&queries, k))
     }
 
-    /// [`FlatIndex::search_batch`] for queries already normalised and prepared (the IVF index
+    /// [`FlatIndex::search_batch`] for queries already normalized and prepared (the IVF index
     /// prepares a query once for all the cells it probes).
     pub(crate) fn search_prepared(&self, queries: &[Query], k: usize) -> Vec<Vec<Hit>> {
         if queries.is_empty() {
@@ -274,24 +274,12 @@ fn swap_remove_row<T: Copy>(rows: &mut Vec<T>, slot: usize, last: usize, stride:
     rows.truncate(last * stride);
 }
 
-/// `v / |v|`, refusing the wrong length and vectors that cannot be normalised.
-pub fn normalised(v: &[f32], dim: usize) -> Result<Vec<f32>, SearchError> {
-    if v.len() != dim {
-        return Err(SearchError::Dimension {
-            got: v.len(),
-            expected: dim,
-        });
-    }
-    if !v.iter().all(|x| x.is_finite()) {
-        return Err(SearchError::BadEmbedding("NaN or infinite value"));
-    }
-    let norm = v
-        .iter()
-        .map(|x| (*x as f64) * (*x as f64))
-        .sum::<f64>()
-        .sqrt();
-    if norm < 1e-12 {
-        return Err(SearchError::BadEmbedding("zero vector"));
-    }
-    Ok(v.iter().map(|x| (*x as f64 / norm) as f32).collect())
+/// `v / |v|`, refusing the wrong length and vectors that cannot be normalized.
+pub fn normalized(v: &[f32], dim: usize) -> Result<Vec<f32>, SearchError> {
+    use face_embed::BadEmbedding;
+    face_embed::normalized(v, dim).map_err(|e| match e {
+        BadEmbedding::Dimension { got, expected } => SearchError::Dimension { got, expected },
+        BadEmbedding::NotFinite => SearchError::BadEmbedding("NaN or infinite value"),
+        BadEmbedding::Zero => SearchError::BadEmbedding("zero vector"),
+    })
 }

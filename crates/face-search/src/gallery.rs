@@ -13,7 +13,7 @@ use std::sync::{Mutex, RwLock};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::flat::{normalised, FlatIndex, Precision};
+use crate::flat::{normalized, FlatIndex, Precision};
 use crate::ivf::{IvfConfig, IvfIndex};
 use crate::topk::Hit;
 use crate::SearchError;
@@ -219,7 +219,7 @@ impl Gallery {
                 if identity.is_empty() {
                     return Err(SearchError::Config("empty identity".into()));
                 }
-                normalised(e, self.config.dim)
+                normalized(e, self.config.dim)
             })
             .collect::<Result<_, _>>()?;
         let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());

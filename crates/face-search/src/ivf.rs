@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use crate::flat::{normalised, FlatIndex, Precision};
+use crate::flat::{normalized, FlatIndex, Precision};
 use crate::kernels::{dot_f32, Kernels, Query};
 use crate::topk::{Hit, TopK};
 use crate::SearchError;
@@ -49,7 +49,7 @@ pub struct IvfIndex {
 }
 
 impl IvfIndex {
-    /// Trains the centroids on `sample` (rows of `dim` values, normalised here); the index
+    /// Trains the centroids on `sample` (rows of `dim` values, normalized here); the index
     /// starts empty.
     pub fn train(
         dim: usize,
@@ -71,7 +71,7 @@ impl IvfIndex {
         }
         let sample: Vec<Vec<f32>> = sample
             .iter()
-            .map(|v| normalised(v, dim))
+            .map(|v| normalized(v, dim))
             .collect::<Result<_, _>>()?;
         let kernels = Kernels::detect();
         let mut rng = StdRng::seed_from_u64(config.seed);
@@ -145,7 +145,7 @@ impl IvfIndex {
     }
 
     pub fn add(&mut self, id: i64, embedding: &[f32]) -> Result<(), SearchError> {
-        let v = normalised(embedding, self.dim)?;
+        let v = normalized(embedding, self.dim)?;
         if self.cell_of.contains_key(&id) {
             return Err(SearchError::DuplicateId(id));
         }
@@ -163,7 +163,7 @@ impl IvfIndex {
     }
 
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, SearchError> {
-        let q = normalised(query, self.dim)?;
+        let q = normalized(query, self.dim)?;
         let probe = nearest(
             self.kernels,
             &self.centroids,

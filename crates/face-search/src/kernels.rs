@@ -60,12 +60,12 @@ pub struct Query {
 
 impl Query {
     pub fn new(v: &[f32]) -> Self {
-        let (i8, scale) = quantise(v);
+        let (i8, scale) = quantize(v);
         Self::with_int8(v.to_vec(), i8, scale)
     }
 
     /// A query given as int8 values (-127..=127) and their scale; `f32` is their real value.
-    pub fn from_quantised(i8: Vec<i8>, scale: f32) -> Self {
+    pub fn from_quantized(i8: Vec<i8>, scale: f32) -> Self {
         let f32 = i8.iter().map(|&q| q as f32 * scale).collect();
         Self::with_int8(f32, i8, scale)
     }
@@ -92,7 +92,7 @@ impl Query {
 }
 
 /// Symmetric per-vector int8: `v ~ scale * q`, `q` in -127..=127 (0 scale for a zero vector).
-pub fn quantise(v: &[f32]) -> (Vec<i8>, f32) {
+pub fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
     let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
     if max == 0.0 || !max.is_finite() {
         return (vec![0; v.len()], 0.0);

@@ -1,6 +1,6 @@
 //! 1:N face search.
 //!
-//! - [`FlatIndex`]: exact top-k by inner product over normalised embeddings stored as f32, f16
+//! - [`FlatIndex`]: exact top-k by inner product over normalized embeddings stored as f32, f16
 //!   or int8 ([`Precision`]); SIMD kernels chosen at run time ([`Kernels`]), rayon threads,
 //!   batched queries sharing one pass over the gallery.
 //! - [`IvfIndex`]: approximate search over k-means cells, for galleries past a few million.
@@ -15,7 +15,7 @@ pub mod kernels;
 pub mod topk;
 
 pub use error::SearchError;
-pub use flat::{normalised, FlatIndex, Precision};
+pub use flat::{normalized, FlatIndex, Precision};
 pub use gallery::{Gallery, GalleryConfig, IndexKind, Match};
 pub use ivf::{IvfConfig, IvfIndex};
 pub use kernels::Kernels;

@@ -1,7 +1,7 @@
 //! Exact search: kernels against the scalar code, rankings against an f64 brute force, the
 //! compact formats' recall against f32, batches against single queries, add/remove, bad input.
 
-use face_search::kernels::{dot_f16, dot_f32, dot_i8, dot_i8_quad, quantise, Query};
+use face_search::kernels::{dot_f16, dot_f32, dot_i8, dot_i8_quad, quantize, Query};
 use face_search::{FlatIndex, Hit, Kernels, Precision, SearchError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -36,14 +36,14 @@ fn simd_kernels_match_the_scalar_code_on_odd_lengths() {
         let r = unit(&mut rng, dim);
         let r16: Vec<half::f16> = r.iter().map(|&x| half::f16::from_f32(x)).collect();
         let pad = dim.div_ceil(64) * 64;
-        let (mut qi, _) = quantise(&q);
-        let (mut ri, _) = quantise(&r);
+        let (mut qi, _) = quantize(&q);
+        let (mut ri, _) = quantize(&r);
         ri.resize(pad, 0);
         // The extremes, where a saturating instruction would go wrong.
         qi[0] = -127;
         ri[0] = -127;
         let exact: i32 = qi.iter().zip(&ri).map(|(&a, &b)| a as i32 * b as i32).sum();
-        let qi = Query::from_quantised(qi, 1.0);
+        let qi = Query::from_quantized(qi, 1.0);
         let f32_ref: f64 = q.iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum();
         for k in kernels() {
             assert_eq!(dot_i8(k, &qi, &ri), exact, "{k:?} dim {dim}");
@@ -71,7 +71,7 @@ fn four_queries_at_once_equal_four_single_products() {
     let mut rng = StdRng::seed_from_u64(11);
     for dim in [1usize, 63, 64, 65, 200, 512] {
         let queries: Vec<Query> = (0..4).map(|_| Query::new(&unit(&mut rng, dim))).collect();
-        let (mut row, _) = quantise(&unit(&mut rng, dim));
+        let (mut row, _) = quantize(&unit(&mut rng, dim));
         row.resize(dim.div_ceil(64) * 64, 0);
         row[0] = -127;
         for k in kernels() {

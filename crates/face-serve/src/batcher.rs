@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eval::Embedder;
+use face_embed::Embedder;
 use face_search::{Gallery, Match};
 use image::RgbImage;
 use tokio::sync::oneshot;
@@ -20,7 +20,7 @@ type Reply<R> = oneshot::Sender<Result<R, String>>;
 
 /// Aligned faces of one request in, their embeddings out.
 pub type EmbedBatcher = Batcher<Vec<RgbImage>, Vec<Vec<f32>>>;
-/// (normalised query, k) in, the query's matches out.
+/// (normalized query, k) in, the query's matches out.
 pub type SearchBatcher = Batcher<(Vec<f32>, usize), Result<Vec<Match>, face_search::SearchError>>;
 
 /// Handle to a batching worker; cheap to share (`Sync`).
@@ -132,7 +132,7 @@ pub fn embedder(
     })
 }
 
-/// Search: jobs are (normalised query, k); a batch is one pass over the gallery
+/// Search: jobs are (normalized query, k); a batch is one pass over the gallery
 /// (`search_batch` with the largest k, each answer cut to its own). If the batch fails, each
 /// query is retried alone so that one bad query fails only itself.
 pub fn searcher(gallery: Arc<Gallery>, max_queries: usize, window: Duration) -> SearchBatcher {
@@ -171,7 +171,7 @@ mod tests {
         fn embedding_dim(&self) -> usize {
             1
         }
-        fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, eval::EvalError> {
+        fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, face_embed::EmbedError> {
             self.0.lock().unwrap().push(faces.len());
             Ok(faces
                 .iter()
@@ -215,7 +215,7 @@ mod tests {
             fn embedding_dim(&self) -> usize {
                 1
             }
-            fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, eval::EvalError> {
+            fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, face_embed::EmbedError> {
                 if faces.len() == 1 {
                     panic!("boom");
                 }

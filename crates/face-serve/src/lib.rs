@@ -2,7 +2,7 @@
 //! `Enroll`, `Delete`, `Search`, beside the standard health service (`grpc.health.v1`) and
 //! server reflection.
 //!
-//! Any [`FaceDetector`](face_detect::FaceDetector) and [`Embedder`](eval::Embedder) plug in:
+//! Any [`FaceDetector`](face_detect::FaceDetector) and [`Embedder`](face_embed::Embedder) plug in:
 //! detection runs on the blocking pool under a lock, embedding on one worker thread that batches
 //! the faces of concurrent requests ([`batcher`]). Requests are bounded: message size, image
 //! dimensions, faces per image, results per search, a deadline and a concurrency limit

@@ -4,9 +4,9 @@ use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eval::Embedder;
 use face_align::{align_face, Interpolation, Template};
 use face_detect::{Detection, FaceDetector};
+use face_embed::Embedder;
 use image::{ImageDecoder, RgbImage};
 
 use crate::batcher::{self, EmbedBatcher};
@@ -170,7 +170,7 @@ impl Pipeline {
             .collect()
     }
 
-    /// L2-normalised embeddings of aligned crops, batched with other requests'.
+    /// L2-normalized embeddings of aligned crops, batched with other requests'.
     pub async fn embed_aligned(
         &self,
         crops: Vec<RgbImage>,
@@ -185,7 +185,7 @@ impl Pipeline {
             .map_err(PipelineError::Embed)?;
         raw.iter()
             .map(|v| {
-                face_search::normalised(v, self.dim)
+                face_search::normalized(v, self.dim)
                     .map_err(|e| PipelineError::Embed(e.to_string()))
             })
             .collect()

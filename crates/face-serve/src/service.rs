@@ -54,7 +54,7 @@ impl FaceServer {
     }
 
     /// One embedding for a `FaceInput`: the best face of an image, or a given embedding
-    /// (checked and normalised).
+    /// (checked and normalized).
     async fn embedding(
         &self,
         input: Option<proto::FaceInput>,
@@ -65,7 +65,7 @@ impl FaceServer {
                 "{what}: no image or embedding given"
             ))),
             Some(Source::Embedding(e)) => {
-                face_search::normalised(&e.values, self.pipeline.embedding_dim())
+                face_search::normalized(&e.values, self.pipeline.embedding_dim())
                     .map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
             }
             Some(Source::Image(bytes)) => {

@@ -9,8 +9,8 @@ use crate::iresnet::{IResNet, IResNetConfig, INPUT_SIZE};
 use crate::mobilefacenet::{MbfHead, MobileFaceNet, MobileFaceNetConfig};
 use crate::plan::Plan;
 
-/// A face-embedding network: aligned, normalised faces `[N, C, 112, 112]` in, embeddings
-/// `[N, D]` out (not L2-normalised; callers normalise for cosine scores). This is all the
+/// A face-embedding network: aligned, normalized faces `[N, C, 112, 112]` in, embeddings
+/// `[N, D]` out (not L2-normalized; callers normalize for cosine scores). This is all the
 /// trainer, the evaluators and the embedders need, so a user's own network plugs in by
 /// implementing these two methods.
 pub trait Backbone<B: Backend> {

@@ -227,7 +227,7 @@ pub struct IResNet<B: Backend> {
 }
 
 impl<B: Backend> IResNet<B> {
-    /// `[N, 3, 112, 112]` normalised RGB to `[N, D]` embeddings (not L2-normalised).
+    /// `[N, 3, 112, 112]` normalized RGB to `[N, D]` embeddings (not L2-normalized).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = apply_prelu(
             &self.prelu,

@@ -219,7 +219,7 @@ impl<B: Backend> MobileFaceNet<B> {
         }
     }
 
-    /// `[N, 3, 112, 112]` normalised RGB to `[N, D]` embeddings (not L2-normalised).
+    /// `[N, 3, 112, 112]` normalized RGB to `[N, D]` embeddings (not L2-normalized).
     pub fn embed(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = self.forward(x).flatten::<2>(1, 3);
         apply_batch_norm(&self.features, self.fc.forward(x))

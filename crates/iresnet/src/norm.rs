@@ -58,7 +58,7 @@ pub(crate) fn apply_batch_norm<B: Backend, const D: usize>(
         let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
         return channel_affine(x, Some(scale), Some(shift));
     }
-    // Half-precision activations (mixed-precision training) are normalised in f32, as PyTorch's
+    // Half-precision activations (mixed-precision training) are normalized in f32, as PyTorch's
     // autocast runs batch_norm: subtracting a large mean in bf16 loses most of the signal.
     let input_dtype = x.dtype();
     let half = matches!(input_dtype, DType::BF16 | DType::F16);

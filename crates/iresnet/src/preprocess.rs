@@ -5,13 +5,8 @@ use burn::tensor::{backend::Backend, Tensor, TensorData};
 use crate::error::{BackboneError, Result};
 use crate::iresnet::INPUT_SIZE;
 
-/// insightface's input normalisation: `(x - 127.5) / 127.5`, RGB, CHW.
-pub fn normalize_rgb(pixel: u8) -> f32 {
-    (pixel as f32 - 127.5) / 127.5
-}
-
 /// Packs aligned 112x112 RGB faces (interleaved `HWC` bytes, one slice per face) into a
-/// normalised `[N, 3, 112, 112]` batch.
+/// normalized `[N, 3, 112, 112]` batch.
 pub fn faces_to_tensor<B: Backend>(faces: &[&[u8]], device: &B::Device) -> Result<Tensor<B, 4>> {
     let plane = INPUT_SIZE * INPUT_SIZE;
     let mut data = Vec::with_capacity(faces.len() * 3 * plane);
@@ -20,7 +15,12 @@ pub fn faces_to_tensor<B: Backend>(faces: &[&[u8]], device: &B::Device) -> Resul
             return Err(BackboneError::BadInput(vec![face.len()]));
         }
         for c in 0..3 {
-            data.extend(face.iter().skip(c).step_by(3).map(|&p| normalize_rgb(p)));
+            data.extend(
+                face.iter()
+                    .skip(c)
+                    .step_by(3)
+                    .map(|&p| face_embed::input_value(p)),
+            );
         }
     }
     let shape = [faces.len(), 3, INPUT_SIZE, INPUT_SIZE];

@@ -1,7 +1,7 @@
 //! Activation ranges from a calibration set: an observer per tensor sees the activations of the
 //! calibration faces and proposes a u8 scale and zero point by min-max, by percentile, or by
 //! entropy (TensorRT's KL-divergence search for the clipping threshold that loses least
-//! information when the histogram is squeezed into the quantised levels).
+//! information when the histogram is squeezed into the quantized levels).
 
 /// How a range is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -11,7 +11,7 @@ pub enum Method {
     /// The `p` and `1 - p` quantiles, e.g. `p = 0.9999` keeps 99.99% of the values in range.
     Percentile(f64),
     /// The symmetric clipping threshold of least KL divergence (|x| histogram, 2048 bins, 128
-    /// quantised levels), intersected with the observed range.
+    /// quantized levels), intersected with the observed range.
     Entropy,
 }
 
@@ -32,9 +32,9 @@ impl QuantParams {
     }
 
     /// The u8 for a real value, saturating. Rounds half up (`floor(v + 0.5)` after the zero
-    /// point), the rule every quantised layer uses: it is inlined, where `f32::round` is a libm
+    /// point), the rule every quantized layer uses: it is inlined, where `f32::round` is a libm
     /// call without SSE4.1, and differs from round-half-away only at exact ties below zero.
-    pub fn quantise(&self, x: f32) -> u8 {
+    pub fn quantize(&self, x: f32) -> u8 {
         crate::epilogue::to_u8(x / self.scale + self.zero as f32 + 0.5)
     }
 }
@@ -186,10 +186,10 @@ mod tests {
         let p = o.params(Method::MinMax).unwrap();
         assert!((p.scale - 4.0 / 255.0).abs() < 1e-7);
         assert_eq!(p.zero, 64);
-        assert_eq!(p.quantise(0.0), 64);
-        assert_eq!(p.quantise(-1.0), 0);
-        assert_eq!(p.quantise(3.0), 255);
-        assert_eq!(p.quantise(99.0), 255);
+        assert_eq!(p.quantize(0.0), 64);
+        assert_eq!(p.quantize(-1.0), 0);
+        assert_eq!(p.quantize(3.0), 255);
+        assert_eq!(p.quantize(99.0), 255);
         // A range that excludes 0 is widened to include it.
         assert_eq!(QuantParams::from_range(2.0, 4.0).zero, 0);
         assert_eq!(Observer::default().params(Method::MinMax), None);

@@ -1,4 +1,4 @@
-//! A quantised 2-D convolution on channels-last u8 activations: im2col rows (padding filled
+//! A quantized 2-D convolution on channels-last u8 activations: im2col rows (padding filled
 //! with the input's zero point, which stands for a real 0), the integer GEMM, and one fused
 //! epilogue per output value: zero-point correction, per-channel scale, bias, optional PReLU, and
 //! either f32 out or requantisation to u8.
@@ -45,9 +45,9 @@ impl Activation {
     }
 }
 
-/// Weights quantised symmetric per output channel: `scale = max|w| / 127`,
+/// Weights quantized symmetric per output channel: `scale = max|w| / 127`,
 /// `q = round(w / scale)` in -127..=127; `weights` holds `cout` equal runs.
-pub fn quantise_per_channel(weights: &[f32], cout: usize) -> (Vec<i8>, Vec<f32>) {
+pub fn quantize_per_channel(weights: &[f32], cout: usize) -> (Vec<i8>, Vec<f32>) {
     let per = weights.len() / cout.max(1);
     let mut q = Vec::with_capacity(weights.len());
     let mut scales = Vec::with_capacity(cout);
@@ -72,7 +72,7 @@ enum Arithmetic {
     Grouped(Vec<f32>),
 }
 
-/// A convolution with weights quantised symmetric per output channel, dense or grouped.
+/// A convolution with weights quantized symmetric per output channel, dense or grouped.
 #[derive(Debug, Clone)]
 pub struct QConv2d {
     arithmetic: Arithmetic,
@@ -149,14 +149,14 @@ impl QConv2d {
         if !weights.iter().all(|x| x.is_finite()) {
             return Err(ConvError::NonFinite);
         }
-        let (q, scales) = quantise_per_channel(weights, shape[0]);
-        Self::from_quantised(&q, scales, shape, groups, bias, prelu, stride, padding)
+        let (q, scales) = quantize_per_channel(weights, shape[0]);
+        Self::from_quantized(&q, scales, shape, groups, bias, prelu, stride, padding)
     }
 
-    /// A convolution from weights already quantised (as a model file stores them).
+    /// A convolution from weights already quantized (as a model file stores them).
     #[allow(clippy::too_many_arguments)]
-    pub fn from_quantised(
-        quantised: &[i8],
+    pub fn from_quantized(
+        quantized: &[i8],
         weight_scales: Vec<f32>,
         shape: [usize; 4],
         groups: usize,
@@ -166,7 +166,7 @@ impl QConv2d {
         padding: usize,
     ) -> Result<Self, ConvError> {
         let [cout, cpg, kh, kw] = shape;
-        check_weights(quantised.len(), shape)?;
+        check_weights(quantized.len(), shape)?;
         let per_channel = |what, v: Option<&[f32]>| match v {
             Some(v) if v.len() != cout => Err(ConvError::PerChannel {
                 what,
@@ -189,12 +189,12 @@ impl QConv2d {
         }
         let opg = cout / groups;
         let arithmetic = if groups > 1 && exact_in_f32(kh, cpg) {
-            let real: Vec<f32> = quantised.iter().map(|&v| v as f32).collect();
+            let real: Vec<f32> = quantized.iter().map(|&v| v as f32).collect();
             Arithmetic::Grouped(relayout(&real, shape, opg))
         } else {
             // Dense, or a grouped layer too wide for exact f32 sums run as dense on its
             // block-diagonal expansion.
-            let b = im2col_weights(quantised, shape, groups);
+            let b = im2col_weights(quantized, shape, groups);
             Arithmetic::Dense(PackedWeights::pack(&b, cpg * groups * kh * kw, cout))
         };
         Ok(Self {

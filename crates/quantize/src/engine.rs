@@ -1,7 +1,7 @@
 //! One CPU runtime for both precisions. An [`Engine`] runs a [`Graph`] whose layers each hold
 //! f32 or int8 weights: all-f32 is the float engine (BatchNorm folded, channels last, f32 GEMM),
-//! a quantised model is the same graph with int8 layers and a u8 scale per value, so the two are
-//! compared on one engine. A value is u8 when its producer is quantised and f32 otherwise;
+//! a quantized model is the same graph with int8 layers and a u8 scale per value, so the two are
+//! compared on one engine. A value is u8 when its producer is quantized and f32 otherwise;
 //! a layer that needs the other form converts its input with the value's calibrated parameters.
 
 use std::borrow::Cow;
@@ -105,10 +105,10 @@ type Observe<'a> = dyn FnMut(usize, &[f32]) + 'a;
 pub struct Engine {
     architecture: String,
     layers: Vec<Layer>,
-    /// Per value: the u8 grid, for quantised values (and those a quantised layer reads).
+    /// Per value: the u8 grid, for quantized values (and those a quantized layer reads).
     params: Vec<Option<QuantParams>>,
     /// Per value: whether its producer writes u8.
-    quantised: Vec<bool>,
+    quantized: Vec<bool>,
     readers: Vec<usize>,
     embedding_dim: usize,
     kernel: Kernel,
@@ -148,8 +148,8 @@ impl Engine {
             None => vec![None; values],
         };
         let need = |v: usize| params[v].ok_or(EngineError::Uncalibrated(v));
-        let mut quantised = vec![false; values];
-        quantised[0] = graph
+        let mut quantized = vec![false; values];
+        quantized[0] = graph
             .nodes
             .first()
             .is_some_and(|n| matches!(n, Node::Conv { conv, .. } if conv.weights.is_int8()));
@@ -163,9 +163,9 @@ impl Engine {
                     if matches!(built, Conv::I8(_)) {
                         need(*input)?;
                     }
-                    // Quantised layers write u8 (the float first layer of a quantised model
+                    // Quantised layers write u8 (the float first layer of a quantized model
                     // too); all-f32 graphs and the embedding stay f32.
-                    quantised[i + 1] = params[i + 1].is_some();
+                    quantized[i + 1] = params[i + 1].is_some();
                     Layer::Conv {
                         input: *input,
                         conv: built,
@@ -176,8 +176,8 @@ impl Engine {
                     scale,
                     shift,
                 } => {
-                    let table = if quantised[*input] {
-                        quantised[i + 1] = true;
+                    let table = if quantized[*input] {
+                        quantized[i + 1] = true;
                         Some(affine_table(scale, shift, need(*input)?, need(i + 1)?))
                     } else {
                         None
@@ -190,11 +190,11 @@ impl Engine {
                     }
                 }
                 Node::Add { a, b } => {
-                    if quantised[*a] || quantised[*b] {
+                    if quantized[*a] || quantized[*b] {
                         for v in [*a, *b, i + 1] {
                             need(v)?;
                         }
-                        quantised[i + 1] = true;
+                        quantized[i + 1] = true;
                     }
                     Layer::Add { a: *a, b: *b }
                 }
@@ -241,7 +241,7 @@ impl Engine {
             architecture: graph.architecture.clone(),
             layers,
             params,
-            quantised,
+            quantized,
             readers: graph.readers(),
             embedding_dim: graph.embedding_dim(),
             kernel: Kernel::detect(),
@@ -268,7 +268,7 @@ impl Engine {
         self.int8_weights
     }
 
-    /// Embeds aligned 112x112 RGB faces (interleaved bytes); embeddings are not normalised.
+    /// Embeds aligned 112x112 RGB faces (interleaved bytes); embeddings are not normalized.
     pub fn embed(&self, faces: &[&[u8]]) -> Result<Vec<Vec<f32>>, EngineError> {
         self.run(faces, &mut |_, _| ())
     }
@@ -304,7 +304,7 @@ impl Engine {
                 format!("{} affine", if table.is_some() { "int8" } else { "f32" })
             }
             Layer::Add { .. } => {
-                format!("{} add", if self.quantised[i + 1] { "int8" } else { "f32" })
+                format!("{} add", if self.quantized[i + 1] { "int8" } else { "f32" })
             }
         };
         format!("{i}: {what}")
@@ -331,7 +331,7 @@ impl Engine {
         }
         let shape = [faces.len(), INPUT_SIZE, INPUT_SIZE, 3];
         let pixels: Vec<u8> = faces.concat();
-        let image = if self.quantised[0] {
+        let image = if self.quantized[0] {
             Activation::U8(QTensor {
                 data: pixels,
                 shape,
@@ -339,10 +339,7 @@ impl Engine {
                 zero: IMAGE_PARAMS.zero,
             })
         } else {
-            let data = pixels
-                .iter()
-                .map(|&p| iresnet::preprocess::normalize_rgb(p))
-                .collect();
+            let data = pixels.iter().map(|&p| face_embed::input_value(p)).collect();
             Activation::F32 { data, shape }
         };
         let mut values: Vec<Option<Activation>> = vec![None; self.layers.len() + 1];
@@ -387,7 +384,7 @@ impl Engine {
                 .as_ref()
                 .expect("values live until their last reader")
         };
-        let out_params = self.quantised[i + 1].then(|| self.params[i + 1]).flatten();
+        let out_params = self.quantized[i + 1].then(|| self.params[i + 1]).flatten();
         let conv_err = |source| EngineError::Conv { layer: i, source };
         let run_conv = |conv: &Conv, input: usize, output: Option<QuantParams>| match conv {
             Conv::I8(q) => {
@@ -517,7 +514,7 @@ pub(crate) fn map_weights<A, B>(node: &Node<A>, mut f: impl FnMut(&A) -> B) -> N
 
 fn build_conv(conv: &ConvLayer<Weights>) -> Result<Conv, ConvError> {
     Ok(match &conv.weights {
-        Weights::I8 { q, scales } => Conv::I8(QConv2d::from_quantised(
+        Weights::I8 { q, scales } => Conv::I8(QConv2d::from_quantized(
             q,
             scales.clone(),
             conv.shape,
@@ -531,14 +528,14 @@ fn build_conv(conv: &ConvLayer<Weights>) -> Result<Conv, ConvError> {
     })
 }
 
-/// `out[c][q] = quantise(scale[c] * real(q) + shift[c])`: a u8-to-u8 per-channel affine is a
+/// `out[c][q] = quantize(scale[c] * real(q) + shift[c])`: a u8-to-u8 per-channel affine is a
 /// lookup.
 fn affine_table(scale: &[f32], shift: &[f32], input: QuantParams, output: QuantParams) -> Vec<u8> {
     let mut table = Vec::with_capacity(scale.len() * 256);
     for (s, t) in scale.iter().zip(shift) {
         for q in 0..256 {
             let real = input.scale * (q as f32 - input.zero as f32);
-            table.push(output.quantise(s * real + t));
+            table.push(output.quantize(s * real + t));
         }
     }
     table
@@ -567,7 +564,7 @@ fn as_u8(a: &Activation, params: Option<QuantParams>) -> Cow<'_, QTensor> {
         Activation::F32 { data, shape } => {
             let p = params.expect("checked when the engine was built");
             Cow::Owned(QTensor {
-                data: data.iter().map(|&v| p.quantise(v)).collect(),
+                data: data.iter().map(|&v| p.quantize(v)).collect(),
                 shape: *shape,
                 scale: p.scale,
                 zero: p.zero,
@@ -716,17 +713,18 @@ fn matmul(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, y: &mut [f32], par
 }
 
 /// The engine embeds like any other model for `eval` and the server (batches of 32).
-impl eval::Embedder for Engine {
+impl face_embed::Embedder for Engine {
     fn embedding_dim(&self) -> usize {
         self.embedding_dim
     }
 
-    fn embed(&self, faces: &[image::RgbImage]) -> Result<Vec<Vec<f32>>, eval::EvalError> {
+    fn embed(&self, faces: &[image::RgbImage]) -> Result<Vec<Vec<f32>>, face_embed::EmbedError> {
         let mut out = Vec::with_capacity(faces.len());
         for batch in faces.chunks(32) {
             let raw: Vec<&[u8]> = batch.iter().map(|f| f.as_raw().as_slice()).collect();
             out.extend(
-                Engine::embed(self, &raw).map_err(|e| eval::EvalError::Input(e.to_string()))?,
+                Engine::embed(self, &raw)
+                    .map_err(|e| face_embed::EmbedError::Input(e.to_string()))?,
             );
         }
         Ok(out)

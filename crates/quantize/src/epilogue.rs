@@ -81,20 +81,20 @@ pub(crate) fn dequantise_rows(acc: &[i32], correction: &[i32], f: Affine<'_>, ou
     }
 }
 
-/// f32 rows in place: `y = prelu(y + bias)`; with `quantise = Some((inv, offset))` also
+/// f32 rows in place: `y = prelu(y + bias)`; with `quantize = Some((inv, offset))` also
 /// writes `clamp(y * inv + offset)` to `out`.
 pub(crate) fn finish_float_rows(
     y: &mut [f32],
     bias: &[f32],
     alpha: Option<&[f32]>,
-    quantise: Option<(f32, f32, &mut [u8])>,
+    quantize: Option<(f32, f32, &mut [u8])>,
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present (checked just above).
-        return unsafe { finish_float_avx2(y, bias, alpha, quantise) };
+        return unsafe { finish_float_avx2(y, bias, alpha, quantize) };
     }
-    finish_float_body(y, bias, alpha, quantise)
+    finish_float_body(y, bias, alpha, quantize)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -103,9 +103,9 @@ unsafe fn finish_float_avx2(
     y: &mut [f32],
     bias: &[f32],
     alpha: Option<&[f32]>,
-    quantise: Option<(f32, f32, &mut [u8])>,
+    quantize: Option<(f32, f32, &mut [u8])>,
 ) {
-    finish_float_body(y, bias, alpha, quantise)
+    finish_float_body(y, bias, alpha, quantize)
 }
 
 #[inline(always)]
@@ -113,7 +113,7 @@ fn finish_float_body(
     y: &mut [f32],
     bias: &[f32],
     alpha: Option<&[f32]>,
-    mut quantise: Option<(f32, f32, &mut [u8])>,
+    mut quantize: Option<(f32, f32, &mut [u8])>,
 ) {
     let cout = bias.len();
     for (r, row) in y.chunks_exact_mut(cout).enumerate() {
@@ -123,7 +123,7 @@ fn finish_float_body(
         if let Some(alpha) = alpha {
             prelu_in_place(row, alpha);
         }
-        if let Some((inv, offset, out)) = quantise.as_mut() {
+        if let Some((inv, offset, out)) = quantize.as_mut() {
             for (q, &v) in out[r * cout..(r + 1) * cout].iter_mut().zip(row.iter()) {
                 *q = to_u8(v * *inv + *offset);
             }

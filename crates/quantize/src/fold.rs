@@ -1,7 +1,7 @@
 //! Folding an inference-mode BatchNorm into the convolution (or linear layer) before it:
 //! `BN(conv(x)) = gamma * (W x + b - mean) / sqrt(var + eps) + beta`
 //! `= (W * s) x + b * s + (beta - mean * s)` with `s = gamma / sqrt(var + eps)` per output channel,
-//! so the quantised graph runs one convolution where the float one ran two layers.
+//! so the quantized graph runs one convolution where the float one ran two layers.
 
 /// A BatchNorm's inference statistics, per channel.
 #[derive(Debug, Clone, PartialEq)]

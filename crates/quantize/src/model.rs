@@ -1,4 +1,4 @@
-//! Post-training quantisation of a [`Graph`] and the quantised model file.
+//! Post-training quantisation of a [`Graph`] and the quantized model file.
 //!
 //! Calibration runs the float engine over aligned faces and watches every value; each gets a u8
 //! grid by the chosen [`Method`]. Weights become int8 per output channel, except the first
@@ -15,7 +15,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::calibrate::{Method, Observer, QuantParams};
-use crate::conv::quantise_per_channel;
+use crate::conv::quantize_per_channel;
 use crate::engine::{map_weights, Engine, EngineError, Weights, IMAGE_PARAMS};
 use crate::graph::{Graph, GraphError, Node, WeightData};
 
@@ -24,7 +24,7 @@ const MAGIC: &[u8; 8] = b"ARCFQ8\r\n";
 pub const FORMAT_VERSION: u32 = 1;
 const PREAMBLE: usize = 8 + 4 + 8 + 4;
 
-/// What to quantise and how.
+/// What to quantize and how.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct QuantizeOptions {
     pub method: Method,
@@ -47,7 +47,7 @@ impl Default for QuantizeOptions {
     }
 }
 
-/// A quantised backbone: the graph with int8 weights and each value's u8 grid.
+/// A quantized backbone: the graph with int8 weights and each value's u8 grid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantizedModel {
     pub graph: Graph<Weights>,
@@ -74,7 +74,7 @@ pub enum ModelError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}: not a quantised arcface model (bad magic bytes)")]
+    #[error("{path}: not a quantized arcface model (bad magic bytes)")]
     NotAModel { path: String },
     #[error("{path}: format version {found}, this build reads version {FORMAT_VERSION}")]
     Version { path: String, found: u32 },
@@ -132,7 +132,7 @@ pub fn quantize(
                     Node::Linear { bias, .. } => bias.len(),
                     _ => 1,
                 };
-                let (q, scales) = quantise_per_channel(w, cout);
+                let (q, scales) = quantize_per_channel(w, cout);
                 Weights::I8 { q, scales }
             });
             if let Node::Conv { input: 0, conv } = &mut q {
@@ -264,7 +264,7 @@ impl QuantizedModel {
         })
     }
 
-    /// Whether `path` starts like a quantised model file (to choose a loader by content).
+    /// Whether `path` starts like a quantized model file (to choose a loader by content).
     pub fn is_model_file(path: &Path) -> bool {
         use std::io::Read;
         let mut magic = [0u8; 8];

