@@ -215,7 +215,7 @@ impl QConv2d {
 
     /// "conv 3x3/2 64->128 groups 2".
     pub fn describe(&self) -> String {
-        crate::engine::describe_conv(self.shape, self.groups, self.stride)
+        describe_conv(self.shape, self.groups, self.stride)
     }
 
     /// Output height and width for an input's.
@@ -483,4 +483,17 @@ fn check_weights(len: usize, [cout, cin, kh, kw]: [usize; 4]) -> Result<(), Conv
         });
     }
     Ok(())
+}
+
+/// "conv 3x3/2 64->128 groups 2".
+pub(crate) fn describe_conv(
+    [cout, cpg, kh, kw]: [usize; 4],
+    groups: usize,
+    stride: usize,
+) -> String {
+    let mut s = format!("conv {kh}x{kw}/{stride} {}->{cout}", cpg * groups);
+    if groups > 1 {
+        s += &format!(" groups {groups}");
+    }
+    s
 }

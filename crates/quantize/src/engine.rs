@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::calibrate::QuantParams;
 use crate::conv::{
-    im2col_weights, tile_rows, Activation, ConvError, Im2col, Output, QConv2d, QTensor,
+    describe_conv, im2col_weights, tile_rows, Activation, ConvError, Im2col, Output, QConv2d,
+    QTensor,
 };
 use crate::elementwise::{self, ElementwiseError};
 use crate::epilogue::finish_float_rows;
@@ -460,19 +461,6 @@ impl Engine {
             },
         })
     }
-}
-
-/// "conv 3x3/2 64->128 groups 2".
-pub(crate) fn describe_conv(
-    [cout, cpg, kh, kw]: [usize; 4],
-    groups: usize,
-    stride: usize,
-) -> String {
-    let mut s = format!("conv {kh}x{kw}/{stride} {}->{cout}", cpg * groups);
-    if groups > 1 {
-        s += &format!(" groups {groups}");
-    }
-    s
 }
 
 /// Replaces a node's weights (the rest is copied).

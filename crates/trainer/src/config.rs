@@ -8,32 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::optim::{Algorithm, OptimizerSettings};
 use crate::schedule::ScheduleConfig;
-use crate::settings::FitSettings;
-
-/// Why a config was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("config: {0}")]
-    Parse(String),
-    #[error("config: {field} = {value}: {reason}")]
-    Invalid {
-        field: &'static str,
-        value: String,
-        reason: String,
-    },
-}
-
-pub(crate) fn invalid(
-    field: &'static str,
-    value: impl std::fmt::Debug,
-    reason: impl Into<String>,
-) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        value: format!("{value:?}"),
-        reason: reason.into(),
-    }
-}
+use crate::settings::{
+    invalid, CheckpointSettings, ConfigError, EarlyStopping, FitSettings, StopMetric,
+};
 
 /// Where the training images come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,59 +64,6 @@ impl Default for EvalSettings {
             flip_test: true,
             data: EvalData::HeldOut,
             collapse_warn: 0.7,
-        }
-    }
-}
-
-/// What early stopping watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopMetric {
-    /// Never stop early.
-    Off,
-    /// Verification accuracy (higher is better).
-    Accuracy,
-    /// The margin loss on unseen samples of the training identities (synthetic data only;
-    /// lower is better).
-    ValidationLoss,
-}
-
-/// Stop when the watched metric has not improved for `patience` evaluations in a row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EarlyStopping {
-    pub metric: StopMetric,
-    pub patience: usize,
-    /// An improvement smaller than this does not count.
-    pub min_delta: f64,
-}
-
-impl Default for EarlyStopping {
-    fn default() -> Self {
-        Self {
-            metric: StopMetric::Accuracy,
-            patience: 3,
-            min_delta: 0.0,
-        }
-    }
-}
-
-/// Resumable checkpoints under `<out>/checkpoints`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CheckpointSettings {
-    /// Write one every this many steps (and at every evaluation and at the end); 0 = only at
-    /// evaluations and the end.
-    pub every_steps: u64,
-    /// Checkpoints kept besides the best.
-    pub keep_last: usize,
-}
-
-impl Default for CheckpointSettings {
-    fn default() -> Self {
-        Self {
-            every_steps: 100,
-            keep_last: 2,
         }
     }
 }
@@ -332,5 +256,12 @@ impl TrainConfig {
         head.validate()
             .map_err(|e| invalid("head", &self.head, e.to_string()))?;
         Ok(())
+    }
+}
+
+impl Default for FitSettings {
+    /// The built-in run's.
+    fn default() -> Self {
+        TrainConfig::default().fit_settings()
     }
 }

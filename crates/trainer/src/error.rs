@@ -8,7 +8,7 @@ use crate::checkpoint::CheckpointError;
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::settings::ConfigError),
     #[error(transparent)]
     Data(#[from] face_data::DataError),
     #[error(transparent)]

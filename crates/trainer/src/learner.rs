@@ -371,17 +371,8 @@ where
                 self.state.step += 1;
                 self.state.last_loss = Some(applied.loss);
                 (self.state.epoch, self.state.batch) = (epoch, first + offset + 1);
-                let (info, done) = self.after_step(&model, applied, &clock, &mut summary)?;
-                if self
-                    .state
-                    .step
-                    .is_multiple_of(self.settings.log_every.max(1))
-                    || info.accuracy.is_some()
-                    || info.validation_loss.is_some()
-                    || done
-                {
-                    metrics.write(&info)?;
-                }
+                let (info, done) =
+                    self.after_step(&model, applied, &clock, &mut metrics, &mut summary)?;
                 progress(&info);
                 if done {
                     break 'epochs;
@@ -459,12 +450,15 @@ where
         Ok((model, Some(applied)))
     }
 
-    /// After an optimiser step: evaluation and early stopping, checkpoints, the step's metrics.
+    /// After an optimiser step: evaluation and early stopping, the step's metrics line, then the
+    /// checkpoint (in that order: a checkpoint never holds a step whose line is not written, so a
+    /// resume from it continues the metrics without a gap).
     fn after_step(
         &mut self,
         model: &Model<B, M, H>,
         applied: Applied,
         clock: &Clock,
+        metrics: &mut MetricsLog,
         summary: &mut RunSummary,
     ) -> Result<(StepInfo, bool), TrainError> {
         let state = &mut self.state;
@@ -527,6 +521,9 @@ where
             summary.stopped_by_time =
                 out_of_time && state.step < clock.total_steps && !state.stopped_early;
             state.finished = !summary.stopped_by_time;
+        }
+        if state.step.is_multiple_of(self.settings.log_every.max(1)) || evaluate || done {
+            metrics.write(&info)?;
         }
         let every = self.settings.checkpoint.every_steps;
         if evaluate || done || (every > 0 && self.state.step.is_multiple_of(every)) {

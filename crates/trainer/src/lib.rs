@@ -33,10 +33,7 @@ pub mod verify;
 pub use checkpoint::{CheckpointError, Checkpointer};
 pub use clip::{clip_global_norm, global_norm};
 pub use collapse::top_singular_share;
-pub use config::{
-    CheckpointSettings, ConfigError, DataSource, EarlyStopping, EvalData, EvalSettings, StopMetric,
-    TrainConfig,
-};
+pub use config::{DataSource, EvalData, EvalSettings, TrainConfig};
 pub use error::TrainError;
 pub use groups::ParamGroup;
 pub use hooks::{HeadUpdate, LossTerm, StepView};
@@ -48,5 +45,5 @@ pub use optim::{Algorithm, HeadGroup, OptimizerSettings};
 pub use report::TrainReport;
 pub use run::{resume, train};
 pub use schedule::{LrSchedule, Schedule, ScheduleConfig};
-pub use settings::FitSettings;
+pub use settings::{CheckpointSettings, ConfigError, EarlyStopping, FitSettings, StopMetric};
 pub use verify::{ValidationSet, Verification};

@@ -11,11 +11,12 @@ use face_data::{FaceDataset, ImageFolder, Loader, RecordDataset, SyntheticFaces}
 use iresnet::{AnyBackbone, Backbone};
 
 use crate::checkpoint::write_atomic;
-use crate::config::{DataSource, EvalData, StopMetric, TrainConfig};
+use crate::config::{DataSource, EvalData, TrainConfig};
 use crate::error::{io, TrainError};
 use crate::learner::Learner;
 use crate::metrics::StepInfo;
 use crate::report::TrainReport;
+use crate::settings::StopMetric;
 use crate::verify::ValidationSet;
 
 /// Trains per `config` on `devices` (one replica each; the first one holds the optimiser),

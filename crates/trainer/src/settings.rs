@@ -1,7 +1,8 @@
 //! The loop's own settings, apart from what is trained on what: what a [`Learner`](crate::Learner)
 //! needs whatever the model and data. `TrainConfig` (the TOML file) carries them too.
 
-use crate::config::{invalid, CheckpointSettings, ConfigError, EarlyStopping, StopMetric};
+use serde::{Deserialize, Serialize};
+
 use crate::mixed::Precision;
 use crate::optim::OptimizerSettings;
 use crate::schedule::ScheduleConfig;
@@ -35,13 +36,6 @@ pub struct FitSettings {
     pub log_every: u64,
 }
 
-impl Default for FitSettings {
-    /// The built-in run's.
-    fn default() -> Self {
-        crate::TrainConfig::default().fit_settings()
-    }
-}
-
 impl FitSettings {
     /// Checks every value, naming the config field at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -72,5 +66,83 @@ impl FitSettings {
         self.schedule
             .validate()
             .map_err(|e| invalid("schedule", &self.schedule, e))
+    }
+}
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config: {field} = {value}: {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+pub(crate) fn invalid(
+    field: &'static str,
+    value: impl std::fmt::Debug,
+    reason: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        value: format!("{value:?}"),
+        reason: reason.into(),
+    }
+}
+
+/// What early stopping watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopMetric {
+    /// Never stop early.
+    Off,
+    /// Verification accuracy (higher is better).
+    Accuracy,
+    /// The margin loss on unseen samples of the training identities (synthetic data only;
+    /// lower is better).
+    ValidationLoss,
+}
+
+/// Stop when the watched metric has not improved for `patience` evaluations in a row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EarlyStopping {
+    pub metric: StopMetric,
+    pub patience: usize,
+    /// An improvement smaller than this does not count.
+    pub min_delta: f64,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> Self {
+        Self {
+            metric: StopMetric::Accuracy,
+            patience: 3,
+            min_delta: 0.0,
+        }
+    }
+}
+
+/// Resumable checkpoints under `<out>/checkpoints`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSettings {
+    /// Write one every this many steps (and at every evaluation and at the end); 0 = only at
+    /// evaluations and the end.
+    pub every_steps: u64,
+    /// Checkpoints kept besides the best.
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointSettings {
+    fn default() -> Self {
+        Self {
+            every_steps: 100,
+            keep_last: 2,
+        }
     }
 }

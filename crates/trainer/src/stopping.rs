@@ -1,6 +1,6 @@
 //! Early stopping: the watched metric, its best value and the evaluations since it improved.
 
-use crate::config::{EarlyStopping, StopMetric};
+use crate::settings::{EarlyStopping, StopMetric};
 
 /// What one evaluation measured, as early stopping and the metrics see it.
 #[derive(Debug, Clone, Copy, Default)]
