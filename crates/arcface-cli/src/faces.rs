@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use face_align::{align_face, assess, Interpolation, QualityConfig, QualityReport, Template};
+use face_align::{assess, QualityConfig, QualityReport, Template};
 use face_detect::{Detection, FaceDetector, RetinaFace, RetinaFaceConfig};
+use face_pipeline::FaceFinder;
 use iresnet::burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +34,7 @@ impl DetectorArgs {
         Ok(face_models::cache::detector(self.weights.as_deref())?)
     }
 
-    fn load<B: Backend>(&self, device: &B::Device) -> Result<RetinaFace<B>> {
+    pub(crate) fn load<B: Backend>(&self, device: &B::Device) -> Result<RetinaFace<B>> {
         let config = RetinaFaceConfig {
             confidence: self.confidence,
             max_side: self.max_side,
@@ -203,9 +204,8 @@ pub(crate) fn write_png_atomically(image: &image::RgbImage, path: &Path) -> Resu
 }
 
 fn process_photo<D: FaceDetector>(
-    detector: &D,
+    finder: &FaceFinder<D>,
     args: &AlignArgs,
-    template: &Template,
     quality: &QualityConfig,
     rel: &Path,
 ) -> PhotoRecord {
@@ -220,8 +220,8 @@ fn process_photo<D: FaceDetector>(
             }
         }
     };
-    let detections = match detector.detect(&image) {
-        Ok(d) => d,
+    let detections = match finder.detect(&image) {
+        Ok(d) => d.faces,
         Err(e) => {
             return PhotoRecord {
                 photo,
@@ -237,7 +237,7 @@ fn process_photo<D: FaceDetector>(
     let out_dir = args.out.join(rel.parent().unwrap_or(Path::new("")));
     let mut faces = Vec::new();
     for (index, det) in detections.iter().enumerate() {
-        let aligned = match align_face(&image, &det.landmarks, template, Interpolation::Bilinear) {
+        let aligned = match finder.align_one(&image, det) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!("{photo} face {index}: {e}");
@@ -248,12 +248,12 @@ fn process_photo<D: FaceDetector>(
             Some(det.bbox),
             Some(det.score),
             &det.landmarks,
-            &aligned.image,
+            &aligned,
             quality,
         );
         let crop = if report.accepted() {
             let name = format!("{stem}_{index:02}.png");
-            match write_png_atomically(&aligned.image, &out_dir.join(&name)) {
+            match write_png_atomically(&aligned, &out_dir.join(&name)) {
                 Ok(()) => Some(rel.with_file_name(name).to_string_lossy().to_string()),
                 Err(e) => {
                     return PhotoRecord {
@@ -324,7 +324,7 @@ pub fn align<B: Backend>(args: &AlignArgs, device: &B::Device) -> Result<()> {
         min_score: Some(args.min_score),
         ..QualityConfig::default()
     };
-    let detector = args.detector.load::<B>(device)?;
+    let finder = FaceFinder::new(args.detector.load::<B>(device)?).with_template(template);
     std::fs::create_dir_all(&args.out)?;
     let journal_path = args.out.join(".align_journal.jsonl");
     let header = JournalHeader {
@@ -360,7 +360,7 @@ pub fn align<B: Backend>(args: &AlignArgs, device: &B::Device) -> Result<()> {
         .expect("valid template"),
     );
     for rel in todo {
-        let record = process_photo(&detector, args, &template, &quality, rel);
+        let record = process_photo(&finder, args, &quality, rel);
         if let Some(e) = &record.error {
             progress.suspend(|| eprintln!("skipped {}: {e}", record.photo));
         }

@@ -1,6 +1,7 @@
 //! `arcface`: inspect, import and run face-recognition backbones.
 
 mod data;
+mod embed_cmd;
 mod eval_cmd;
 mod faces;
 mod fetch_cmd;
@@ -14,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use iresnet::burn::tensor::backend::Backend;
 use iresnet::record::{self, Precision};
-use iresnet::{import, Backbone, BackboneConfig, BackboneStats, INPUT_SIZE};
+use iresnet::{import, Backbone, BackboneConfig, BackboneStats};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -107,22 +108,9 @@ enum Command {
     /// Datasets: render the synthetic set, pack folders into RecordIO, inspect files.
     #[command(subcommand)]
     Data(data::DataCommand),
-    /// Embed already-aligned 112x112 RGB face images; prints JSON, one embedding per image.
-    Embed {
-        /// Any model file: `.arcface` (`arcface import`, `arcface train`) or int8 `.aq8`
-        /// (`arcface quantize`) [default: w600k_mbf as `arcface fetch` imports it].
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Aligned 112x112 face images (PNG, JPEG or BMP).
-        #[arg(required = true)]
-        images: Vec<PathBuf>,
-        /// L2-normalize the embeddings (cosine similarity is then a dot product).
-        #[arg(long)]
-        l2: bool,
-        /// Faces per forward pass.
-        #[arg(long, default_value_t = 32)]
-        batch_size: usize,
-    },
+    /// Embed faces; prints JSON. Already-aligned 112x112 crops by default; with `--detect`,
+    /// photos, every face found (detected, aligned and embedded by the pipeline `serve` runs).
+    Embed(embed_cmd::EmbedArgs),
 }
 
 /// glibc's allocator returns every freed block over 32 MB to the OS, so each large tensor is
@@ -176,15 +164,7 @@ fn run<B: Backend>(command: Command, device: &B::Device) -> Result<()> {
             embedding_dim,
             device,
         ),
-        Command::Embed {
-            model,
-            images,
-            l2,
-            batch_size,
-        } => {
-            let model = face_models::cache::model(model.as_deref())?;
-            embed::<B>(&model, &images, l2, batch_size, device)
-        }
+        Command::Embed(args) => embed_cmd::run::<B>(&args, device),
         Command::Fetch(args) => fetch_cmd::run::<B>(&args, device),
         Command::Detect(args) => faces::detect::<B>(&args, device),
         Command::Align(args) => faces::align::<B>(&args, device),
@@ -317,78 +297,4 @@ fn import_cmd<B: Backend>(
         precision
     );
     Ok(())
-}
-
-#[derive(Serialize)]
-struct EmbedOutput {
-    model: String,
-    embedding_dim: usize,
-    l2_normalized: bool,
-    embeddings: Vec<ImageEmbedding>,
-}
-
-#[derive(Serialize)]
-struct ImageEmbedding {
-    image: String,
-    norm: f32,
-    embedding: Vec<f32>,
-}
-
-fn embed<B: Backend>(
-    model: &Path,
-    images: &[PathBuf],
-    l2: bool,
-    batch_size: usize,
-    device: &B::Device,
-) -> Result<()> {
-    let net = eval_cmd::load_embedder::<B>(model, device)?;
-    let progress = indicatif::ProgressBar::new(images.len() as u64);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} faces {elapsed}")
-            .expect("valid template"),
-    );
-    let mut embeddings = Vec::with_capacity(images.len());
-    for chunk in images.chunks(batch_size.max(1)) {
-        let faces: Vec<image::RgbImage> = chunk
-            .iter()
-            .map(|p| read_aligned_face(p))
-            .collect::<Result<_>>()?;
-        for (path, row) in chunk.iter().zip(net.embed(&faces)?) {
-            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-            let mut embedding = row;
-            if l2 {
-                eval::normalize(&mut embedding);
-            }
-            embeddings.push(ImageEmbedding {
-                image: path.display().to_string(),
-                norm,
-                embedding,
-            });
-        }
-        progress.inc(chunk.len() as u64);
-    }
-    progress.finish_and_clear();
-    let output = EmbedOutput {
-        model: model.display().to_string(),
-        embedding_dim: net.embedding_dim(),
-        l2_normalized: l2,
-        embeddings,
-    };
-    println!("{}", serde_json::to_string(&output)?);
-    Ok(())
-}
-
-/// Decodes an aligned face; anything but 112x112 is refused rather than silently resized.
-fn read_aligned_face(path: &Path) -> Result<image::RgbImage> {
-    let image =
-        image::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    if image.width() as usize != INPUT_SIZE || image.height() as usize != INPUT_SIZE {
-        bail!(
-            "{} is {}x{}; `arcface embed` takes faces already aligned to {INPUT_SIZE}x{INPUT_SIZE}",
-            path.display(),
-            image.width(),
-            image.height()
-        );
-    }
-    Ok(image.to_rgb8())
 }

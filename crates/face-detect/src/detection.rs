@@ -21,6 +21,13 @@ pub trait FaceDetector {
     fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, DetectError>;
 }
 
+/// A boxed detector (chosen at run time) is a detector.
+impl<D: FaceDetector + ?Sized> FaceDetector for Box<D> {
+    fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, DetectError> {
+        (**self).detect(image)
+    }
+}
+
 /// For inputs that are already aligned 112x112 faces (a camera or a client that aligns
 /// upstream): one detection covering the image, with the ArcFace template's landmarks, so
 /// alignment is the identity. Other sizes have no face. Needs no weights and no Burn.

@@ -35,6 +35,19 @@ pub trait Embedder {
     }
 }
 
+/// A boxed embedder (what loaders return) is an embedder, so it plugs into generic code.
+impl<E: Embedder + ?Sized> Embedder for Box<E> {
+    fn embedding_dim(&self) -> usize {
+        (**self).embedding_dim()
+    }
+    fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        (**self).embed(faces)
+    }
+    fn embed_flip_sum(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        (**self).embed_flip_sum(faces)
+    }
+}
+
 /// L2-normalized embeddings of `faces`, with the flip test (`emb(face) + emb(mirror(face))`
 /// before normalising) when `flip`; `progress` is told how many faces are done.
 pub fn embed_normalized(

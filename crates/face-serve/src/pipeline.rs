@@ -1,12 +1,14 @@
-//! Image bytes to faces: decode (bounded), detect, align to the ArcFace template, embed.
+//! Image bytes to faces: decode (bounded), then the shared `face_pipeline` (detect, align to
+//! the ArcFace template) and embedding batched across requests.
 
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use face_align::{align_face, Interpolation, Template};
 use face_detect::{Detection, FaceDetector};
 use face_embed::Embedder;
+use face_pipeline::FaceFinder;
+pub use face_pipeline::Faces;
 use image::{ImageDecoder, RgbImage};
 
 use crate::batcher::{self, EmbedBatcher};
@@ -57,12 +59,9 @@ pub enum PipelineError {
     TooLarge { width: u32, height: u32, max: u32 },
     #[error("no face found")]
     NoFace,
-    #[error("detection failed: {0}")]
-    Detect(String),
-    #[error("alignment failed: {0}")]
-    Align(String),
-    #[error("embedding failed: {0}")]
-    Embed(String),
+    /// Detection, alignment or embedding failed.
+    #[error(transparent)]
+    Faces(#[from] face_pipeline::PipelineError),
 }
 
 impl PipelineError {
@@ -70,25 +69,20 @@ impl PipelineError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Self::Empty | Self::Decode(_) | Self::TooLarge { .. } | Self::NoFace | Self::Align(_)
+            Self::Empty
+                | Self::Decode(_)
+                | Self::TooLarge { .. }
+                | Self::NoFace
+                | Self::Faces(face_pipeline::PipelineError::Align(_))
         )
     }
 }
 
-/// Faces found in one image.
-#[derive(Debug, Clone)]
-pub struct Faces<T> {
-    pub faces: Vec<T>,
-    /// More were found than `max_faces`.
-    pub truncated: bool,
-}
-
-/// Detector, aligner and batched embedder, shared by every request.
+/// The shared detector and aligner, and the batched embedder, used by every request.
 pub struct Pipeline {
-    detector: Mutex<Box<dyn FaceDetector + Send>>,
+    finder: Mutex<FaceFinder<Box<dyn FaceDetector + Send>>>,
     batcher: EmbedBatcher,
     dim: usize,
-    template: Template,
     limits: Limits,
 }
 
@@ -99,11 +93,11 @@ impl Pipeline {
         limits: Limits,
     ) -> Arc<Self> {
         let dim = embedder.embedding_dim();
+        let finder = FaceFinder::new(detector).with_max_faces(limits.max_faces);
         Arc::new(Self {
-            detector: Mutex::new(detector),
+            finder: Mutex::new(finder),
             batcher: batcher::embedder(embedder, limits.max_batch, limits.batch_window),
             dim,
-            template: Template::arcface(112).expect("112 is the ArcFace size"),
             limits,
         })
     }
@@ -143,15 +137,7 @@ impl Pipeline {
 
     /// Faces in `image`, best first, at most `max_faces`.
     pub fn detect(&self, image: &RgbImage) -> Result<Faces<Detection>, PipelineError> {
-        let mut faces = {
-            let detector = self.detector.lock().unwrap_or_else(|p| p.into_inner());
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| detector.detect(image)))
-                .map_err(|_| PipelineError::Detect("the detector panicked".into()))?
-                .map_err(|e| PipelineError::Detect(e.to_string()))?
-        };
-        let truncated = faces.len() > self.limits.max_faces;
-        faces.truncate(self.limits.max_faces);
-        Ok(Faces { faces, truncated })
+        Ok(self.finder().detect(image)?)
     }
 
     /// Aligned 112x112 crops of `faces`.
@@ -160,14 +146,11 @@ impl Pipeline {
         image: &RgbImage,
         faces: &[Detection],
     ) -> Result<Vec<RgbImage>, PipelineError> {
-        faces
-            .iter()
-            .map(|d| {
-                align_face(image, &d.landmarks, &self.template, Interpolation::Bilinear)
-                    .map(|a| a.image)
-                    .map_err(|e| PipelineError::Align(e.to_string()))
-            })
-            .collect()
+        Ok(self.finder().align(image, faces)?)
+    }
+
+    fn finder(&self) -> std::sync::MutexGuard<'_, FaceFinder<Box<dyn FaceDetector + Send>>> {
+        self.finder.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// L2-normalized embeddings of aligned crops, batched with other requests'.
@@ -182,11 +165,11 @@ impl Pipeline {
             .batcher
             .submit(crops)
             .await
-            .map_err(PipelineError::Embed)?;
+            .map_err(face_pipeline::PipelineError::Embed)?;
         raw.iter()
             .map(|v| {
-                face_search::normalized(v, self.dim)
-                    .map_err(|e| PipelineError::Embed(e.to_string()))
+                face_embed::normalized(v, self.dim)
+                    .map_err(|e| face_pipeline::PipelineError::Embed(e.to_string()).into())
             })
             .collect()
     }

@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::dataflow::Dataflow;
 use crate::error::{BackboneError, Result};
 use crate::iresnet::{IResNet, IResNetConfig, INPUT_SIZE};
 use crate::mobilefacenet::{MbfHead, MobileFaceNet, MobileFaceNetConfig};
@@ -24,14 +25,27 @@ pub trait Backbone<B: Backend> {
     }
 }
 
-/// A backbone of the architectures this crate knows: it can say how to rebuild itself (model
-/// files record this) and list its weighted layers (importers, FLOP counts and the int8 graph
-/// read them), so one description serves every tool.
-pub trait Architecture<B: Backend>: Backbone<B> {
+/// A backbone that describes its inference [`Dataflow`] once; importers, FLOP counts and
+/// `quantize`'s int8 graph all read it, so a user's own network that implements this is
+/// quantized with no code in the tools that knows it.
+pub trait Describe<B: Backend>: Backbone<B> {
+    /// Every weighted module in forward order, with the values it reads.
+    fn dataflow(&self) -> Dataflow<'_, B>;
+    /// Weighted layers in forward order, derived from the dataflow.
+    fn plan(&self) -> Plan {
+        self.dataflow().plan()
+    }
+    /// A short human name for reports.
+    fn name(&self) -> String {
+        "custom backbone".into()
+    }
+}
+
+/// A backbone of the architectures this crate knows: it can also say how to rebuild itself
+/// (model files record this).
+pub trait Architecture<B: Backend>: Describe<B> {
     /// The architecture, enough to rebuild the module.
     fn spec(&self) -> BackboneConfig;
-    /// Weighted layers in forward order.
-    fn plan(&self) -> Plan;
 }
 
 impl<B: Backend> Backbone<B> for IResNet<B> {
@@ -43,12 +57,18 @@ impl<B: Backend> Backbone<B> for IResNet<B> {
     }
 }
 
+impl<B: Backend> Describe<B> for IResNet<B> {
+    fn dataflow(&self) -> Dataflow<'_, B> {
+        IResNet::dataflow(self)
+    }
+    fn name(&self) -> String {
+        self.spec().describe()
+    }
+}
+
 impl<B: Backend> Architecture<B> for IResNet<B> {
     fn spec(&self) -> BackboneConfig {
         BackboneConfig::IResNet(self.config())
-    }
-    fn plan(&self) -> Plan {
-        IResNet::plan(self)
     }
 }
 
@@ -61,12 +81,18 @@ impl<B: Backend> Backbone<B> for MobileFaceNet<B> {
     }
 }
 
+impl<B: Backend> Describe<B> for MobileFaceNet<B> {
+    fn dataflow(&self) -> Dataflow<'_, B> {
+        MobileFaceNet::dataflow(self)
+    }
+    fn name(&self) -> String {
+        self.spec().describe()
+    }
+}
+
 impl<B: Backend> Architecture<B> for MobileFaceNet<B> {
     fn spec(&self) -> BackboneConfig {
         BackboneConfig::MobileFaceNet(self.config())
-    }
-    fn plan(&self) -> Plan {
-        MobileFaceNet::plan(self)
     }
 }
 
@@ -189,17 +215,23 @@ impl<B: Backend> Backbone<B> for AnyBackbone<B> {
     }
 }
 
+impl<B: Backend> Describe<B> for AnyBackbone<B> {
+    fn dataflow(&self) -> Dataflow<'_, B> {
+        match self {
+            Self::IResNet(m) => m.dataflow(),
+            Self::MobileFaceNet(m) => m.dataflow(),
+        }
+    }
+    fn name(&self) -> String {
+        self.spec().describe()
+    }
+}
+
 impl<B: Backend> Architecture<B> for AnyBackbone<B> {
     fn spec(&self) -> BackboneConfig {
         match self {
             Self::IResNet(m) => Architecture::spec(m),
             Self::MobileFaceNet(m) => Architecture::spec(m),
-        }
-    }
-    fn plan(&self) -> Plan {
-        match self {
-            Self::IResNet(m) => IResNet::plan(m),
-            Self::MobileFaceNet(m) => MobileFaceNet::plan(m),
         }
     }
 }

@@ -6,9 +6,10 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, LinearConfig, PRelu};
 use burn::tensor::{backend::Backend, Tensor};
 
+use crate::dataflow::{same, Dataflow, Named, Op, Value};
 use crate::layers::{batch_norm, prelu, ConvInit, ConvSpec};
 use crate::norm::{apply_batch_norm, apply_prelu};
-use crate::plan::{join, LayerKind, Plan};
+use crate::plan::join;
 
 /// Input side the head's `Linear(C*7*7)` is sized for.
 pub const INPUT_SIZE: usize = 112;
@@ -186,26 +187,42 @@ impl<B: Backend> IBasicBlock<B> {
         out + identity
     }
 
-    fn plan(&self, plan: &mut Plan, path: &str, in_size: usize) -> usize {
-        let (conv1, conv2) = (ConvSpec::of(&self.conv1), ConvSpec::of(&self.conv2));
-        let bn = |c| LayerKind::BatchNorm { channels: c };
-        let p = |n: &str| join(path, n);
-        plan.push(bn(conv1.in_channels), p("bn1"), p("bn1"));
-        conv1.plan(plan, p("conv1"), p("conv1"), in_size);
-        plan.push(bn(conv1.out_channels), p("bn2"), p("bn2"));
-        let prelu = LayerKind::PRelu {
-            channels: conv1.out_channels,
+    /// Adds the block to `flow`: `bn1`, `conv1`+`bn2`+PReLU, `conv2`+`bn3`, the shortcut, the sum.
+    fn describe<'a>(&'a self, flow: &mut Dataflow<'a, B>, x: Value, path: &str) -> Value {
+        let normalized = flow.push(Op::Norm {
+            input: x,
+            bn: same(&self.bn1, path, "bn1"),
+        });
+        let y = flow.conv(
+            normalized,
+            same(&self.conv1, path, "conv1"),
+            same(&self.bn2, path, "bn2"),
+            Some(same(&self.prelu, path, "prelu")),
+        );
+        let y = flow.conv(
+            y,
+            same(&self.conv2, path, "conv2"),
+            same(&self.bn3, path, "bn3"),
+            None,
+        );
+        let identity = match &self.downsample {
+            Some(d) => flow.conv(
+                x,
+                Named::new(
+                    &d.conv,
+                    join(path, "downsample.conv"),
+                    join(path, "downsample.0"),
+                ),
+                Named::new(
+                    &d.bn,
+                    join(path, "downsample.bn"),
+                    join(path, "downsample.1"),
+                ),
+                None,
+            ),
+            None => x,
         };
-        plan.push(prelu, p("prelu"), p("prelu"));
-        let mid_size = conv1.out_size(in_size);
-        conv2.plan(plan, p("conv2"), p("conv2"), mid_size);
-        plan.push(bn(conv2.out_channels), p("bn3"), p("bn3"));
-        if let Some(d) = &self.downsample {
-            let spec = ConvSpec::of(&d.conv);
-            spec.plan(plan, p("downsample.conv"), p("downsample.0"), in_size);
-            plan.push(bn(spec.out_channels), p("downsample.bn"), p("downsample.1"));
-        }
-        conv2.out_size(mid_size)
+        flow.push(Op::Add { a: y, b: identity })
     }
 }
 
@@ -262,14 +279,15 @@ impl<B: Backend> IResNet<B> {
             .with_bn_eps(self.bn1.epsilon)
     }
 
-    pub fn plan(&self) -> Plan {
-        let mut plan = Plan::default();
-        let stem_conv = ConvSpec::of(&self.conv1);
-        let stem = stem_conv.out_channels;
-        stem_conv.plan(&mut plan, "conv1".into(), "conv1".into(), INPUT_SIZE);
-        plan.push(LayerKind::BatchNorm { channels: stem }, "bn1", "bn1");
-        plan.push(LayerKind::PRelu { channels: stem }, "prelu", "prelu");
-        let mut size = stem_conv.out_size(INPUT_SIZE);
+    /// The inference dataflow: the stem, every block, then `bn2`, `fc` and `features`.
+    pub fn dataflow(&self) -> Dataflow<'_, B> {
+        let mut flow = Dataflow::default();
+        let mut x = flow.conv(
+            0,
+            same(&self.conv1, "", "conv1"),
+            same(&self.bn1, "", "bn1"),
+            Some(same(&self.prelu, "", "prelu")),
+        );
         for (name, stage) in [
             ("layer1", &self.layer1),
             ("layer2", &self.layer2),
@@ -277,26 +295,15 @@ impl<B: Backend> IResNet<B> {
             ("layer4", &self.layer4),
         ] {
             for (i, block) in stage.iter().enumerate() {
-                size = block.plan(&mut plan, &format!("{name}.{i}"), size);
+                x = block.describe(&mut flow, x, &format!("{name}.{i}"));
             }
         }
-        let [d_input, d_output] = self.fc.weight.dims();
-        let last = d_input / (HEAD_SIZE * HEAD_SIZE);
-        plan.push(LayerKind::BatchNorm { channels: last }, "bn2", "bn2");
-        plan.push(
-            LayerKind::Linear {
-                d_input,
-                d_output,
-                bias: self.fc.bias.is_some(),
-            },
-            "fc",
-            "fc",
-        );
-        plan.push(
-            LayerKind::BatchNorm { channels: d_output },
-            "features",
-            "features",
-        );
-        plan
+        flow.push(Op::Embedding {
+            input: x,
+            pre: Some(same(&self.bn2, "", "bn2")),
+            fc: same(&self.fc, "", "fc"),
+            features: same(&self.features, "", "features"),
+        });
+        flow
     }
 }

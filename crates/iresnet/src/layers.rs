@@ -5,8 +5,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PRelu, PReluConfig, PaddingConfig2d};
 use burn::tensor::{backend::Backend, Tensor};
 
+use crate::dataflow::{Dataflow, Named, Value};
 use crate::norm::{apply_batch_norm, apply_prelu};
-use crate::plan::{join, LayerKind, Plan};
+use crate::plan::join;
 
 /// How a conv's weights are drawn, following the PyTorch reference of each family.
 #[derive(Debug, Clone, Copy)]
@@ -75,7 +76,7 @@ impl ConvSpec {
     }
 
     pub fn out_size(&self, in_size: usize) -> usize {
-        (in_size + 2 * self.padding - self.kernel) / self.stride + 1
+        (in_size + 2 * self.padding).saturating_sub(self.kernel) / self.stride.max(1) + 1
     }
 
     pub fn init<B: Backend>(&self, init: ConvInit, device: &B::Device) -> Conv2d<B> {
@@ -100,22 +101,6 @@ impl ConvSpec {
         .with_bias(false)
         .with_initializer(initializer)
         .init(device)
-    }
-
-    pub fn plan(&self, plan: &mut Plan, burn: String, torch: String, in_size: usize) {
-        plan.push(
-            LayerKind::Conv {
-                in_channels: self.in_channels,
-                out_channels: self.out_channels,
-                kernel: self.kernel,
-                stride: self.stride,
-                padding: self.padding,
-                groups: self.groups,
-                out_size: self.out_size(in_size),
-            },
-            burn,
-            torch,
-        );
     }
 }
 
@@ -162,26 +147,26 @@ impl<B: Backend> ConvBnAct<B> {
         }
     }
 
-    /// Describes this block in PyTorch's `nn.Sequential(conv, bn, prelu)` naming.
-    pub(crate) fn plan(&self, plan: &mut Plan, burn: &str, torch: &str, in_size: usize) -> usize {
-        let spec = ConvSpec::of(&self.conv);
-        spec.plan(plan, join(burn, "conv"), join(torch, "layers.0"), in_size);
-        plan.push(
-            LayerKind::BatchNorm {
-                channels: spec.out_channels,
-            },
-            join(burn, "bn"),
-            join(torch, "layers.1"),
+    /// Adds this block to `flow`, named as PyTorch's `nn.Sequential(conv, bn, prelu)`.
+    pub(crate) fn describe<'a>(
+        &'a self,
+        flow: &mut Dataflow<'a, B>,
+        input: Value,
+        burn: &str,
+        torch: &str,
+    ) -> Value {
+        let name = |n: &str, t: &str| (join(burn, n), join(torch, t));
+        let ((c, tc), (b, tb), (p, tp)) = (
+            name("conv", "layers.0"),
+            name("bn", "layers.1"),
+            name("prelu", "layers.2"),
         );
-        if self.prelu.is_some() {
-            plan.push(
-                LayerKind::PRelu {
-                    channels: spec.out_channels,
-                },
-                join(burn, "prelu"),
-                join(torch, "layers.2"),
-            );
-        }
-        spec.out_size(in_size)
+        let prelu = self.prelu.as_ref().map(|m| Named::new(m, p, tp));
+        flow.conv(
+            input,
+            Named::new(&self.conv, c, tc),
+            Named::new(&self.bn, b, tb),
+            prelu,
+        )
     }
 }

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod backbone;
+pub mod dataflow;
 pub mod error;
 pub mod import;
 pub mod iresnet;
@@ -23,9 +24,10 @@ pub mod preprocess;
 pub mod record;
 
 pub use backbone::{
-    AnyBackbone, Architecture, Backbone, BackboneConfig, BackboneStats, ARCH_NAMES,
+    AnyBackbone, Architecture, Backbone, BackboneConfig, BackboneStats, Describe, ARCH_NAMES,
 };
 pub use burn;
+pub use dataflow::{Dataflow, Named, Op, Value};
 pub use error::{BackboneError, Result};
 pub use iresnet::{IResNet, IResNetConfig, INPUT_SIZE};
 pub use layers::ConvBnAct;

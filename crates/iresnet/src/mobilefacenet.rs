@@ -5,10 +5,10 @@ use burn::module::Module;
 use burn::nn::{BatchNorm, Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::iresnet::INPUT_SIZE;
+use crate::dataflow::{Dataflow, Named, Op, Value};
 use crate::layers::{batch_norm, ConvBnAct, ConvSpec};
 use crate::norm::apply_batch_norm;
-use crate::plan::{join, LayerKind, Plan};
+use crate::plan::join;
 
 /// Which embedding head follows `conv_sep`.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -164,18 +164,26 @@ impl<B: Backend> DepthWise<B> {
         }
     }
 
-    fn plan(&self, plan: &mut Plan, burn: &str, torch: &str, size: usize) -> usize {
-        let size = self
-            .expand
-            .plan(plan, &join(burn, "expand"), &join(torch, "layers.0"), size);
-        let size = self.depthwise.plan(
-            plan,
-            &join(burn, "depthwise"),
-            &join(torch, "layers.1"),
-            size,
-        );
-        self.project
-            .plan(plan, &join(burn, "project"), &join(torch, "layers.2"), size)
+    /// Adds the three blocks (and the residual sum) to `flow`.
+    fn describe<'a>(
+        &'a self,
+        flow: &mut Dataflow<'a, B>,
+        input: Value,
+        burn: &str,
+        torch: &str,
+    ) -> Value {
+        let name = |n: &str, t: &str| (join(burn, n), join(torch, t));
+        let (b, t) = name("expand", "layers.0");
+        let y = self.expand.describe(flow, input, &b, &t);
+        let (b, t) = name("depthwise", "layers.1");
+        let y = self.depthwise.describe(flow, y, &b, &t);
+        let (b, t) = name("project", "layers.2");
+        let y = self.project.describe(flow, y, &b, &t);
+        if self.residual {
+            flow.push(Op::Add { a: input, b: y })
+        } else {
+            y
+        }
     }
 }
 
@@ -258,57 +266,51 @@ impl<B: Backend> MobileFaceNet<B> {
             .with_bn_eps(self.features.epsilon)
     }
 
-    pub fn plan(&self) -> Plan {
-        let mut plan = Plan::default();
-        let mut size = self.stem.plan(&mut plan, "stem", "layers.0", INPUT_SIZE);
+    /// The inference dataflow, named as insightface's `backbones/mobilefacenet.py`.
+    pub fn dataflow(&self) -> Dataflow<'_, B> {
+        let mut flow = Dataflow::default();
+        let mut x = self.stem.describe(&mut flow, 0, "stem", "layers.0");
         if let Some(dw) = &self.stem_dw {
-            size = dw.plan(&mut plan, "stem_dw", "layers.1", size);
+            x = dw.describe(&mut flow, x, "stem_dw", "layers.1");
         }
-        let residual = |plan: &mut Plan, name: &str, torch: &str, v: &[DepthWise<B>], mut size| {
-            for (i, b) in v.iter().enumerate() {
-                size = b.plan(
-                    plan,
-                    &format!("{name}.{i}"),
-                    &format!("{torch}.layers.{i}"),
-                    size,
-                );
+        let stages = [
+            ("block0", "layers.1", &self.block0[..]),
+            ("down1", "layers.2", std::slice::from_ref(&self.down1)),
+            ("block1", "layers.3", &self.block1[..]),
+            ("down2", "layers.4", std::slice::from_ref(&self.down2)),
+            ("block2", "layers.5", &self.block2[..]),
+            ("down3", "layers.6", std::slice::from_ref(&self.down3)),
+            ("block3", "layers.7", &self.block3[..]),
+        ];
+        for (burn, torch, blocks) in stages {
+            for (i, block) in blocks.iter().enumerate() {
+                // A residual stage's blocks are numbered; a downsampling block stands alone.
+                let (b, t) = if burn.starts_with("down") {
+                    (burn.to_string(), torch.to_string())
+                } else {
+                    (format!("{burn}.{i}"), format!("{torch}.layers.{i}"))
+                };
+                x = block.describe(&mut flow, x, &b, &t);
             }
-            size
-        };
-        size = residual(&mut plan, "block0", "layers.1", &self.block0, size);
-        size = self.down1.plan(&mut plan, "down1", "layers.2", size);
-        size = residual(&mut plan, "block1", "layers.3", &self.block1, size);
-        size = self.down2.plan(&mut plan, "down2", "layers.4", size);
-        size = residual(&mut plan, "block2", "layers.5", &self.block2, size);
-        size = self.down3.plan(&mut plan, "down3", "layers.6", size);
-        size = residual(&mut plan, "block3", "layers.7", &self.block3, size);
-        size = self.conv_sep.plan(&mut plan, "conv_sep", "conv_sep", size);
-        let (fc_torch, features_torch) = match (&self.gdc, &self.embed_conv) {
+        }
+        x = self.conv_sep.describe(&mut flow, x, "conv_sep", "conv_sep");
+        let (fc, features) = match (&self.gdc, &self.embed_conv) {
             (Some(gdc), _) => {
-                gdc.plan(&mut plan, "gdc", "features.layers.0", size);
+                x = gdc.describe(&mut flow, x, "gdc", "features.layers.0");
                 ("features.layers.2", "features.layers.3")
             }
             (None, Some(conv)) => {
-                conv.plan(&mut plan, "embed_conv", "embed_conv", size);
+                x = conv.describe(&mut flow, x, "embed_conv", "embed_conv");
                 ("fc", "features")
             }
             (None, None) => ("fc", "features"),
         };
-        let [d_input, d_output] = self.fc.weight.dims();
-        plan.push(
-            LayerKind::Linear {
-                d_input,
-                d_output,
-                bias: self.fc.bias.is_some(),
-            },
-            "fc",
-            fc_torch,
-        );
-        plan.push(
-            LayerKind::BatchNorm { channels: d_output },
-            "features",
-            features_torch,
-        );
-        plan
+        flow.push(Op::Embedding {
+            input: x,
+            pre: None,
+            fc: Named::new(&self.fc, "fc", fc),
+            features: Named::new(&self.features, "features", features),
+        });
+        flow
     }
 }

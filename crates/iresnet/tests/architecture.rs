@@ -6,9 +6,7 @@ use common::*;
 
 use iresnet::burn::tensor::Tensor;
 use iresnet::plan::LayerKind;
-use iresnet::{
-    Architecture, Backbone, BackboneConfig, BackboneStats, MbfHead, MobileFaceNetConfig,
-};
+use iresnet::{Backbone, BackboneConfig, BackboneStats, Describe, MbfHead, MobileFaceNetConfig};
 
 fn count_for(name: &str) -> usize {
     read_json("backbones/param_counts.json")["params"][name]

@@ -1,26 +1,34 @@
-//! A Burn backbone read into a [`Graph`]: inference statistics, every foldable BatchNorm folded
-//! (feature `burn`, on by default; the engine and `.aq8` files need none of it).
+//! A Burn backbone read into a [`Graph`] from its [`Dataflow`](iresnet::Dataflow): inference
+//! statistics, every foldable BatchNorm folded (feature `burn`, on by default; the engine and
+//! `.aq8` files need none of it).
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, PRelu, PaddingConfig2d};
 use burn::tensor::{backend::Backend, Tensor};
-use iresnet::mobilefacenet::DepthWise;
-use iresnet::{AnyBackbone, Architecture, ConvBnAct, IResNet, MobileFaceNet};
+use iresnet::{Describe, Op};
 
 use crate::fold::{fold_batch_norm, BatchNormStats, FoldError};
 use crate::graph::{ConvLayer, Graph, GraphError, Node};
 
 impl Graph {
-    /// Reads a Burn backbone (inference statistics) into a graph.
-    pub fn from_backbone<B: Backend>(backbone: &AnyBackbone<B>) -> Result<Self, GraphError> {
-        let mut builder = Builder::default();
-        match backbone {
-            AnyBackbone::IResNet(net) => builder.iresnet(net)?,
-            AnyBackbone::MobileFaceNet(net) => builder.mobilefacenet(net)?,
+    /// Reads a Burn backbone (inference statistics) into a graph, from the dataflow it
+    /// describes itself with ([`Describe::dataflow`]): any architecture that describes
+    /// itself quantizes, with no code here that knows it.
+    pub fn from_backbone<B: Backend, M: Describe<B>>(backbone: &M) -> Result<Self, GraphError> {
+        let flow = backbone.dataflow();
+        let shapes = flow.shapes().ok_or_else(|| {
+            GraphError::Unsupported("the dataflow reads a value before writing it".into())
+        })?;
+        let mut builder = Builder {
+            nodes: Vec::new(),
+            shapes,
+        };
+        for op in &flow.ops {
+            builder.op(op)?;
         }
         let graph = Self {
-            architecture: backbone.spec().describe(),
+            architecture: backbone.name(),
             nodes: builder.nodes,
         };
         graph.shapes()?;
@@ -78,15 +86,56 @@ fn slopes<B: Backend>(prelu: &PRelu<B>, channels: usize) -> Vec<f32> {
     }
 }
 
-#[derive(Default)]
+/// The graph's nodes as the dataflow's operations are read.
 struct Builder {
     nodes: Vec<Node>,
+    /// `[h, w, c]` of every dataflow value (the linear layer needs its input's map).
+    shapes: Vec<[usize; 3]>,
 }
 
 impl Builder {
     fn push(&mut self, node: Node) -> usize {
         self.nodes.push(node);
         self.nodes.len()
+    }
+
+    fn op<B: Backend>(&mut self, op: &Op<'_, B>) -> Result<usize, GraphError> {
+        match op {
+            Op::Conv {
+                input,
+                conv,
+                bn,
+                prelu,
+            } => self.conv(
+                *input,
+                conv.module,
+                bn.module,
+                prelu.as_ref().map(|p| p.module),
+            ),
+            Op::Norm { input, bn } => {
+                let (scale, shift) = bn_affine(bn.module)?;
+                Ok(self.push(Node::Affine {
+                    input: *input,
+                    scale,
+                    shift,
+                }))
+            }
+            Op::Add { a, b } => Ok(self.push(Node::Add { a: *a, b: *b })),
+            Op::Embedding {
+                input,
+                pre,
+                fc,
+                features,
+            } => {
+                let map = self.shapes.get(*input).copied().ok_or_else(|| {
+                    GraphError::Unsupported(format!(
+                        "the embedding reads value {input}, which is never written"
+                    ))
+                })?;
+                let pre = pre.as_ref().map(|bn| bn_affine(bn.module)).transpose()?;
+                self.linear(*input, map, pre, fc.module, features.module)
+            }
+        }
     }
 
     fn conv<B: Backend>(
@@ -126,29 +175,6 @@ impl Builder {
         Ok(self.push(Node::Conv { input, conv }))
     }
 
-    fn block<B: Backend>(
-        &mut self,
-        input: usize,
-        block: &ConvBnAct<B>,
-    ) -> Result<usize, GraphError> {
-        self.conv(input, &block.conv, &block.bn, block.prelu.as_ref())
-    }
-
-    fn depthwise<B: Backend>(
-        &mut self,
-        input: usize,
-        dw: &DepthWise<B>,
-    ) -> Result<usize, GraphError> {
-        let x = self.block(input, &dw.expand)?;
-        let x = self.block(x, &dw.depthwise)?;
-        let x = self.block(x, &dw.project)?;
-        Ok(if dw.residual {
-            self.push(Node::Add { a: input, b: x })
-        } else {
-            x
-        })
-    }
-
     /// The embedding layer: `features(fc(pre(flatten(x))))` with `pre` an optional per-channel
     /// affine (IResNet's `bn2`), everything folded into one linear layer over a `[h, w, c]`
     /// feature map flattened as PyTorch does (`c`, then `h`, then `w`).
@@ -185,56 +211,5 @@ impl Builder {
             weights,
             bias,
         }))
-    }
-
-    fn iresnet<B: Backend>(&mut self, net: &IResNet<B>) -> Result<(), GraphError> {
-        let mut x = self.conv(0, &net.conv1, &net.bn1, Some(&net.prelu))?;
-        for block in net.stages() {
-            let (scale, shift) = bn_affine(&block.bn1)?;
-            let normalized = self.push(Node::Affine {
-                input: x,
-                scale,
-                shift,
-            });
-            let y = self.conv(normalized, &block.conv1, &block.bn2, Some(&block.prelu))?;
-            let y = self.conv(y, &block.conv2, &block.bn3, None)?;
-            let identity = match &block.downsample {
-                Some(d) => self.conv(x, &d.conv, &d.bn, None)?,
-                None => x,
-            };
-            x = self.push(Node::Add { a: y, b: identity });
-        }
-        let c = net.bn2.gamma.dims()[0];
-        let side = ((net.fc.weight.dims()[0] / c.max(1)) as f64).sqrt() as usize;
-        self.linear(
-            x,
-            [side, side, c],
-            Some(bn_affine(&net.bn2)?),
-            &net.fc,
-            &net.features,
-        )?;
-        Ok(())
-    }
-
-    fn mobilefacenet<B: Backend>(&mut self, net: &MobileFaceNet<B>) -> Result<(), GraphError> {
-        let mut x = self.block(0, &net.stem)?;
-        if let Some(dw) = &net.stem_dw {
-            x = self.block(x, dw)?;
-        }
-        for dw in net.body() {
-            x = self.depthwise(x, dw)?;
-        }
-        x = self.block(x, &net.conv_sep)?;
-        let (x, shape) = match (&net.gdc, &net.embed_conv) {
-            (Some(gdc), _) => (self.block(x, gdc)?, [1, 1, gdc.conv.weight.dims()[0]]),
-            (None, Some(conv)) => (self.block(x, conv)?, [7, 7, conv.conv.weight.dims()[0]]),
-            (None, None) => {
-                return Err(GraphError::Unsupported(
-                    "MobileFaceNet without an embedding head".into(),
-                ))
-            }
-        };
-        self.linear(x, shape, None, &net.fc, &net.features)?;
-        Ok(())
     }
 }

@@ -293,7 +293,7 @@ fn reshape_vector(a: Array) -> Array {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backbone::{AnyBackbone, BackboneConfig};
+    use crate::backbone::{AnyBackbone, BackboneConfig, Describe};
     use crate::iresnet::IResNetConfig;
 
     type B = crate::CpuBackend;
