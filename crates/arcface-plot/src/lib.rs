@@ -11,17 +11,27 @@ use image::{Rgb, RgbImage};
 /// Why a chart could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
+    /// Every point was NaN or infinite, or there were none.
     #[error("chart has no finite points to draw")]
     Empty,
+    /// Encoding or writing the PNG failed.
     #[error("{path}: {reason}")]
-    Write { path: String, reason: String },
+    Write {
+        /// The PNG's path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// One line of a chart.
 #[derive(Debug, Clone)]
 pub struct Series {
+    /// The legend's label.
     pub name: String,
+    /// `(x, y)` in data units; non-finite points are skipped.
     pub points: Vec<(f64, f64)>,
+    /// RGB.
     pub color: [u8; 3],
 }
 
@@ -49,9 +59,13 @@ impl Series {
 /// A line chart.
 #[derive(Debug, Clone)]
 pub struct Chart {
+    /// Printed above the plot.
     pub title: String,
+    /// Axis titles.
     pub x_label: String,
+    /// Axis titles.
     pub y_label: String,
+    /// The lines, drawn in order.
     pub series: Vec<Series>,
     /// Logarithmic x axis (ROC curves over FAR); points with x <= 0 are left out.
     pub log_x: bool,
@@ -62,11 +76,14 @@ pub struct Chart {
     /// Legend in the bottom-right corner instead of the top-right (curves that rise to the top,
     /// like ROC curves).
     pub legend_bottom: bool,
+    /// Image size in pixels (800 x 500 by default).
     pub width: u32,
+    /// Image size in pixels.
     pub height: u32,
 }
 
 impl Chart {
+    /// An empty 800 x 500 chart with linear axes.
     pub fn new(
         title: impl Into<String>,
         x_label: impl Into<String>,
@@ -86,6 +103,7 @@ impl Chart {
         }
     }
 
+    /// Adds a line.
     pub fn with_series(mut self, series: Series) -> Self {
         self.series.push(series);
         self

@@ -10,8 +10,11 @@ use crate::error::DetectError;
 /// nose, left and right mouth corner) in source-image pixels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
+    /// The face's box.
     pub bbox: BBox,
+    /// The detector's face probability.
     pub score: f32,
+    /// Left eye, right eye, nose, left and right mouth corner.
     pub landmarks: Landmarks,
 }
 

@@ -40,6 +40,7 @@ impl Default for RetinaFaceConfig {
 }
 
 impl RetinaFaceConfig {
+    /// Refuses thresholds outside their ranges and zero counts or sizes.
     pub fn validate(&self) -> Result<(), DetectError> {
         if !(0.0..1.0).contains(&self.confidence) {
             return Err(DetectError::Config(format!(
@@ -140,6 +141,7 @@ impl<B: Backend> RetinaFace<B> {
         })
     }
 
+    /// The thresholds and sizes it runs with.
     pub fn config(&self) -> &RetinaFaceConfig {
         &self.config
     }

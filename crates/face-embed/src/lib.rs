@@ -20,7 +20,9 @@ pub enum EmbedError {
 /// backbones (`eval::BurnEmbedder`), the int8 engine (`quantize::Engine`) and any user's model
 /// implement it; evaluation, the service and the CLI take any of them.
 pub trait Embedder {
+    /// The size of every embedding.
     fn embedding_dim(&self) -> usize;
+    /// One embedding per face, in order.
     fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>, EmbedError>;
 
     /// `embed(face) + embed(mirror(face))` per face (the flip test). The default mirrors the
@@ -93,10 +95,18 @@ pub fn normalize(v: &mut [f32]) {
 /// Why an embedding cannot be normalized for comparison.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BadEmbedding {
+    /// The vector has another size than the model's.
     #[error("embedding of size {got}, expected {expected}")]
-    Dimension { got: usize, expected: usize },
+    Dimension {
+        /// Its size.
+        got: usize,
+        /// The model's.
+        expected: usize,
+    },
+    /// A component is NaN or infinite.
     #[error("NaN or infinite value")]
     NotFinite,
+    /// Every component is zero: no direction to compare.
     #[error("zero vector")]
     Zero,
 }

@@ -16,25 +16,48 @@ pub const DEFAULT_INDEX: &str = "https://pypi.org/simple";
 /// Why a file could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// The index or the download failed.
     #[error("{url}: {reason}")]
-    Http { url: String, reason: String },
+    Http {
+        /// The address asked.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The index lists no file with the pinned archive hash.
     #[error("{package}: no file with sha256 {sha256} on {index} (is the index a full mirror?)")]
     NotListed {
+        /// The package.
         package: String,
+        /// The pinned archive hash.
         sha256: String,
+        /// The index asked.
         index: String,
     },
+    /// A download or an extracted file does not have its pinned hash.
     #[error("{what}: sha256 {found}, expected {expected}")]
     Checksum {
+        /// The archive or file.
         what: String,
+        /// The pinned hash.
         expected: String,
+        /// The hash of what arrived.
         found: String,
     },
+    /// The archive could not be read or lacks the file.
     #[error("{archive}: {reason}")]
-    Archive { archive: String, reason: String },
+    Archive {
+        /// The archive's name.
+        archive: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Writing into the cache failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file written.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: std::io::Error,
     },
@@ -46,6 +69,7 @@ pub enum FetchError {
 pub enum Outcome {
     /// Already in the cache with the right sha256.
     Present,
+    /// Downloaded, checked and written.
     Downloaded,
 }
 

@@ -59,18 +59,25 @@ impl ModelFormat {
 /// Why a model file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file could not be read.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: std::io::Error,
     },
+    /// The file's signature is no format this loader knows.
     #[error("{0}: not a model file arcface-rs reads (.arcface from `arcface train`/`arcface import`, .aq8 from `arcface quantize`); an ONNX or PyTorch file needs `arcface import` first")]
     Unknown(PathBuf),
+    /// An `.arcface` file that does not load (damaged, truncated, unknown architecture).
     #[error(transparent)]
     Arcface(#[from] iresnet::BackboneError),
+    /// An `.aq8` file that does not load.
     #[error(transparent)]
     Aq8(#[from] quantize::ModelError),
+    /// No path was given and the cache has no model.
     #[error(transparent)]
     Missing(#[from] cache::Missing),
 }

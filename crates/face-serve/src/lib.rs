@@ -19,7 +19,9 @@ use std::time::Duration;
 pub use pipeline::{Limits, Pipeline, PipelineError};
 pub use service::FaceServer;
 
-/// Generated protobuf types, server and client.
+/// Generated protobuf types, server and client (documented in `proto/arcface.proto`, which
+/// prost does not copy onto every generated item).
+#[allow(missing_docs)]
 pub mod proto {
     tonic::include_proto!("arcface.v1");
 
@@ -31,12 +33,16 @@ pub mod proto {
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The gRPC server failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// Binding or reading the socket failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The listener failed to accept.
     #[error("listener: {0}")]
     Incoming(Box<dyn std::error::Error + Send + Sync>),
 }

@@ -28,8 +28,9 @@ pub struct Limits {
     pub deadline: Duration,
     /// Requests processed at once; more wait.
     pub concurrency: usize,
-    /// Faces embedded per call at most, and how long the batcher waits to fill a batch.
+    /// Faces embedded per call at most.
     pub max_batch: usize,
+    /// How long the batcher waits for more faces before it runs a batch.
     pub batch_window: Duration,
 }
 
@@ -51,12 +52,23 @@ impl Default for Limits {
 /// Why an image could not be turned into faces.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// The request carried no bytes.
     #[error("empty image")]
     Empty,
+    /// The bytes are no image the server decodes.
     #[error("not an image the server reads (PNG, JPEG, BMP): {0}")]
     Decode(String),
+    /// The image is larger than `max_image_side` (checked before decoding its pixels).
     #[error("image is {width}x{height}; the server takes at most {max} pixels a side")]
-    TooLarge { width: u32, height: u32, max: u32 },
+    TooLarge {
+        /// The image's width.
+        width: u32,
+        /// The image's height.
+        height: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// The request needs a face and the image has none.
     #[error("no face found")]
     NoFace,
     /// Detection, alignment or embedding failed.
@@ -87,6 +99,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// The pipeline, with its embedding batcher started.
     pub fn new(
         detector: Box<dyn FaceDetector + Send>,
         embedder: Box<dyn Embedder + Send>,
@@ -102,10 +115,12 @@ impl Pipeline {
         })
     }
 
+    /// What each request may ask.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
+    /// The embedder's size.
     pub fn embedding_dim(&self) -> usize {
         self.dim
     }

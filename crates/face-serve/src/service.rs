@@ -33,6 +33,7 @@ impl FaceServer {
         }
     }
 
+    /// What each request may ask.
     pub fn limits(&self) -> &Limits {
         self.pipeline.limits()
     }

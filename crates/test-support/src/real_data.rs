@@ -3,14 +3,17 @@
 use std::path::PathBuf;
 use std::sync::Once;
 
+/// The repository's root folder, wherever the test runs from.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// A committed fixture under `datasets/fixtures/`.
 pub fn fixture(path: &str) -> PathBuf {
     repo_root().join("datasets/fixtures").join(path)
 }
 
+/// A committed JSON fixture, parsed (panics naming the file when it is missing).
 pub fn read_json(path: &str) -> serde_json::Value {
     let p = fixture(path);
     serde_json::from_str(

@@ -13,6 +13,7 @@ use face_detect::{FaceDetector, RetinaFace, RetinaFaceConfig};
 use image::RgbImage;
 use iresnet::{AnyBackbone, BackboneConfig};
 
+/// The backend real-face tests run on.
 pub type B = burn::backend::Flex;
 
 /// Faces at least 40 px wide (smaller ones are below any sane quality gate), aligned to 112x112.

@@ -2,6 +2,7 @@
 //! 6 synthetic identities x 4 images, batches of 8, verification on 10 + 10 held-out pairs, no
 //! early stopping), shared by the trainer's and the CLI's tests.
 
+/// The tiny run's configuration; `trainer::train` takes the output folder beside it.
 pub fn tiny_training() -> trainer::TrainConfig {
     let mut config = trainer::TrainConfig {
         epochs: 2.0,
