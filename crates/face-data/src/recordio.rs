@@ -303,16 +303,66 @@ pub struct RecordDataset {
     insightface_layout: bool,
 }
 
+/// A label stored as f32 read as a record key or class index: finite, whole, not negative and
+/// below 2^24, past which f32 cannot hold consecutive integers (so no real file has one, and a
+/// damaged one cannot make us allocate for billions of classes or records).
+fn whole_index(v: f32) -> Option<u64> {
+    const EXACT: f32 = (1u32 << 24) as f32;
+    (v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < EXACT).then_some(v as u64)
+}
+
 fn label_of(header: &IrHeader, file: &RecordFile, key: u64) -> Result<usize> {
     let c = header.class();
-    if !(c.is_finite() && c >= 0.0 && c.fract() == 0.0) {
-        return Err(DataError::Record {
+    whole_index(c)
+        .map(|c| c as usize)
+        .ok_or_else(|| DataError::Record {
             path: file.path.clone(),
             offset: file.offsets[&key],
-            reason: format!("key {key}: label {c} is not a class index"),
+            reason: format!("key {key}: label {c} is not a class index (below 2^24)"),
+        })
+}
+
+/// insightface's layout from record 0's labels `[a, b]`, checked against the file: image keys
+/// `1..a` and identity keys `a..b` must be records it can hold.
+fn layout_of(head: &IrHeader, file: &RecordFile) -> Result<Option<(u64, u64)>> {
+    if head.flag == 0 || head.labels.len() < 2 {
+        return Ok(None);
+    }
+    let (a, b) = match (whole_index(head.labels[0]), whole_index(head.labels[1])) {
+        (Some(a), Some(b)) if a >= 1 && b >= a => (a, b),
+        _ => return Ok(None),
+    };
+    let end = file.keys.last().map_or(0, |k| k + 1);
+    if b > end {
+        return Err(DataError::Record {
+            path: file.path.clone(),
+            offset: file.offsets[&0],
+            reason: format!(
+                "record 0 says identities end at key {b}, but the file's last key is {}",
+                end.saturating_sub(1)
+            ),
         });
     }
-    Ok(c as usize)
+    Ok(Some((a, b)))
+}
+
+/// An identity record's `[start, end)` image keys, inside `1..a`.
+fn identity_range(h: &IrHeader, file: &RecordFile, key: u64, a: u64) -> Result<(u64, u64)> {
+    let range = match h.labels.as_slice() {
+        [s, e, ..] => whole_index(*s).zip(whole_index(*e)),
+        _ => None,
+    };
+    match range {
+        Some((start, end)) if start >= 1 && start <= end && end <= a => Ok((start, end)),
+        _ => Err(DataError::Record {
+            path: file.path.clone(),
+            offset: file.offsets[&key],
+            reason: format!(
+                "identity record {key} has no [start, end) image keys inside 1..{a}: {:?}",
+                h.labels
+            ),
+        }),
+    }
 }
 
 impl RecordDataset {
@@ -327,29 +377,29 @@ impl RecordDataset {
         } else {
             None
         };
-        let layout = head
-            .as_ref()
-            .filter(|h| h.flag > 0 && h.labels.len() >= 2)
-            .map(|h| (h.labels[0] as u64, h.labels[1] as u64))
-            .filter(|&(a, b)| a >= 1 && b >= a);
+        let layout = match &head {
+            Some(h) => layout_of(h, &file)?,
+            None => None,
+        };
         let (samples, num_identities) = match layout {
             Some((a, b)) => {
                 let mut samples = Vec::with_capacity((a - 1) as usize);
                 if b > a {
                     for (label, id_key) in (a..b).enumerate() {
                         let (h, _) = file.read_unpacked(id_key)?;
-                        let (start, end) = match h.labels.as_slice() {
-                            [s, e, ..] => (*s as u64, *e as u64),
-                            _ => {
-                                return Err(DataError::Record {
-                                    path: file.path.clone(),
-                                    offset: file.offsets[&id_key],
-                                    reason: format!(
-                                        "identity record {id_key} has no [start, end) labels"
-                                    ),
-                                })
-                            }
-                        };
+                        let (start, end) = identity_range(&h, &file, id_key, a)?;
+                        // Ranges tile 1..a: more images than that means they overlap (and a
+                        // damaged file could otherwise claim billions).
+                        if samples.len() as u64 + (end - start) > a - 1 {
+                            return Err(DataError::Record {
+                                path: file.path.clone(),
+                                offset: file.offsets[&id_key],
+                                reason: format!(
+                                    "identity records claim more than the {} images of keys 1..{a}",
+                                    a - 1
+                                ),
+                            });
+                        }
                         samples.extend((start..end).map(|k| (k, label)));
                     }
                 } else {

@@ -141,6 +141,51 @@ fn a_record_with_a_broken_header_or_label_is_an_error() {
     assert!(err.to_string().contains("not a class index"), "{err}");
 }
 
+/// Labels past what f32 holds exactly, headers pointing past the file and identity ranges that
+/// overlap are errors, before anything is allocated for them (a huge label once ended in
+/// "capacity overflow" or a multi-terabyte allocation).
+#[test]
+fn huge_labels_and_ranges_are_errors_not_allocations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rec = tmp.path().join("x.rec");
+    let write = |records: &[(u64, IrHeader)]| {
+        let mut w = RecordWriter::create(&rec).unwrap();
+        for (key, h) in records {
+            w.write(*key, &h.pack(b"img")).unwrap();
+        }
+        w.finish().unwrap();
+    };
+    let open = || RecordDataset::open(&rec).err().expect("a damaged file");
+
+    let mut huge = IrHeader::image(0, 0);
+    huge.label = 3.0e38;
+    write(&[(0, huge)]);
+    assert!(open().to_string().contains("not a class index"));
+
+    // insightface's layout: record 0 says images are keys 1..2, identities keys 2..16e6.
+    write(&[
+        (0, IrHeader::with_labels(vec![2.0, 16_000_000.0])),
+        (1, IrHeader::image(0, 1)),
+    ]);
+    assert!(open().to_string().contains("last key is 1"), "{}", open());
+
+    // Two identities over one image, each claiming it: overlapping ranges.
+    write(&[
+        (0, IrHeader::with_labels(vec![2.0, 4.0])),
+        (1, IrHeader::image(0, 1)),
+        (2, IrHeader::with_labels(vec![1.0, 2.0])),
+        (3, IrHeader::with_labels(vec![1.0, 2.0])),
+    ]);
+    assert!(open().to_string().contains("claim more"), "{}", open());
+    // A range past the images.
+    write(&[
+        (0, IrHeader::with_labels(vec![2.0, 3.0])),
+        (1, IrHeader::image(0, 1)),
+        (2, IrHeader::with_labels(vec![1.0, 9.0e6])),
+    ]);
+    assert!(open().to_string().contains("inside 1..2"), "{}", open());
+}
+
 #[test]
 fn bins_that_are_not_the_expected_pickle_are_errors() {
     let tmp = tempfile::tempdir().unwrap();

@@ -13,6 +13,13 @@ use crate::fold::FoldError;
 /// Side of the aligned face the backbones take.
 pub const INPUT_SIZE: usize = 112;
 
+/// The largest convolution kernel side a graph may hold (a whole 7x7 map is the largest in any
+/// backbone; 112 allows a kernel over the whole input).
+const MAX_KERNEL: usize = INPUT_SIZE;
+
+/// The largest stride a graph may hold (backbones use 1 and 2).
+const MAX_STRIDE: usize = 16;
+
 /// A convolution with its BatchNorm folded in: weights `[cout, cin / groups, kh, kw]`
 /// (PyTorch's layout), bias per output channel, optional PReLU slopes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,14 +126,21 @@ impl<W: WeightData> Graph<W> {
                 Node::Conv { input, conv } => {
                     let [h, w, c] = get(*input)?;
                     let [cout, cpg, kh, kw] = conv.shape;
+                    // Checked arithmetic and sane bounds first: a damaged file's sizes must
+                    // fail here, not wrap around and index out of bounds in the engine.
+                    let count = [cout, cpg, kh, kw]
+                        .iter()
+                        .try_fold(1usize, |n, &d| n.checked_mul(d));
                     let ok = conv.groups > 0
-                        && c == cpg * conv.groups
+                        && conv.groups.checked_mul(cpg) == Some(c)
                         && cout % conv.groups == 0
-                        && conv.weights.count() == cout * cpg * kh * kw
+                        && count == Some(conv.weights.count())
                         && conv.bias.len() == cout
                         && conv.prelu.as_ref().is_none_or(|p| p.len() == cout)
-                        && conv.stride > 0
+                        && (1..=MAX_KERNEL).contains(&kh)
                         && kh == kw
+                        && (1..=MAX_STRIDE).contains(&conv.stride)
+                        && conv.padding < kh
                         && h + 2 * conv.padding >= kh
                         && w + 2 * conv.padding >= kw;
                     if !ok {
@@ -164,7 +178,10 @@ impl<W: WeightData> Graph<W> {
                 } => {
                     let [h, w, c] = get(*input)?;
                     let d = bias.len();
-                    if d == 0 || weights.count() != d * h * w * c {
+                    let count = [d, h, w, c]
+                        .iter()
+                        .try_fold(1usize, |n, &x| n.checked_mul(x));
+                    if d == 0 || count != Some(weights.count()) {
                         return Err(bad(format!(
                             "linear with {} weights and {d} outputs on {:?}",
                             weights.count(),

@@ -383,6 +383,44 @@ impl QuantizedModel {
             calibration_faces: header.calibration_faces,
         };
         model.graph.shapes()?;
+        if let Some(node) = first_non_finite(&model.graph) {
+            return Err(corrupt(format!(
+                "node {node} holds NaN or infinite weights"
+            )));
+        }
+        let bad_grid = |p: &QuantParams| !(p.scale.is_finite() && p.scale > 0.0);
+        if let Some(value) = model
+            .params
+            .iter()
+            .position(|p| p.as_ref().is_some_and(bad_grid))
+        {
+            return Err(corrupt(format!(
+                "value {value} has a quantization scale that is not a positive number"
+            )));
+        }
         Ok(model)
     }
+}
+
+/// The first node with a NaN or infinite number in its weights, biases or slopes: a file can
+/// pass its checksum and still hold them (written so, or edited and re-summed), and they would
+/// turn every embedding into noise without an error.
+fn first_non_finite(graph: &Graph<Weights>) -> Option<usize> {
+    let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+    let weights = |w: &Weights| match w {
+        Weights::F32(v) => finite(v),
+        Weights::I8 { scales, .. } => finite(scales),
+    };
+    graph.nodes.iter().position(|node| match node {
+        Node::Conv { conv, .. } => {
+            !(weights(&conv.weights)
+                && finite(&conv.bias)
+                && conv.prelu.as_deref().is_none_or(finite))
+        }
+        Node::Affine { scale, shift, .. } => !(finite(scale) && finite(shift)),
+        Node::Linear {
+            weights: w, bias, ..
+        } => !(weights(w) && finite(bias)),
+        Node::Add { .. } => false,
+    })
 }

@@ -191,25 +191,58 @@ fn model_file_round_trips_and_rejects_damage() {
     ));
     // A header that points an array outside the file, under a matching checksum: refused
     // before any weight is read.
-    let payload = &bytes[24..];
-    let json_len = u64::from_le_bytes(payload[..8].try_into().unwrap()) as usize;
-    let header = std::str::from_utf8(&payload[8..8 + json_len]).unwrap();
+    let header = header_of(&bytes);
     assert!(header.contains("\"offset\":0,"));
-    let header = header.replacen("\"offset\":0,", &format!("\"offset\":{},", bytes.len()), 1);
-    let mut forged_payload = (header.len() as u64).to_le_bytes().to_vec();
-    forged_payload.extend(header.bytes());
-    forged_payload.extend(&payload[8 + json_len..]);
-    let mut forged = bytes[..12].to_vec();
-    forged.extend((forged_payload.len() as u64).to_le_bytes());
-    forged.extend(crc32fast::hash(&forged_payload).to_le_bytes());
-    forged.extend(forged_payload);
-    match load(&forged) {
+    let outside = header.replacen("\"offset\":0,", &format!("\"offset\":{},", bytes.len()), 1);
+    match load(&forged(&bytes, &outside, |_| {})) {
         Err(ModelError::Corrupt { reason, .. }) => assert!(reason.contains("outside"), "{reason}"),
         other => panic!("expected a corrupt-file error, got {other:?}"),
+    }
+    // An absurd padding (its shape arithmetic would wrap around in a release build, then index
+    // out of bounds in the engine): a shape error, not a panic.
+    assert!(header.contains("\"padding\":1,"));
+    let padded = header.replacen(
+        "\"padding\":1,",
+        &format!("\"padding\":{},", usize::MAX / 2),
+        1,
+    );
+    let err = load(&forged(&bytes, &padded, |_| {})).unwrap_err();
+    assert!(matches!(err, ModelError::Graph(_)), "{err}");
+    // NaN weights under a valid checksum: refused on load, naming the node.
+    let nan = forged(&bytes, &header, |blob| {
+        blob[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    match load(&nan) {
+        Err(ModelError::Corrupt { reason, .. }) => assert!(reason.contains("node 0"), "{reason}"),
+        other => panic!("expected NaN weights to be refused, got {other:?}"),
     }
     // A missing file is an I/O error naming the path.
     let err = QuantizedModel::load(&dir.path().join("absent.aq8")).unwrap_err();
     assert!(err.to_string().contains("absent.aq8"), "{err}");
+}
+
+/// The JSON header of an `.aq8` file (after the 24-byte preamble and the header's length).
+fn header_of(bytes: &[u8]) -> String {
+    let payload = &bytes[24..];
+    let json_len = u64::from_le_bytes(payload[..8].try_into().unwrap()) as usize;
+    String::from_utf8(payload[8..8 + json_len].to_vec()).unwrap()
+}
+
+/// `bytes` with another header and its weight blob edited by `edit`, under a recomputed
+/// checksum: what a careless tool or a forger would write.
+fn forged(bytes: &[u8], header: &str, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    let payload = &bytes[24..];
+    let json_len = u64::from_le_bytes(payload[..8].try_into().unwrap()) as usize;
+    let mut blob = payload[8 + json_len..].to_vec();
+    edit(&mut blob);
+    let mut forged_payload = (header.len() as u64).to_le_bytes().to_vec();
+    forged_payload.extend(header.bytes());
+    forged_payload.extend(blob);
+    let mut out = bytes[..12].to_vec();
+    out.extend((forged_payload.len() as u64).to_le_bytes());
+    out.extend(crc32fast::hash(&forged_payload).to_le_bytes());
+    out.extend(forged_payload);
+    out
 }
 
 #[test]
