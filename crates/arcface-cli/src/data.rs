@@ -27,7 +27,8 @@ pub enum DataCommand {
     Inspect {
         /// A `.rec`, a verification `.bin`, or an image folder.
         file: PathBuf,
-        /// Where to write the sample grid (PNG); default `<file>.grid.png`.
+        /// Where to write the sample grid (PNG), replacing what is there; default
+        /// `<file>.grid.png`, which is never overwritten (an existing one is an error).
         #[arg(long)]
         grid: Option<PathBuf>,
         /// Print the summary as JSON.
@@ -217,7 +218,21 @@ fn dataset_summary(
 }
 
 fn inspect(file: &Path, grid: Option<PathBuf>, json: bool) -> Result<()> {
-    let grid = grid.unwrap_or_else(|| PathBuf::from(format!("{}.grid.png", file.display())));
+    let grid = match grid {
+        Some(asked) => asked,
+        None => {
+            // The default sits beside the input; a file already there was not ours to replace.
+            let beside = PathBuf::from(format!("{}.grid.png", file.display()));
+            if beside.exists() {
+                bail!(
+                    "{} already exists; pass --grid PATH to write the sample grid there (an \
+                     existing file given to --grid is replaced)",
+                    beside.display()
+                );
+            }
+            beside
+        }
+    };
     let summary = if file.is_dir() {
         let data = ImageFolder::open(file)?;
         dataset_summary(&data, "image folder", 1, file, grid)?

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use face_detect::BBox;
 use face_embed::Embedder;
-use face_pipeline::FacePipeline;
+use face_pipeline::{read_photo, FacePipeline, PhotoError, PhotoLimits};
 use iresnet::burn::tensor::backend::Backend;
 use iresnet::INPUT_SIZE;
 use serde::Serialize;
@@ -76,7 +76,7 @@ pub fn run<B: Backend>(args: &EmbedArgs, device: &B::Device) -> Result<()> {
     );
     let embeddings = if args.detect {
         let pipeline = FacePipeline::new(args.detector.load::<B>(device)?, net);
-        photos(&pipeline, &args.images, || progress.inc(1))?
+        photos(&pipeline, &args.detector, &args.images, || progress.inc(1))?
     } else {
         aligned(&*net, args, |n| progress.inc(n as u64))?
     };
@@ -125,6 +125,7 @@ fn aligned(
 /// Photos through the pipeline: every face, best first.
 fn photos<D, E>(
     pipeline: &FacePipeline<D, E>,
+    reader: &DetectorArgs,
     paths: &[PathBuf],
     mut done: impl FnMut(),
 ) -> Result<Vec<ImageEmbedding>>
@@ -134,9 +135,7 @@ where
 {
     let mut embeddings = Vec::new();
     for path in paths {
-        let photo = image::open(path)
-            .with_context(|| format!("cannot read image {}", path.display()))?
-            .to_rgb8();
+        let photo = reader.photo(path)?;
         let found = pipeline
             .run(&photo)
             .with_context(|| format!("embedding the faces of {}", path.display()))?;
@@ -158,18 +157,23 @@ where
     Ok(embeddings)
 }
 
-/// Decodes an aligned face; anything but 112x112 is refused rather than silently resized.
+/// Decodes an aligned face; anything but 112x112 is refused rather than silently resized (and
+/// anything larger before its pixels are decoded).
 fn read_aligned_face(path: &Path) -> Result<image::RgbImage> {
-    let image =
-        image::open(path).with_context(|| format!("cannot read image {}", path.display()))?;
-    if image.width() as usize != INPUT_SIZE || image.height() as usize != INPUT_SIZE {
-        bail!(
-            "{} is {}x{}; `arcface embed` takes faces already aligned to {INPUT_SIZE}x{INPUT_SIZE} \
-             (or photos with --detect)",
-            path.display(),
-            image.width(),
-            image.height()
-        );
-    }
-    Ok(image.to_rgb8())
+    let side = INPUT_SIZE as u64;
+    let (width, height) = match read_photo(path, PhotoLimits::pixels(side * side)) {
+        Err(PhotoError::TooLarge { width, height, .. }) => (width, height),
+        other => {
+            let image = other.with_context(|| format!("cannot read image {}", path.display()))?;
+            if image.dimensions() == (INPUT_SIZE as u32, INPUT_SIZE as u32) {
+                return Ok(image);
+            }
+            image.dimensions()
+        }
+    };
+    bail!(
+        "{} is {width}x{height}; `arcface embed` takes faces already aligned to \
+         {INPUT_SIZE}x{INPUT_SIZE} (or photos with --detect)",
+        path.display()
+    )
 }

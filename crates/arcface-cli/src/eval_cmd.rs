@@ -299,9 +299,8 @@ pub fn faces_from(path: &std::path::Path, limit: usize) -> Result<Vec<image::Rgb
         .enumerate()
         .map(|(i, relative)| {
             let file = path.join(relative);
-            let face = image::open(&file)
-                .with_context(|| format!("decoding {}", file.display()))?
-                .to_rgb8();
+            let face = face_pipeline::read_photo(&file, face_pipeline::PhotoLimits::default())
+                .with_context(|| format!("decoding {}", file.display()))?;
             Ok(eval::aligned(face, &file, i)?)
         })
         .collect()

@@ -26,12 +26,22 @@ pub struct DetectorArgs {
     /// mapped back to the original pixels).
     #[arg(long)]
     max_side: Option<u32>,
+    /// Refuse photos with more pixels than this, from their header, before decoding them (a
+    /// small file can declare a huge image).
+    #[arg(long, default_value_t = face_pipeline::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
 }
 
 impl DetectorArgs {
     /// The weights file: the given one, else the cache's.
     fn path(&self) -> Result<PathBuf> {
         Ok(face_models::cache::detector(self.weights.as_deref())?)
+    }
+
+    /// Reads a photo within `--max-pixels`.
+    pub(crate) fn photo(&self, path: &Path) -> Result<image::RgbImage> {
+        face_pipeline::read_photo(path, face_pipeline::PhotoLimits::pixels(self.max_pixels))
+            .with_context(|| format!("reading {}", path.display()))
     }
 
     pub(crate) fn load<B: Backend>(&self, device: &B::Device) -> Result<RetinaFace<B>> {
@@ -69,9 +79,7 @@ struct DetectReport<'a> {
 pub fn detect<B: Backend>(args: &DetectArgs, device: &B::Device) -> Result<()> {
     let detector = args.detector.load::<B>(device)?;
     for path in &args.images {
-        let image = image::open(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .to_rgb8();
+        let image = args.detector.photo(path)?;
         let faces = detector.detect(&image)?;
         if args.json {
             let report = DetectReport {
@@ -210,12 +218,12 @@ fn process_photo<D: FaceDetector>(
     rel: &Path,
 ) -> PhotoRecord {
     let photo = rel.to_string_lossy().to_string();
-    let image = match image::open(args.input.join(rel)) {
-        Ok(img) => img.to_rgb8(),
+    let image = match args.detector.photo(&args.input.join(rel)) {
+        Ok(img) => img,
         Err(e) => {
             return PhotoRecord {
                 photo,
-                error: Some(format!("unreadable image: {e}")),
+                error: Some(format!("unreadable image: {:#}", e)),
                 faces: Vec::new(),
             }
         }

@@ -397,6 +397,38 @@ fn data_synth_pack_and_inspect() {
         out.join("f.rec").to_str().unwrap(),
     ]));
     assert_eq!(packed["images"], 6);
+    // The default grid already exists now: inspect does not overwrite what it was not asked
+    // to write, and writes where --grid says.
+    let again = Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args(["data", "inspect", out.join("f.rec").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--grid"));
+    let chosen = out.join("chosen.png");
+    arcface(&[
+        "data",
+        "inspect",
+        "--grid",
+        chosen.to_str().unwrap(),
+        out.join("f.rec").to_str().unwrap(),
+    ]);
+    assert!(chosen.is_file());
+
+    // A corrupt image fails the pack, naming the file, and leaves no .rec behind.
+    let corrupt = folder.join("id_000000/0001.png");
+    let mut bytes = std::fs::read(&corrupt).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&corrupt, bytes).unwrap();
+    let bad_rec = out.join("bad.rec");
+    let refused = Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args(["data", "pack", "--in", folder.to_str().unwrap(), "--out"])
+        .arg(&bad_rec)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("0001.png"));
+    assert!(!bad_rec.exists());
 
     arcface(&[
         "data",

@@ -74,6 +74,16 @@ fn after_fetch_the_commands_need_no_paths_from_any_folder() {
     )
     .unwrap();
     assert!(detected["faces"].as_array().unwrap().len() >= 3);
+    // Photos past --max-pixels are refused from their header, naming the flag.
+    let out = Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args(["detect", "--max-pixels", "1000"])
+        .arg(photos.join("t1.jpg"))
+        .env("ARCFACE_HOME", h)
+        .current_dir(c)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-pixels"));
     let face = faces.join("Tom_Hanks_54745_00.png");
     let embedded: serde_json::Value =
         serde_json::from_slice(&arcface(h, c, &["embed", "--l2", face.to_str().unwrap()]).stdout)

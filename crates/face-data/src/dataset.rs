@@ -68,7 +68,8 @@ impl<D: FaceDataset + ?Sized> FaceDataset for Box<D> {
 
 /// Decodes encoded image bytes (JPEG, PNG, BMP) to RGB, naming the source on failure. A JPEG
 /// without its end-of-image marker is refused: decoders fill a truncated file's missing part
-/// with grey rather than failing, and that would train on half a face.
+/// with grey rather than failing, and that would train on half a face. Images past
+/// `face_pipeline::DEFAULT_MAX_PIXELS` are refused from their header.
 pub fn decode(bytes: &[u8], path: &std::path::Path, index: usize) -> Result<RgbImage> {
     if bytes.starts_with(&[0xFF, 0xD8]) {
         let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
@@ -81,13 +82,14 @@ pub fn decode(bytes: &[u8], path: &std::path::Path, index: usize) -> Result<RgbI
             });
         }
     }
-    image::load_from_memory(bytes)
-        .map(|img| img.to_rgb8())
-        .map_err(|e| DataError::Decode {
+    // Bounded like every photo (face_pipeline's default): a record can declare a huge image.
+    face_pipeline::decode_photo(bytes, face_pipeline::PhotoLimits::default()).map_err(|e| {
+        DataError::Decode {
             path: path.to_path_buf(),
             index,
             reason: e.to_string(),
-        })
+        }
+    })
 }
 
 /// Lossless PNG bytes of an image (what the synthetic set is written and packed as).

@@ -582,7 +582,11 @@ pub fn pack_folder(folder: &ImageFolder, rec: impl AsRef<Path>) -> Result<usize>
     let rec = rec.as_ref();
     let files = folder.files();
     write_insightface_layout(rec, files.len(), folder.num_identities(), |i| {
-        Ok((files[i].1, folder.raw(i)?))
+        let raw = folder.raw(i)?;
+        // Decoded once before it is stored: a corrupt file fails the pack, naming itself,
+        // instead of landing in the `.rec` and failing (or being skipped) mid-training.
+        decode(&raw, &folder.source().join(&files[i].0), i)?;
+        Ok((files[i].1, raw))
     })?;
     let names = serde_json::json!({
         "identities": folder.identities(),

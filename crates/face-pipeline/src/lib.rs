@@ -1,5 +1,5 @@
-//! Photos to faces to embeddings: detect ([`FaceDetector`]), align to the ArcFace template,
-//! embed ([`Embedder`]). The CLI (`arcface align`, `arcface embed --detect`) and the gRPC
+//! Photos to faces to embeddings: decode within limits ([`decode_photo`]), detect
+//! ([`FaceDetector`]), align to the ArcFace template, embed ([`Embedder`]). The CLI (`arcface align`, `arcface embed --detect`) and the gRPC
 //! service run this one pipeline, with any detector and any embedder, Burn or not.
 //!
 //! ```no_run
@@ -12,6 +12,10 @@
 //! }
 //! # }
 //! ```
+
+mod photo;
+
+pub use photo::{decode_photo, read_photo, PhotoError, PhotoLimits, DEFAULT_MAX_PIXELS};
 
 use face_align::{align_face, Interpolation, Template};
 use face_detect::{Detection, FaceDetector};

@@ -1,15 +1,14 @@
 //! Image bytes to faces: decode (bounded), then the shared `face_pipeline` (detect, align to
 //! the ArcFace template) and embedding batched across requests.
 
-use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use face_detect::{Detection, FaceDetector};
 use face_embed::Embedder;
-use face_pipeline::FaceFinder;
 pub use face_pipeline::Faces;
-use image::{ImageDecoder, RgbImage};
+use face_pipeline::{decode_photo, FaceFinder, PhotoError, PhotoLimits};
+use image::RgbImage;
 
 use crate::batcher::{self, EmbedBatcher};
 
@@ -126,28 +125,21 @@ impl Pipeline {
     }
 
     /// Decodes `bytes`, refusing empty input, unknown formats and images past the size limit
-    /// before decoding the pixels.
+    /// before decoding the pixels (the shared `face_pipeline::decode_photo`).
     pub fn decode(&self, bytes: &[u8]) -> Result<RgbImage, PipelineError> {
-        if bytes.is_empty() {
-            return Err(PipelineError::Empty);
-        }
-        let decode = |e: image::ImageError| PipelineError::Decode(e.to_string());
-        let reader = image::ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| PipelineError::Decode(e.to_string()))?;
-        if reader.format().is_none() {
-            return Err(PipelineError::Decode("unknown format".into()));
-        }
-        // One decoder: its header gives the size, checked before any pixel is decoded.
-        let decoder = reader.into_decoder().map_err(decode)?;
-        let (width, height) = decoder.dimensions();
         let max = self.limits.max_image_side;
-        if width > max || height > max || width == 0 || height == 0 {
-            return Err(PipelineError::TooLarge { width, height, max });
-        }
-        Ok(image::DynamicImage::from_decoder(decoder)
-            .map_err(decode)?
-            .to_rgb8())
+        let limits = PhotoLimits {
+            max_side: Some(max),
+            max_pixels: u64::from(max) * u64::from(max),
+        };
+        decode_photo(bytes, limits).map_err(|e| match e {
+            PhotoError::Empty => PipelineError::Empty,
+            PhotoError::TooLarge { width, height, .. } => {
+                PipelineError::TooLarge { width, height, max }
+            }
+            PhotoError::Decode(m) => PipelineError::Decode(m),
+            PhotoError::Io(e) => PipelineError::Decode(e.to_string()),
+        })
     }
 
     /// Faces in `image`, best first, at most `max_faces`.
