@@ -216,6 +216,14 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(ModelHeader, usize)> {
     if crc32fast::hash(payload) != header.payload_crc32 {
         return Err(bad("checksum mismatch: the weights are corrupted"));
     }
+    // The summary field must agree with the architecture (whose weights are checked on load).
+    if header.embedding_dim != header.backbone.embedding_dim() {
+        return Err(bad(&format!(
+            "the header says {}-d embeddings, its architecture {}-d",
+            header.embedding_dim,
+            header.backbone.embedding_dim()
+        )));
+    }
     Ok((header, 12 + len))
 }
 

@@ -107,6 +107,7 @@ fn damaged_or_foreign_files_are_refused() {
         if let BackboneConfig::IResNet(c) = &mut header.backbone {
             edit(c);
         }
+        header.embedding_dim = header.backbone.embedding_dim();
         let json = serde_json::to_vec(&header).unwrap();
         let mut forged = b"ARCFRSM1".to_vec();
         forged.extend_from_slice(&(json.len() as u32).to_le_bytes());
@@ -128,6 +129,23 @@ fn damaged_or_foreign_files_are_refused() {
     );
     let err = forge(&|c| c.embedding_dim += 1).unwrap_err();
     assert!(matches!(err, BackboneError::BadModelFile { .. }), "{err}");
+    // The header's summary disagreeing with its own architecture.
+    let mut header = read_header(&path).unwrap();
+    header.embedding_dim = 256;
+    let json = serde_json::to_vec(&header).unwrap();
+    let mut summary = b"ARCFRSM1".to_vec();
+    summary.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    summary.extend_from_slice(&json);
+    summary.extend_from_slice(
+        &bytes[12 + u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize..],
+    );
+    let summary_path = dir.path().join("summary.arcface");
+    std::fs::write(&summary_path, summary).unwrap();
+    let err = load_model::<B>(&summary_path, &device).unwrap_err();
+    assert!(err.to_string().contains("256-d"), "{err}");
+    // A zero embedding size (once a "chunk size must be non-zero" panic in `arcface embed`).
+    let err = forge(&|c| c.embedding_dim = 0).unwrap_err();
+    assert!(matches!(err, BackboneError::InvalidConfig(_)), "{err}");
 
     assert!(matches!(
         load_model::<B>(&dir.path().join("absent.arcface"), &device),
