@@ -128,7 +128,34 @@ enum Value {
     Mark,
 }
 
+/// Deepest nesting of lists and tuples a `.bin` may hold: it needs 2 (a tuple of two lists).
+/// Checked as each container is built, so the recursive helpers below (and dropping a value)
+/// never recurse deeper than this: a 2 MB pickle of nested lists once overflowed the stack.
+const MAX_DEPTH: usize = 8;
+
 impl Value {
+    /// Lists and tuples inside one another (scalars are 0).
+    fn depth(&self) -> usize {
+        match self {
+            Value::List(items) | Value::Tuple(items) => {
+                1 + items.iter().map(Value::depth).max().unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Bytes and items it holds: what copying it out of the memo costs.
+    fn size(&self) -> usize {
+        match self {
+            Value::Bytes(b) => b.len().max(1),
+            Value::Str(s) | Value::Global(s) => s.len().max(1),
+            Value::List(items) | Value::Tuple(items) => {
+                1 + items.iter().map(Value::size).sum::<usize>()
+            }
+            _ => 1,
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Value::Bytes(_) => "bytes",
@@ -145,11 +172,16 @@ impl Value {
 }
 
 /// A small pickle machine: stack, memo, and the opcodes of `(list of bytes, list of bool)`.
+/// No code runs; nesting is bounded by [`MAX_DEPTH`] and what memo references may copy by
+/// the file's size (a few hundred bytes of them once made the reader allocate until killed).
 struct Unpickler<'a> {
     data: &'a [u8],
     pos: usize,
     stack: Vec<Value>,
     memo: std::collections::HashMap<u64, Value>,
+    /// Bytes and items copied out of the memo so far, and how many may be.
+    copied: usize,
+    copy_budget: usize,
 }
 
 impl<'a> Unpickler<'a> {
@@ -159,6 +191,8 @@ impl<'a> Unpickler<'a> {
             pos: 0,
             stack: Vec::new(),
             memo: Default::default(),
+            copied: 0,
+            copy_budget: 2 * data.len() + 4096,
         }
     }
 
@@ -228,7 +262,31 @@ impl<'a> Unpickler<'a> {
         Ok(())
     }
 
+    /// Refuses to put `items` into a container past [`MAX_DEPTH`].
+    fn nest(&self, items: &[Value]) -> std::result::Result<(), String> {
+        // Each item was checked when built, so `depth` recurses at most MAX_DEPTH deep.
+        if items.iter().any(|v| v.depth() >= MAX_DEPTH) {
+            return Err(format!(
+                "lists nested deeper than {MAX_DEPTH} at offset {}: not an insightface .bin",
+                self.pos
+            ));
+        }
+        Ok(())
+    }
+
+    /// Pushes a list or tuple of `items`.
+    fn push_container(&mut self, items: Vec<Value>, list: bool) -> std::result::Result<(), String> {
+        self.nest(&items)?;
+        self.stack.push(if list {
+            Value::List(items)
+        } else {
+            Value::Tuple(items)
+        });
+        Ok(())
+    }
+
     fn extend_list(&mut self, items: Vec<Value>) -> std::result::Result<(), String> {
+        self.nest(&items)?;
         match self.stack.last_mut() {
             Some(Value::List(list)) => {
                 list.extend(items);
@@ -320,8 +378,15 @@ impl<'a> Unpickler<'a> {
                     let v = self
                         .memo
                         .get(&k)
-                        .cloned()
                         .ok_or_else(|| format!("memo {k} not set"))?;
+                    self.copied = self.copied.saturating_add(v.size());
+                    if self.copied > self.copy_budget {
+                        return Err(format!(
+                            "memo references at offset {} copy more than the file holds",
+                            self.pos
+                        ));
+                    }
+                    let v = v.clone();
                     self.stack.push(v);
                 }
                 b'a' => {
@@ -334,11 +399,11 @@ impl<'a> Unpickler<'a> {
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::List(items));
+                    self.push_container(items, true)?;
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items));
+                    self.push_container(items, false)?;
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -352,7 +417,7 @@ impl<'a> Unpickler<'a> {
                     if items.contains(&Value::Mark) {
                         return Err("TUPLE over a mark".into());
                     }
-                    self.stack.push(Value::Tuple(items));
+                    self.push_container(items, false)?;
                 }
                 // Python 3 pickles `bytes` at protocol 2 as `_codecs.encode(str, 'latin1')`.
                 b'c' => {

@@ -186,6 +186,34 @@ fn huge_labels_and_ranges_are_errors_not_allocations() {
     assert!(open().to_string().contains("inside 1..2"), "{}", open());
 }
 
+/// Pickles built to exhaust the reader: a 2 MB nest of lists (once a stack overflow) and a
+/// 3 MB file whose memo references copy a megabyte a million times (once an allocation until
+/// killed). Both are errors, quickly.
+#[test]
+fn pickle_bombs_are_errors_not_crashes() {
+    let mut nested = b"\x80\x02".to_vec();
+    let n = 1_000_000;
+    nested.extend(std::iter::repeat_n(b'(', n));
+    nested.push(b']');
+    nested.extend(std::iter::repeat_n(b'l', n));
+    nested.push(b'.');
+    let err = VerificationBin::parse(&nested).unwrap_err();
+    assert!(err.contains("nested deeper"), "{err}");
+
+    let mut copies = b"\x80\x02B".to_vec();
+    copies.extend(1_000_000u32.to_le_bytes());
+    copies.extend(std::iter::repeat_n(7u8, 1_000_000));
+    copies.extend(b"q\x00](");
+    for _ in 0..1_000_000 {
+        copies.extend(b"h\x00");
+    }
+    copies.extend(b"e.");
+    let started = std::time::Instant::now();
+    let err = VerificationBin::parse(&copies).unwrap_err();
+    assert!(err.contains("copy more than the file holds"), "{err}");
+    assert!(started.elapsed().as_secs() < 5);
+}
+
 #[test]
 fn bins_that_are_not_the_expected_pickle_are_errors() {
     let tmp = tempfile::tempdir().unwrap();
