@@ -94,26 +94,31 @@ impl MarginFcConfig {
         }
     }
 
+    /// The margin applied to the target logit (ArcFace, CosFace or combined).
     pub fn with_margin(mut self, margin: impl Into<MarginConfig>) -> Self {
         self.margin = margin.into();
         self
     }
 
+    /// Partial FC: the share of classes sampled per step (1 = all).
     pub fn with_sample_rate(mut self, sample_rate: f64) -> Self {
         self.sample_rate = sample_rate;
         self
     }
 
+    /// Label smoothing `epsilon` of the cross-entropy (0 = off).
     pub fn with_label_smoothing(mut self, epsilon: f64) -> Self {
         self.label_smoothing = epsilon;
         self
     }
 
+    /// Inter-class filtering: non-target cosines above `threshold` are set to 0 (`None` = off).
     pub fn with_interclass_filter(mut self, threshold: Option<f64>) -> Self {
         self.interclass_filter = threshold;
         self
     }
 
+    /// Seed of Partial FC's class sampling.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
@@ -189,12 +194,14 @@ impl MarginFcConfig {
 /// Partial FC when `sample_rate < 1`. Its only parameter is `centres` (`[K, D]`).
 #[derive(Module, Debug)]
 pub struct MarginFc<B: Backend> {
+    /// The class centres `[K, D]`, stored as trained and L2-normalized when used.
     pub centres: Param<Tensor<B, 2>>,
     #[module(skip)]
     config: MarginFcConfig,
 }
 
 impl<B: Backend> MarginFc<B> {
+    /// The configuration it was built from.
     pub fn config(&self) -> &MarginFcConfig {
         &self.config
     }

@@ -42,6 +42,7 @@ pub enum ArcFaceForm {
     /// is applied only where `cos(theta) > 0` (no fallback; the logit jumps up by `sin(m)` at
     /// `theta = pi / 2`, which is what makes hard samples "easy").
     Classic {
+        /// Apply the margin only where `cos(theta) > 0` (insightface's `easy_margin`).
         #[serde(default)]
         easy_margin: bool,
     },
@@ -51,8 +52,11 @@ pub enum ArcFaceForm {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArcFace {
+    /// `s`: the logits' scale (insightface: 64).
     pub scale: f64,
+    /// `m`: the angular margin in radians (insightface: 0.5).
     pub margin: f64,
+    /// How the margin behaves past `pi - m`.
     #[serde(default)]
     pub form: ArcFaceForm,
 }
@@ -61,7 +65,9 @@ pub struct ArcFace {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CosFace {
+    /// `s`: the logits' scale.
     pub scale: f64,
+    /// `m`: the cosine margin (CosFace's paper: 0.35).
     pub margin: f64,
 }
 
@@ -74,9 +80,13 @@ pub struct CosFace {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CombinedMargin {
+    /// `s`: the logits' scale.
     pub scale: f64,
+    /// `m1`: SphereFace's multiplicative angular margin (1 = off).
     pub m1: f64,
+    /// `m2`: ArcFace's additive angular margin (0 = off).
     pub m2: f64,
+    /// `m3`: CosFace's additive cosine margin (0 = off).
     pub m3: f64,
 }
 
@@ -117,8 +127,11 @@ impl Default for CombinedMargin {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MarginConfig {
+    /// ArcFace.
     ArcFace(ArcFace),
+    /// CosFace.
     CosFace(CosFace),
+    /// insightface's combined margin.
     Combined(CombinedMargin),
 }
 

@@ -21,8 +21,11 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SampledSgdConfig {
+    /// Momentum (PyTorch's; insightface: 0.9).
     pub momentum: f64,
+    /// L2 weight decay added to the gradient (insightface: 5e-4).
     pub weight_decay: f64,
+    /// Nesterov momentum.
     pub nesterov: bool,
 }
 
@@ -38,6 +41,7 @@ impl Default for SampledSgdConfig {
 }
 
 impl SampledSgdConfig {
+    /// The optimizer, after checking the ranges.
     pub fn init<B: Backend>(&self) -> Result<SampledSgd<B>, LossError> {
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(invalid("momentum", self.momentum, "must be in [0, 1)"));

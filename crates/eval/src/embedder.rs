@@ -14,6 +14,7 @@ pub struct BurnEmbedder<B: Backend, M = AnyBackbone<B>> {
 }
 
 impl<B: Backend, M: Backbone<B>> BurnEmbedder<B, M> {
+    /// Embeds with `backbone` on `device`, 64 faces per forward pass.
     pub fn new(backbone: M, device: B::Device) -> Self {
         Self {
             backbone,
@@ -22,6 +23,7 @@ impl<B: Backend, M: Backbone<B>> BurnEmbedder<B, M> {
         }
     }
 
+    /// Faces per forward pass (at least 1).
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size.max(1);
         self

@@ -23,20 +23,25 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
 /// Labelled, L2-normalized embeddings.
 #[derive(Debug, Clone, Default)]
 pub struct Labelled {
+    /// One L2-normalized embedding per face.
     pub embeddings: Vec<Vec<f32>>,
+    /// The identity of each embedding.
     pub identities: Vec<u64>,
 }
 
 impl Labelled {
+    /// Adds one face.
     pub fn push(&mut self, embedding: Vec<f32>, identity: u64) {
         self.embeddings.push(embedding);
         self.identities.push(identity);
     }
 
+    /// The number of faces.
     pub fn len(&self) -> usize {
         self.embeddings.len()
     }
 
+    /// Whether there are no faces.
     pub fn is_empty(&self) -> bool {
         self.embeddings.is_empty()
     }
@@ -57,9 +62,13 @@ fn identity_scores(gallery: &Labelled, probe: &[f32]) -> Vec<(u64, f64)> {
 /// Per probe: its true identity's rank in the gallery (None when not enrolled) and its top score.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbeResult {
+    /// The probe's true identity.
     pub identity: u64,
+    /// Rank of the true identity among the gallery's (1 = best; None when not enrolled).
     pub rank: Option<usize>,
+    /// The gallery's best-scoring identity.
     pub top_identity: Option<u64>,
+    /// Its cosine score.
     pub top_score: f64,
     /// The true identity's score (None when not enrolled).
     pub mate_score: Option<f64>,
@@ -88,9 +97,13 @@ pub fn search(gallery: &Labelled, probes: &Labelled) -> Vec<ProbeResult> {
 /// Closed-set numbers over the mated probes.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClosedSet {
+    /// Probes whose identity is enrolled.
     pub mated_probes: usize,
+    /// Share of mated probes found at rank 1.
     pub rank1: f64,
+    /// Within rank 5.
     pub rank5: f64,
+    /// Within rank 10.
     pub rank10: f64,
     /// `cmc[k]` = share of mated probes whose identity is within rank `k + 1`.
     pub cmc: Vec<f64>,
@@ -115,6 +128,7 @@ pub fn closed_set(results: &[ProbeResult], max_rank: usize) -> ClosedSet {
 /// Open-set identification at one false-positive identification rate.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpenSetPoint {
+    /// The false-positive identification rate the threshold is set for (non-mated probes scoring above it).
     pub fpir: f64,
     /// Share of mated probes found at rank 1 with a score above the threshold.
     pub tpir: f64,

@@ -23,16 +23,22 @@ pub use verification::{
 /// Why an evaluation could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
+    /// A model file did not load.
     #[error(transparent)]
     Backbone(#[from] iresnet::BackboneError),
+    /// A dataset or pairs file did not load.
     #[error(transparent)]
     Data(#[from] face_data::DataError),
+    /// The model failed on the faces.
     #[error("model: {0}")]
     Model(String),
+    /// The inputs cannot be evaluated (sizes, counts, empty sets).
     #[error("{0}")]
     Input(String),
+    /// A plot could not be written.
     #[error(transparent)]
     Plot(#[from] arcface_plot::PlotError),
+    /// The embedder failed.
     #[error(transparent)]
     Embed(#[from] face_embed::EmbedError),
 }

@@ -14,8 +14,11 @@ use crate::EvalError;
 /// the set defines its folds (LFW), gives each pair's.
 #[derive(Debug, Clone)]
 pub struct PairSet {
+    /// The faces, two per pair.
     pub faces: Vec<RgbImage>,
+    /// Whether each pair is one person.
     pub same: Vec<bool>,
+    /// Each pair's fold, when the set defines folds.
     pub fold: Option<Vec<usize>>,
 }
 
@@ -85,10 +88,12 @@ impl PairSet {
         Ok(set)
     }
 
+    /// The number of pairs.
     pub fn len(&self) -> usize {
         self.same.len()
     }
 
+    /// Whether there are no pairs.
     pub fn is_empty(&self) -> bool {
         self.same.is_empty()
     }

@@ -14,8 +14,11 @@ pub const FARS: [f64; 6] = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6];
 /// Everything 1:1 verification measures on one set of pairs.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerificationReport {
+    /// Pairs scored.
     pub pairs: usize,
+    /// Pairs of one person.
     pub genuine: usize,
+    /// Pairs of two people.
     pub impostor: usize,
     /// insightface's 10-fold accuracy on squared L2 distances.
     pub ten_fold: TenFold,
@@ -23,14 +26,18 @@ pub struct VerificationReport {
     pub val_at_far_1e3: ValAtFar,
     /// On cosine scores, as sklearn's roc_curve reads.
     pub auc: f64,
+    /// Equal error rate: where FAR equals FRR.
     pub eer: f64,
+    /// The cosine threshold at the equal error rate.
     pub eer_threshold: f64,
     /// (FAR, TAR) at 1e-1 .. 1e-6; a FAR below 1 / impostors cannot be resolved and reads the
     /// nearest ROC point.
     pub tar_at_far: Vec<(f64, f64)>,
     /// Cosine similarity of every pair.
     pub scores: Vec<f64>,
+    /// Whether each pair is one person.
     pub same: Vec<bool>,
+    /// The ROC curve (for plots; not serialized).
     #[serde(skip)]
     pub roc: Roc,
 }

@@ -81,14 +81,17 @@ fn mean_std(values: &[f64]) -> (f64, f64) {
 /// insightface's 10-fold result.
 #[derive(Debug, Clone, Serialize)]
 pub struct TenFold {
+    /// Mean accuracy over the ten folds.
     pub accuracy_mean: f64,
     /// Population standard deviation over the folds (numpy's default).
     pub accuracy_std: f64,
+    /// Each fold's accuracy, at the threshold chosen on the other nine.
     pub accuracy_per_fold: Vec<f64>,
     /// On the squared-L2 distance scale, 0..4.
     pub best_threshold_per_fold: Vec<f64>,
     /// TPR and FPR per threshold (`i * 0.01`), each the mean over the ten test folds.
     pub mean_tpr: Vec<f64>,
+    /// See `mean_tpr`.
     pub mean_fpr: Vec<f64>,
 }
 
@@ -152,10 +155,13 @@ pub fn k_fold(dist: &[f64], same: &[bool], fold: &[usize]) -> TenFold {
 /// VAL (true accept rate) at a false accept rate, insightface's way.
 #[derive(Debug, Clone, Serialize)]
 pub struct ValAtFar {
+    /// The true accept rate, mean over the folds.
     pub val: f64,
+    /// Its standard deviation over the folds.
     pub val_std: f64,
     /// The FAR actually reached on the test folds, averaged.
     pub far: f64,
+    /// The squared-L2 threshold chosen on each fold's training part.
     pub threshold_per_fold: Vec<f64>,
 }
 
@@ -222,13 +228,16 @@ fn old_slinear(x: &[f64], y: &[f64], x_new: f64) -> f64 {
 /// down, keeping only the corners of the curve.
 #[derive(Debug, Clone, Serialize)]
 pub struct Roc {
+    /// False positive rate at each threshold.
     pub fpr: Vec<f64>,
+    /// True positive rate at each threshold.
     pub tpr: Vec<f64>,
     /// Score thresholds (predict "same" iff score >= threshold); the first is +infinity.
     pub thresholds: Vec<f64>,
 }
 
 impl Roc {
+    /// The curve of `scores` (higher = more alike) against `same`.
     pub fn new(scores: &[f64], same: &[bool]) -> Self {
         let n = scores.len().min(same.len());
         let mut order: Vec<usize> = (0..n).collect();
