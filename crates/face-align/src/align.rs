@@ -14,7 +14,9 @@ use crate::{
 /// An aligned crop and the map that made it (source image -> crop).
 #[derive(Debug, Clone)]
 pub struct AlignedFace {
+    /// The aligned crop.
     pub image: RgbImage,
+    /// The similarity transform from the photo to the crop.
     pub transform: Affine,
 }
 

@@ -5,21 +5,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AlignError;
 
+/// A point in pixels (x right, y down).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Point {
+    /// Horizontal, in pixels.
     pub x: f32,
+    /// Vertical, in pixels.
     pub y: f32,
 }
 
 impl Point {
+    /// The point `(x, y)`.
     pub const fn new(x: f32, y: f32) -> Self {
         Self { x, y }
     }
 
+    /// Euclidean distance.
     pub fn distance(self, other: Point) -> f32 {
         ((self.x - other.x).powi(2) + (self.y - other.y).powi(2)).sqrt()
     }
 
+    /// The point halfway to `other`.
     pub fn midpoint(self, other: Point) -> Point {
         Point::new((self.x + other.x) / 2.0, (self.y + other.y) / 2.0)
     }
@@ -34,19 +40,26 @@ impl From<[f32; 2]> for Point {
 /// An axis-aligned box, corners `(x1, y1)` top-left and `(x2, y2)` bottom-right.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct BBox {
+    /// Left edge.
     pub x1: f32,
+    /// Top edge.
     pub y1: f32,
+    /// Right edge.
     pub x2: f32,
+    /// Bottom edge.
     pub y2: f32,
 }
 
 impl BBox {
+    /// The box from `(x1, y1)` to `(x2, y2)`.
     pub const fn new(x1: f32, y1: f32, x2: f32, y2: f32) -> Self {
         Self { x1, y1, x2, y2 }
     }
+    /// `x2 - x1`, or 0 for an inverted box.
     pub fn width(&self) -> f32 {
         (self.x2 - self.x1).max(0.0)
     }
+    /// `y2 - y1`, or 0 for an inverted box.
     pub fn height(&self) -> f32 {
         (self.y2 - self.y1).max(0.0)
     }
@@ -63,18 +76,22 @@ pub type Landmarks = [Point; 5];
 /// A 2x3 affine map `[x', y'] = [[a, b, c], [d, e, f]] * [x, y, 1]`, in f64.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Affine {
+    /// Rows of the 2x3 matrix: `[x', y'] = m * [x, y, 1]`.
     pub m: [[f64; 3]; 2],
 }
 
 impl Affine {
+    /// The transform that moves nothing.
     pub const IDENTITY: Affine = Affine {
         m: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
     };
 
+    /// The transform with matrix `m`.
     pub fn new(m: [[f64; 3]; 2]) -> Self {
         Self { m }
     }
 
+    /// Where `p` goes.
     pub fn apply(&self, p: Point) -> Point {
         let (x, y) = (p.x as f64, p.y as f64);
         let m = &self.m;
@@ -84,6 +101,7 @@ impl Affine {
         )
     }
 
+    /// Determinant of the linear part (0: not invertible).
     pub fn determinant(&self) -> f64 {
         self.m[0][0] * self.m[1][1] - self.m[0][1] * self.m[1][0]
     }

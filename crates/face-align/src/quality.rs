@@ -37,11 +37,39 @@ impl Default for QualityConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum Rejection {
-    BoxTooSmall { side: f32, min: f32 },
-    EyesTooClose { interocular: f32, min: f32 },
-    Blurry { sharpness: f32, min: f32 },
-    LowScore { score: f32, min: f32 },
-    Landmarks { problem: String },
+    /// The detection box is too small.
+    BoxTooSmall {
+        /// Its shorter side, in pixels.
+        side: f32,
+        /// The limit.
+        min: f32,
+    },
+    /// The eyes are too close together.
+    EyesTooClose {
+        /// Their distance, in pixels.
+        interocular: f32,
+        /// The limit.
+        min: f32,
+    },
+    /// The crop is too blurred.
+    Blurry {
+        /// Its sharpness, 0 to 1.
+        sharpness: f32,
+        /// The limit.
+        min: f32,
+    },
+    /// The detector was not sure enough.
+    LowScore {
+        /// Its score.
+        score: f32,
+        /// The limit.
+        min: f32,
+    },
+    /// The landmarks are implausible for a face (order, spread).
+    Landmarks {
+        /// What is wrong with them.
+        problem: String,
+    },
 }
 
 impl Rejection {
@@ -74,14 +102,20 @@ impl std::fmt::Display for Rejection {
 /// What the gate measured, and what it rejected (empty: accepted).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QualityReport {
+    /// Shorter side of the detection box (None without a box).
     pub box_side: Option<f32>,
+    /// Distance between the eyes, in photo pixels.
     pub interocular: f32,
+    /// Sharpness of the crop, 0 to 1 (variance of the Laplacian).
     pub sharpness: f32,
+    /// The detector's score (None without one).
     pub score: Option<f32>,
+    /// Every rule the face failed; empty when accepted.
     pub rejections: Vec<Rejection>,
 }
 
 impl QualityReport {
+    /// Whether the face passed every rule.
     pub fn accepted(&self) -> bool {
         self.rejections.is_empty()
     }

@@ -17,8 +17,11 @@ pub const ARCFACE_112: [[f32; 2]; 5] = [
 /// Target landmark positions and the crop size they refer to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Template {
+    /// The five landmarks' positions in the crop.
     pub points: Vec<Point>,
+    /// The crop's width.
     pub width: u32,
+    /// The crop's height.
     pub height: u32,
 }
 

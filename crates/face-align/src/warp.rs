@@ -15,9 +15,12 @@ use crate::{error::AlignError, geometry::Affine};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Interpolation {
+    /// Nearest neighbour (OpenCV's `INTER_NEAREST`).
     Nearest,
+    /// Bilinear (`INTER_LINEAR`), what insightface aligns with.
     #[default]
     Bilinear,
+    /// Bicubic (`INTER_CUBIC`).
     Bicubic,
 }
 

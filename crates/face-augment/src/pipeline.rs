@@ -15,6 +15,7 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
+    /// The transforms, applied in order.
     pub transforms: Vec<TransformConfig>,
 }
 
@@ -107,6 +108,7 @@ impl Pipeline {
         Ok(Self { transforms })
     }
 
+    /// The pipeline a config describes, after checking every parameter and the order of stages.
     pub fn from_config(config: &PipelineConfig) -> Result<Self, AugmentError> {
         config
             .transforms

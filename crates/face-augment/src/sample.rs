@@ -7,12 +7,16 @@ use crate::error::AugmentError;
 /// A 3 x H x W f32 tensor, channel-major like PyTorch's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chw {
+    /// Rows.
     pub height: usize,
+    /// Columns.
     pub width: usize,
+    /// `3 * height * width` values, channel-major.
     pub data: Vec<f32>,
 }
 
 impl Chw {
+    /// A tensor of `data`, which must hold `3 * height * width` values.
     pub fn new(height: usize, width: usize, data: Vec<f32>) -> Result<Self, AugmentError> {
         let expected = 3 * height * width;
         if data.len() != expected {
@@ -42,7 +46,9 @@ impl Chw {
 /// The value a transform receives and returns.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sample {
+    /// Before `ToTensor`: 8-bit RGB.
     Image(RgbImage),
+    /// After `ToTensor`: f32 CHW.
     Tensor(Chw),
 }
 

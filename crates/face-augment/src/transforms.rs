@@ -24,8 +24,11 @@ pub enum Stage {
 /// One step of a pipeline. The RNG is the sample's own (see `Pipeline::run`), so a transform
 /// must draw all its randomness from it.
 pub trait Transform: Send + Sync + std::fmt::Debug {
+    /// The name errors and configs use.
     fn name(&self) -> &'static str;
+    /// Whether it works on images or on tensors.
     fn stage(&self) -> Stage;
+    /// Transforms one sample, drawing randomness from `rng` only.
     fn apply(&self, sample: Sample, rng: &mut StdRng) -> Result<Sample, AugmentError>;
 }
 
@@ -44,50 +47,82 @@ pub enum EraseValue {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TransformConfig {
     /// `RandomHorizontalFlip(p)`.
-    HorizontalFlip { p: f64 },
+    HorizontalFlip {
+        /// Probability.
+        p: f64,
+    },
     /// `RandomRotation((-degrees, degrees))`, bilinear, fill 0.
-    Rotation { degrees: f64 },
+    Rotation {
+        /// The largest turn either way, 0 to 180.
+        degrees: f64,
+    },
     /// `ColorJitter(brightness, contrast, saturation, hue)`: factors from `[max(0, 1 - x), 1 + x]`
     /// (hue from `[-hue, hue]`), applied in a random order; 0 leaves one out.
     ColorJitter {
+        /// Brightness factor range `x`.
         brightness: f64,
+        /// Contrast factor range `x`.
         contrast: f64,
+        /// Saturation factor range `x`.
         saturation: f64,
+        /// Hue shift range, in turns (at most 0.5).
         #[serde(default)]
         hue: f64,
     },
     /// insightface: with probability `p`, down to a random side in `[min_size, max_size]` and
     /// back up.
     DownUpResize {
+        /// Probability.
         p: f64,
+        /// Smallest intermediate side.
         min_size: u32,
+        /// Largest intermediate side.
         max_size: u32,
     },
     /// With probability `p`, a Gaussian blur with sigma uniform in `[sigma_min, sigma_max]`.
     GaussianBlur {
+        /// Probability.
         p: f64,
+        /// Smallest sigma.
         sigma_min: f64,
+        /// Largest sigma.
         sigma_max: f64,
     },
     /// `RandomGrayscale(p)`.
-    Greyscale { p: f64 },
+    Greyscale {
+        /// Probability.
+        p: f64,
+    },
     /// With probability `p`, hue turned by up to `hue` turns, saturation and value scaled by up
     /// to `1 +- saturation`, `1 +- value`.
     HsvShift {
+        /// Probability.
         p: f64,
+        /// Hue turn, at most.
         hue: f64,
+        /// Saturation scale range.
         saturation: f64,
+        /// Value scale range.
         value: f64,
     },
     /// `ToTensor`: CHW f32 in [0, 1].
     ToTensor,
     /// `Normalize(mean, std)`.
-    Normalize { mean: [f32; 3], std: [f32; 3] },
+    Normalize {
+        /// Subtracted per channel.
+        mean: [f32; 3],
+        /// Divided by per channel.
+        std: [f32; 3],
+    },
     /// `RandomErasing(p, scale, ratio, value)`, on the normalized tensor.
     RandomErasing {
+        /// Probability.
         p: f64,
+        /// Erased area as a share of the image, `(min, max)`.
         scale: (f64, f64),
+        /// Aspect ratio of the erased box, `(min, max)`.
         ratio: (f64, f64),
+        /// What the box is filled with.
         value: EraseValue,
     },
 }
@@ -283,10 +318,15 @@ pub enum Drawn {
     /// Colour jitter: the order of (brightness, contrast, saturation, hue) and their factors
     /// (`None`: that adjustment is off).
     Jitter {
+        /// The order the four adjustments run in.
         order: [usize; 4],
+        /// Brightness factor.
         brightness: Option<f64>,
+        /// Contrast factor.
         contrast: Option<f64>,
+        /// Saturation factor.
         saturation: Option<f64>,
+        /// Hue shift.
         hue: Option<f64>,
     },
     /// Down-up resize to this side, if it fires.

@@ -13,9 +13,12 @@ use crate::SearchError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    /// 4 bytes a value.
     #[default]
     F32,
+    /// 2 bytes a value.
     F16,
+    /// 1 byte a value, one f32 scale per row.
     Int8,
 }
 
@@ -57,6 +60,7 @@ pub struct FlatIndex {
 }
 
 impl FlatIndex {
+    /// An empty index of `dim`-value embeddings.
     pub fn new(dim: usize, precision: Precision) -> Self {
         let stride = match precision {
             Precision::Int8 => dim.div_ceil(64) * 64,
@@ -86,10 +90,12 @@ impl FlatIndex {
         Ok(self)
     }
 
+    /// Values per embedding.
     pub fn dim(&self) -> usize {
         self.dim
     }
 
+    /// How rows are stored.
     pub fn precision(&self) -> Precision {
         match self.rows {
             Rows::F32(_) => Precision::F32,
@@ -98,14 +104,17 @@ impl FlatIndex {
         }
     }
 
+    /// Embeddings indexed.
     pub fn len(&self) -> usize {
         self.ids.len()
     }
 
+    /// Whether nothing is indexed.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
 
+    /// Whether `id` is indexed.
     pub fn contains(&self, id: i64) -> bool {
         self.slot_of.contains_key(&id)
     }
@@ -119,6 +128,7 @@ impl FlatIndex {
         }
     }
 
+    /// Room for `rows` more embeddings.
     pub fn reserve(&mut self, rows: usize) {
         match &mut self.rows {
             Rows::F32(v) => v.reserve(rows * self.stride),

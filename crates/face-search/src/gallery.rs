@@ -39,10 +39,12 @@ pub struct GalleryConfig {
     pub dim: usize,
     /// How the in-memory index stores embeddings (the database always keeps f32).
     pub precision: Precision,
+    /// Exact (flat) or IVF search.
     pub index: IndexKind,
 }
 
 impl GalleryConfig {
+    /// Settings for `dim`-value embeddings: f32, exact search.
     pub fn new(dim: usize) -> Self {
         Self {
             dim,
@@ -55,9 +57,13 @@ impl GalleryConfig {
 /// One search result with its gallery entry.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Match {
+    /// The enrolled face's id.
     pub face_id: i64,
+    /// Whose face it is.
     pub identity: String,
+    /// What was stored with it.
     pub metadata: Option<String>,
+    /// Cosine similarity to the query.
     pub score: f32,
 }
 
@@ -181,18 +187,22 @@ impl Gallery {
         })
     }
 
+    /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The settings it runs with.
     pub fn config(&self) -> GalleryConfig {
         self.config
     }
 
+    /// Faces enrolled.
     pub fn len(&self) -> usize {
         self.read().labels.len()
     }
 
+    /// Whether no face is enrolled.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

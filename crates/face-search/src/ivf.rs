@@ -23,6 +23,7 @@ pub struct IvfConfig {
     pub nprobe: usize,
     /// k-means iterations.
     pub iterations: usize,
+    /// Seed of the k-means initialisation.
     pub seed: u64,
 }
 
@@ -127,6 +128,7 @@ impl IvfIndex {
         })
     }
 
+    /// The settings it was built with.
     pub fn config(&self) -> IvfConfig {
         self.config
     }
@@ -136,14 +138,17 @@ impl IvfIndex {
         self.config.nprobe = nprobe.clamp(1, self.config.nlist);
     }
 
+    /// Embeddings indexed.
     pub fn len(&self) -> usize {
         self.cell_of.len()
     }
 
+    /// Whether nothing is indexed.
     pub fn is_empty(&self) -> bool {
         self.cell_of.is_empty()
     }
 
+    /// Adds `embedding` (normalized here) under `id`, in its nearest cell.
     pub fn add(&mut self, id: i64, embedding: &[f32]) -> Result<(), SearchError> {
         let v = normalized(embedding, self.dim)?;
         if self.cell_of.contains_key(&id) {
@@ -155,6 +160,7 @@ impl IvfIndex {
         Ok(())
     }
 
+    /// Removes `id`; false when it was not indexed.
     pub fn remove(&mut self, id: i64) -> bool {
         match self.cell_of.remove(&id) {
             Some(cell) => self.cells[cell].remove(id),
@@ -162,6 +168,7 @@ impl IvfIndex {
         }
     }
 
+    /// The best `k` hits in the query's `nprobe` nearest cells, best first.
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, SearchError> {
         let q = normalized(query, self.dim)?;
         let probe = nearest(
@@ -184,6 +191,7 @@ impl IvfIndex {
         Ok(top.into_sorted())
     }
 
+    /// `search` for many queries, in parallel.
     pub fn search_batch<Q: AsRef<[f32]> + Sync>(
         &self,
         queries: &[Q],

@@ -10,6 +10,7 @@
 /// Which inner loops run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
+    /// Portable Rust, any CPU.
     Scalar,
     /// AVX2 + FMA + F16C.
     Avx2,
@@ -26,6 +27,7 @@ impl Kernels {
             .unwrap_or(Kernels::Scalar)
     }
 
+    /// Whether this CPU runs them.
     pub fn available(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
@@ -47,10 +49,12 @@ impl Kernels {
 /// A query in every form the kernels take.
 #[derive(Debug, Clone)]
 pub struct Query {
+    /// The query as given.
     pub f32: Vec<f32>,
     /// Symmetric int8 copy (`f32 ~ scale * i8`), values in -127..=127, zero-padded to a
     /// multiple of 64.
     pub i8: Vec<i8>,
+    /// The int8 copy's scale.
     pub scale: f32,
     /// The VNNI form, made once per query instead of once per row: `|i8|`, and per 64 values
     /// a bit mask of the negative ones.
@@ -59,6 +63,7 @@ pub struct Query {
 }
 
 impl Query {
+    /// Every form of `v`.
     pub fn new(v: &[f32]) -> Self {
         let (i8, scale) = quantize(v);
         Self::with_int8(v.to_vec(), i8, scale)
@@ -116,6 +121,7 @@ fn runnable(kernels: Kernels) -> Kernels {
     }
 }
 
+/// Dot product with an f32 row.
 pub fn dot_f32(kernels: Kernels, q: &[f32], row: &[f32]) -> f32 {
     debug_assert_eq!(q.len(), row.len());
     #[cfg(target_arch = "x86_64")]
@@ -127,6 +133,7 @@ pub fn dot_f32(kernels: Kernels, q: &[f32], row: &[f32]) -> f32 {
     q.iter().zip(row).map(|(a, b)| a * b).sum()
 }
 
+/// Dot product with an f16 row.
 pub fn dot_f16(kernels: Kernels, q: &[f32], row: &[half::f16]) -> f32 {
     debug_assert_eq!(q.len(), row.len());
     #[cfg(target_arch = "x86_64")]

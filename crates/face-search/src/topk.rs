@@ -6,7 +6,9 @@ use std::collections::BinaryHeap;
 /// One search result: the gallery entry's id and its inner product with the query.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Hit {
+    /// The face's id.
     pub id: i64,
+    /// Cosine similarity to the query.
     pub score: f32,
 }
 
@@ -45,6 +47,7 @@ pub struct TopK {
 }
 
 impl TopK {
+    /// Keeps the best `k`.
     pub fn new(k: usize) -> Self {
         Self {
             k,
@@ -62,6 +65,7 @@ impl TopK {
         }
     }
 
+    /// Offers a hit; it stays if it is among the best `k`.
     #[inline]
     pub fn push(&mut self, hit: Hit) {
         if self.k == 0 {
@@ -76,6 +80,7 @@ impl TopK {
         }
     }
 
+    /// The best `k` of both.
     pub fn merge(mut self, other: TopK) -> TopK {
         for w in other.heap {
             self.push(w.0);
