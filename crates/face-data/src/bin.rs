@@ -11,11 +11,14 @@ use crate::error::{io, DataError, Result};
 /// they show the same person.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerificationBin {
+    /// Encoded images, two per pair.
     pub images: Vec<Vec<u8>>,
+    /// Whether each pair is one person.
     pub issame: Vec<bool>,
 }
 
 impl VerificationBin {
+    /// The number of pairs.
     pub fn num_pairs(&self) -> usize {
         self.issame.len()
     }

@@ -9,7 +9,9 @@ use crate::error::{DataError, Result};
 /// One sample: a decoded RGB face and its identity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaceSample {
+    /// The decoded face.
     pub image: RgbImage,
+    /// Its identity, `0..num_identities`.
     pub label: usize,
 }
 
@@ -18,6 +20,7 @@ pub trait FaceDataset: Send + Sync {
     /// Number of images.
     fn len(&self) -> usize;
 
+    /// Whether there are no samples.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

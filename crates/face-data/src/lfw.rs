@@ -9,8 +9,11 @@ use crate::error::{io, DataError, Result};
 /// One pair, by person name and image number (1-based, as LFW numbers them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LfwPair {
+    /// The first face: person and image number.
     pub first: (String, u32),
+    /// The second face: person and image number.
     pub second: (String, u32),
+    /// Whether both are the same person.
     pub same: bool,
     /// 0-based fold.
     pub fold: usize,
@@ -27,12 +30,16 @@ impl LfwPair {
 /// A parsed `pairs.txt`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LfwPairs {
+    /// Folds in the file (LFW: 10).
     pub folds: usize,
+    /// Pairs per fold and kind (LFW: 300 matched, 300 mismatched).
     pub per_fold: usize,
+    /// Every pair, fold by fold.
     pub pairs: Vec<LfwPair>,
 }
 
 impl LfwPairs {
+    /// Reads a `pairs.txt` in LFW's format.
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(io(path))?;

@@ -24,21 +24,27 @@ pub enum Sampling {
     Uniform,
     /// Every identity `per_identity` times (drawn without replacement while its images last),
     /// identities in random order: large and small identities weigh the same.
-    Balanced { per_identity: usize },
+    Balanced {
+        /// Times each identity is drawn per epoch.
+        per_identity: usize,
+    },
 }
 
 /// Loader settings (serde, for the trainer's TOML).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoaderConfig {
+    /// Images per batch.
     pub batch_size: usize,
     /// Shuffle each epoch (the order depends on seed and epoch only).
     pub shuffle: bool,
+    /// Seed of shuffling and augmentation.
     pub seed: u64,
     /// Drop a last, smaller batch.
     pub drop_last: bool,
     /// Batches prepared ahead of the consumer; bounds the memory in flight.
     pub prefetch: usize,
+    /// How samples are drawn.
     pub sampling: Sampling,
     /// Skip samples that fail to load (corrupt image, bad record) instead of stopping; each is
     /// counted and reported in its batch.
@@ -65,8 +71,11 @@ impl Default for LoaderConfig {
 /// One batch, channel-major like PyTorch: `images` is `[n, 3, h, w]` flattened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
+    /// `[N, 3, H, W]` values, row-major.
     pub images: Vec<f32>,
+    /// `[N, 3, H, W]`.
     pub shape: [usize; 4],
+    /// Each image's identity.
     pub labels: Vec<usize>,
     /// Dataset index of each sample.
     pub indices: Vec<usize>,
@@ -122,6 +131,7 @@ pub struct Loader<D: FaceDataset + 'static> {
 }
 
 impl<D: FaceDataset + 'static> Loader<D> {
+    /// A loader over `dataset`, augmenting with `pipeline`.
     pub fn new(dataset: D, pipeline: Pipeline, config: LoaderConfig) -> Result<Self> {
         if config.batch_size == 0 || config.prefetch == 0 {
             return Err(DataError::Config {
@@ -179,6 +189,7 @@ impl<D: FaceDataset + 'static> Loader<D> {
         })
     }
 
+    /// The dataset it reads.
     pub fn dataset(&self) -> &D {
         &self.dataset
     }

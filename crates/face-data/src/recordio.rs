@@ -85,14 +85,20 @@ pub fn frame_record(payload: &[u8], out: &mut Vec<u8>) {
 /// `flag > 0`, `flag` f32 labels follow it and `label` is unused.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IrHeader {
+    /// How many labels follow the header (0: `label` is the only one).
     pub flag: u32,
+    /// The label when `flag` is 0.
     pub label: f32,
+    /// MXNet's record id.
     pub id: u64,
+    /// MXNet's second id.
     pub id2: u64,
+    /// The labels after the header when `flag > 0`.
     pub labels: Vec<f32>,
 }
 
 impl IrHeader {
+    /// Bytes of the fixed part.
     pub const SIZE: usize = 24;
 
     /// A single-label image header.
@@ -254,6 +260,7 @@ impl RecordFile {
         })
     }
 
+    /// The `.rec` file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -442,6 +449,7 @@ impl RecordDataset {
         })
     }
 
+    /// The underlying record file.
     pub fn file(&self) -> &RecordFile {
         &self.file
     }
@@ -502,6 +510,7 @@ pub struct RecordWriter {
 }
 
 impl RecordWriter {
+    /// Starts `rec` (and its `.idx`), written atomically when finished.
     pub fn create(rec: impl AsRef<Path>) -> Result<Self> {
         let rec = rec.as_ref().to_path_buf();
         let out = atomic_file::AtomicFile::create(&rec).map_err(io(&rec))?;

@@ -37,6 +37,7 @@ pub struct SyntheticConfig {
     pub held_out: usize,
     /// Side of the (aligned) image.
     pub size: u32,
+    /// Seed: the same seed draws the same identities and images.
     pub seed: u64,
     /// Scales every nuisance (pose, lighting, occlusion, blur, noise); 1 is the default mix.
     pub nuisance: f32,
@@ -56,6 +57,7 @@ impl Default for SyntheticConfig {
 }
 
 impl SyntheticConfig {
+    /// Refuses counts and sizes out of range.
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: String| DataError::Config {
             what: "synthetic dataset",
@@ -442,6 +444,7 @@ fn shade(id: &Identity, n: &Nuisance, p: [f32; 2]) -> Option<[f32; 3]> {
 /// A rendered face and where its landmarks landed.
 #[derive(Debug, Clone)]
 pub struct RenderedFace {
+    /// The rendered face.
     pub image: RgbImage,
     /// Left eye, right eye, nose tip, left and right mouth corner, in image pixels.
     pub landmarks: [[f32; 2]; 5],
@@ -563,6 +566,7 @@ impl SyntheticFaces {
         })
     }
 
+    /// The settings it renders with.
     pub fn config(&self) -> &SyntheticConfig {
         &self.config
     }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use face_data::{render, SyntheticConfig};
 
+/// Writes `identities` folders of `per_identity` synthetic PNGs under `root`.
 pub fn synthetic_folder(root: &Path, identities: usize, per_identity: usize) {
     let config = SyntheticConfig {
         identities,
@@ -27,6 +28,7 @@ pub fn synthetic_folder(root: &Path, identities: usize, per_identity: usize) {
     }
 }
 
+/// A `python3` command, for the fixture scripts these tests run.
 pub fn python3() -> std::process::Command {
     std::process::Command::new("python3")
 }

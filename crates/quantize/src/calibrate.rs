@@ -18,7 +18,9 @@ pub enum Method {
 /// u8 quantisation of one tensor: `real = scale * (q - zero)`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QuantParams {
+    /// Real value of one step.
     pub scale: f32,
+    /// The u8 that stands for real 0.
     pub zero: u8,
 }
 
@@ -86,6 +88,7 @@ impl Observer {
         }
     }
 
+    /// Values observed.
     pub fn count(&self) -> u64 {
         self.seen
     }
@@ -111,6 +114,7 @@ impl Observer {
         })
     }
 
+    /// The grid `method` picks from what was observed (None when nothing finite was).
     pub fn params(&self, method: Method) -> Option<QuantParams> {
         self.range(method)
             .map(|(lo, hi)| QuantParams::from_range(lo, hi))

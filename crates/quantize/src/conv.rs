@@ -14,9 +14,13 @@ use crate::grouped::{exact_in_f32, line, relayout, Grouped, Window};
 /// `real = scale * (q - zero)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QTensor {
+    /// Channels-last u8 values.
     pub data: Vec<u8>,
+    /// `[N, H, W, C]`.
     pub shape: [usize; 4],
+    /// Real value of one step.
     pub scale: f32,
+    /// The u8 that stands for real 0.
     pub zero: u8,
 }
 
@@ -26,17 +30,30 @@ pub enum Output {
     /// Real values.
     F32,
     /// Requantised with this scale and zero point.
-    U8 { scale: f32, zero: u8 },
+    U8 {
+        /// Real value of one step.
+        scale: f32,
+        /// The u8 that stands for real 0.
+        zero: u8,
+    },
 }
 
 /// A tensor between layers, channels last `[n, h, w, c]`: real values, or u8 with a scale.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Activation {
-    F32 { data: Vec<f32>, shape: [usize; 4] },
+    /// f32 values.
+    F32 {
+        /// Channels-last values.
+        data: Vec<f32>,
+        /// `[N, H, W, C]`.
+        shape: [usize; 4],
+    },
+    /// u8 values on a grid.
     U8(QTensor),
 }
 
 impl Activation {
+    /// `[N, H, W, C]`.
     pub fn shape(&self) -> [usize; 4] {
         match self {
             Self::F32 { shape, .. } => *shape,
@@ -88,36 +105,67 @@ pub struct QConv2d {
 /// Why a convolution was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConvError {
+    /// The weights do not fill the shape.
     #[error("weights have {got} values, {cout}x{cin}x{kh}x{kw} expected")]
     Weights {
+        /// Values given.
         got: usize,
+        /// Output channels.
         cout: usize,
+        /// Input channels.
         cin: usize,
+        /// Kernel height.
         kh: usize,
+        /// Kernel width.
         kw: usize,
     },
+    /// A per-channel array of the wrong length.
     #[error("{what} has {got} values for {cout} output channels")]
     PerChannel {
+        /// Which array.
         what: &'static str,
+        /// Its length.
         got: usize,
+        /// Output channels.
         cout: usize,
     },
+    /// The input's channels are not the layer's.
     #[error("input has {got} channels, the convolution takes {expected}")]
-    Channels { got: usize, expected: usize },
+    Channels {
+        /// The input's.
+        got: usize,
+        /// The layer's.
+        expected: usize,
+    },
+    /// The input's bytes do not fill its shape.
     #[error("input shape {shape:?} does not match its {len} bytes")]
-    Shape { shape: [usize; 4], len: usize },
+    Shape {
+        /// `[N, H, W, C]`.
+        shape: [usize; 4],
+        /// Bytes given.
+        len: usize,
+    },
+    /// The padded input is smaller than the kernel.
     #[error("a {h}x{w} input with padding {padding} is smaller than the {kh}x{kw} kernel")]
     TooSmall {
+        /// Input height.
         h: usize,
+        /// Input width.
         w: usize,
+        /// Padding.
         padding: usize,
+        /// Kernel height.
         kh: usize,
+        /// Kernel width.
         kw: usize,
     },
+    /// Groups that do not divide the channels.
     #[error("grouped convolution: {0}")]
     Groups(String),
+    /// A NaN or infinite weight, bias or slope.
     #[error("non-finite weight, bias or slope")]
     NonFinite,
+    /// The matrix product refused its operands.
     #[error(transparent)]
     Gemm(#[from] GemmError),
 }
@@ -209,6 +257,7 @@ impl QConv2d {
         })
     }
 
+    /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.shape[0]
     }

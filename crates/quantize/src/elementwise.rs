@@ -10,6 +10,7 @@ use crate::conv::QTensor;
 /// Why an elementwise layer was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ElementwiseError {
+    /// The two inputs differ in shape.
     #[error("shapes differ: {0:?} and {1:?}")]
     Shapes([usize; 4], [usize; 4]),
 }

@@ -23,8 +23,15 @@ use crate::grouped::{line, relayout, Grouped, Window};
 /// A layer's weights: f32, or int8 symmetric per output channel (`real = q * scales[o]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Weights {
+    /// f32 values.
     F32(Vec<f32>),
-    I8 { q: Vec<i8>, scales: Vec<f32> },
+    /// int8 values with one scale per output channel.
+    I8 {
+        /// The values.
+        q: Vec<i8>,
+        /// Real value of one step, per output channel.
+        scales: Vec<f32>,
+    },
 }
 
 impl WeightData for Weights {
@@ -37,6 +44,7 @@ impl WeightData for Weights {
 }
 
 impl Weights {
+    /// Whether the layer runs in int8.
     pub fn is_int8(&self) -> bool {
         matches!(self, Self::I8 { .. })
     }
@@ -52,23 +60,44 @@ pub const IMAGE_PARAMS: QuantParams = QuantParams {
 /// Why an engine could not be built or run.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum EngineError {
+    /// The graph is invalid.
     #[error(transparent)]
     Graph(#[from] GraphError),
+    /// A convolution failed.
     #[error("layer {layer}: {source}")]
-    Conv { layer: usize, source: ConvError },
+    Conv {
+        /// The node.
+        layer: usize,
+        /// Why.
+        source: ConvError,
+    },
+    /// An addition failed.
     #[error("layer {layer}: {source}")]
     Elementwise {
+        /// The node.
         layer: usize,
+        /// Why.
         source: ElementwiseError,
     },
+    /// A value read as int8 has no grid.
     #[error("value {0} is read as int8 but has no calibrated range")]
     Uncalibrated(usize),
+    /// The grids do not match the graph's values.
     #[error("{got} quantisation parameters for {values} values")]
-    Params { got: usize, values: usize },
+    Params {
+        /// Grids given.
+        got: usize,
+        /// Values in the graph.
+        values: usize,
+    },
+    /// A face is not 112x112 RGB.
     #[error("face {index} has {got} bytes, a 112x112 RGB face has {expected}")]
     Face {
+        /// Its position in the batch.
         index: usize,
+        /// Its bytes.
         got: usize,
+        /// A 112x112 RGB face's bytes.
         expected: usize,
     },
 }
@@ -256,10 +285,12 @@ impl Engine {
         self
     }
 
+    /// The backbone it was built from.
     pub fn architecture(&self) -> &str {
         &self.architecture
     }
 
+    /// Values per embedding.
     pub fn embedding_dim(&self) -> usize {
         self.embedding_dim
     }

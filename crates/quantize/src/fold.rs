@@ -6,18 +6,30 @@
 /// A BatchNorm's inference statistics, per channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchNormStats<'a> {
+    /// Scale, per channel.
     pub gamma: &'a [f32],
+    /// Shift, per channel.
     pub beta: &'a [f32],
+    /// Running mean, per channel.
     pub mean: &'a [f32],
+    /// Running variance, per channel.
     pub var: &'a [f32],
+    /// Added to the variance.
     pub eps: f32,
 }
 
 /// Why folding was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FoldError {
+    /// The BatchNorm's channels are not the layer's outputs.
     #[error("BatchNorm has {got} channels, the layer {expected} outputs")]
-    Channels { got: usize, expected: usize },
+    Channels {
+        /// The BatchNorm's.
+        got: usize,
+        /// The layer's.
+        expected: usize,
+    },
+    /// A channel's variance is negative or not finite.
     #[error("negative or non-finite variance in channel {0}")]
     Variance(usize),
 }

@@ -19,19 +19,29 @@ pub const NR: usize = 16;
 /// Why a GEMM call was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GemmError {
+    /// `A` is shorter than its rows need.
     #[error("A has {got} bytes, {rows} rows of stride {stride} need {need}")]
     ShortA {
+        /// Bytes given.
         got: usize,
+        /// Rows.
         rows: usize,
+        /// Bytes from one row to the next.
         stride: usize,
+        /// Bytes needed.
         need: usize,
     },
+    /// `C` is shorter than the product.
     #[error("C has {got} values, {rows} x {cols} needed")]
     ShortC {
+        /// Values given.
         got: usize,
+        /// Rows.
         rows: usize,
+        /// Columns.
         cols: usize,
     },
+    /// A kernel this CPU cannot run.
     #[error("the {0:?} kernel needs CPU features this machine lacks")]
     Unsupported(Kernel),
 }
@@ -84,10 +94,12 @@ impl PackedWeights {
         }
     }
 
+    /// The inner dimension.
     pub fn k(&self) -> usize {
         self.k
     }
 
+    /// Output columns.
     pub fn n(&self) -> usize {
         self.n
     }
@@ -97,6 +109,7 @@ impl PackedWeights {
         4 * self.groups
     }
 
+    /// Each column's sum (for the zero-point correction).
     pub fn column_sums(&self) -> &[i32] {
         &self.column_sums
     }
@@ -120,8 +133,11 @@ pub fn pad_rows(a: &[u8], m: usize, k: usize, lda: usize) -> Vec<u8> {
 /// Which inner loop runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
+    /// Portable Rust, any CPU.
     Scalar,
+    /// AVX2 (`vpmaddwd`).
     Avx2,
+    /// AVX-512 VNNI (`vpdpbusd`).
     Avx512Vnni,
 }
 
@@ -134,6 +150,7 @@ impl Kernel {
             .unwrap_or(Kernel::Scalar)
     }
 
+    /// Whether this CPU runs it.
     pub fn available(self) -> bool {
         match self {
             Kernel::Scalar => true,

@@ -24,22 +24,32 @@ const MAX_STRIDE: usize = 16;
 /// (PyTorch's layout), bias per output channel, optional PReLU slopes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConvLayer<W = Vec<f32>> {
+    /// `[cout, cin / groups, kh, kw]` values.
     pub weights: W,
+    /// `[cout, cin / groups, kh, kw]`.
     pub shape: [usize; 4],
+    /// Per output channel.
     pub bias: Vec<f32>,
+    /// PReLU slopes per output channel, when the layer has one.
     pub prelu: Option<Vec<f32>>,
+    /// Stride, both axes.
     pub stride: usize,
+    /// Zero padding, every side.
     pub padding: usize,
+    /// Groups (the input's channels for a depthwise layer).
     pub groups: usize,
 }
 
 impl<W> ConvLayer<W> {
+    /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.shape[0]
     }
+    /// Input channels.
     pub fn in_channels(&self) -> usize {
         self.shape[1] * self.groups
     }
+    /// Output side for an input side.
     pub fn out_size(&self, size: usize) -> usize {
         out_size(size, self.shape[2], self.stride, self.padding)
     }
@@ -53,26 +63,38 @@ pub(crate) fn out_size(size: usize, kernel: usize, stride: usize, padding: usize
 /// One operation; its inputs are value indices (0 is the image, node `i` writes value `i + 1`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Node<W = Vec<f32>> {
+    /// A convolution (BatchNorm folded, optional PReLU).
     Conv {
+        /// The value it reads.
         input: usize,
+        /// The layer.
         conv: ConvLayer<W>,
     },
     /// `x * scale[c] + shift[c]`: an inference BatchNorm that could not be folded.
     Affine {
+        /// The value it reads.
         input: usize,
+        /// Per channel.
         scale: Vec<f32>,
+        /// Per channel.
         shift: Vec<f32>,
     },
+    /// `a + b`, element-wise.
     Add {
+        /// A value of the sum.
         a: usize,
+        /// The other.
         b: usize,
     },
     /// The embedding layer on the flattened feature map: weights `[out, c * h * w]` in PyTorch's
     /// flattening order, which is also the layout of a convolution whose kernel covers the
     /// whole map (how the engine runs it).
     Linear {
+        /// The value it reads.
         input: usize,
+        /// `[out, c * h * w]` values.
         weights: W,
+        /// Per output.
         bias: Vec<f32>,
     },
 }
@@ -82,11 +104,13 @@ pub enum Node<W = Vec<f32>> {
 pub struct Graph<W = Vec<f32>> {
     /// The backbone it came from, for reports.
     pub architecture: String,
+    /// The operations in order.
     pub nodes: Vec<Node<W>>,
 }
 
 /// What the shape check needs to know of a layer's weights, whichever form they are in.
 pub trait WeightData {
+    /// How many weights there are.
     fn count(&self) -> usize;
 }
 
@@ -99,12 +123,20 @@ impl WeightData for Vec<f32> {
 /// Why a backbone could not be turned into a graph.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum GraphError {
+    /// A BatchNorm could not be folded.
     #[error(transparent)]
     Fold(#[from] FoldError),
+    /// A layer the engine does not run.
     #[error("{0}")]
     Unsupported(String),
+    /// A node does not fit its inputs.
     #[error("node {node}: {reason}")]
-    Invalid { node: usize, reason: String },
+    Invalid {
+        /// The node.
+        node: usize,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// `[h, w, c]` of every value, value 0 being the `[112, 112, 3]` image.
@@ -202,6 +234,7 @@ impl<W: WeightData> Graph<W> {
         Ok(shapes)
     }
 
+    /// Values per embedding (0 without a final linear layer).
     pub fn embedding_dim(&self) -> usize {
         match self.nodes.last() {
             Some(Node::Linear { bias, .. }) => bias.len(),

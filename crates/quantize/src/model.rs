@@ -27,6 +27,7 @@ const PREAMBLE: usize = 8 + 4 + 8 + 4;
 /// What to quantize and how.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct QuantizeOptions {
+    /// How each value's grid is calibrated.
     pub method: Method,
     /// Keep the first convolution in f32 (it sees raw pixels; tiny and cheap).
     pub float_first: bool,
@@ -50,9 +51,11 @@ impl Default for QuantizeOptions {
 /// A quantized backbone: the graph with int8 weights and each value's u8 grid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantizedModel {
+    /// The layers, with int8 or f32 weights.
     pub graph: Graph<Weights>,
     /// Per value (the image first): its u8 grid.
     pub params: Vec<Option<QuantParams>>,
+    /// The settings it was quantized with.
     pub options: QuantizeOptions,
     /// Faces the ranges were calibrated on.
     pub calibration_faces: usize,
@@ -61,31 +64,58 @@ pub struct QuantizedModel {
 /// Why quantisation, saving or loading failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// The engine refused the model.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The graph is invalid.
     #[error(transparent)]
     Graph(#[from] GraphError),
+    /// No calibration face was given.
     #[error("calibration needs at least one face")]
     NoCalibration,
+    /// A value saw nothing finite during calibration.
     #[error("value {0} saw no finite values during calibration")]
     Uncalibrated(usize),
+    /// The file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// The cause.
         source: std::io::Error,
     },
+    /// Not an `.aq8` file.
     #[error("{path}: not a quantized arcface model (bad magic bytes)")]
-    NotAModel { path: String },
+    NotAModel {
+        /// The file.
+        path: String,
+    },
+    /// An `.aq8` of another format version.
     #[error("{path}: format version {found}, this build reads version {FORMAT_VERSION}")]
-    Version { path: String, found: u32 },
+    Version {
+        /// The file.
+        path: String,
+        /// Its version.
+        found: u32,
+    },
+    /// The file is shorter than its header says.
     #[error("{path}: truncated: {expected} bytes of payload declared, {found} present")]
     Truncated {
+        /// The file.
         path: String,
+        /// Payload bytes declared.
         expected: u64,
+        /// Payload bytes there.
         found: u64,
     },
+    /// The file fails its checks (checksum, header, weights).
     #[error("{path}: corrupt: {reason}")]
-    Corrupt { path: String, reason: String },
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Calibrates on `faces` (aligned 112x112 RGB, interleaved) and quantises.
@@ -274,6 +304,7 @@ impl QuantizedModel {
             && &magic == MAGIC
     }
 
+    /// Reads and verifies an `.aq8` file.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
             path: path.display().to_string(),
