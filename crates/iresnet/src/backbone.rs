@@ -15,6 +15,7 @@ use crate::plan::Plan;
 /// trainer, the evaluators and the embedders need, so a user's own network plugs in by
 /// implementing these two methods.
 pub trait Backbone<B: Backend> {
+    /// `[N, C, 112, 112]` normalized faces to `[N, D]` embeddings.
     fn embed(&self, faces: Tensor<B, 4>) -> Tensor<B, 2>;
     /// D, the embedding size.
     fn embedding_dim(&self) -> usize;
@@ -101,7 +102,9 @@ impl<B: Backend> Architecture<B> for MobileFaceNet<B> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "family", rename_all = "snake_case")]
 pub enum BackboneConfig {
+    /// An IResNet.
     IResNet(IResNetConfig),
+    /// A MobileFaceNet.
     MobileFaceNet(MobileFaceNetConfig),
 }
 
@@ -151,6 +154,7 @@ impl BackboneConfig {
         }
     }
 
+    /// D, the embedding size.
     pub fn embedding_dim(&self) -> usize {
         match self {
             Self::IResNet(c) => c.embedding_dim,
@@ -174,6 +178,7 @@ impl BackboneConfig {
         }
     }
 
+    /// Refuses settings out of range (before anything is allocated).
     pub fn validate(&self) -> Result<()> {
         match self {
             Self::IResNet(c) => c.validate(),
@@ -182,6 +187,7 @@ impl BackboneConfig {
         .map_err(BackboneError::InvalidConfig)
     }
 
+    /// The module, randomly initialized as insightface's reference does.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<AnyBackbone<B>> {
         self.validate()?;
         Ok(match self {
@@ -196,7 +202,9 @@ impl BackboneConfig {
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum AnyBackbone<B: Backend> {
+    /// An IResNet.
     IResNet(IResNet<B>),
+    /// A MobileFaceNet.
     MobileFaceNet(MobileFaceNet<B>),
 }
 
@@ -250,6 +258,7 @@ impl<B: Backend> AnyBackbone<B> {
 /// Size and cost figures of a backbone, as `arcface info` prints them.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackboneStats {
+    /// The architecture, in words.
     pub arch: String,
     /// Trainable and frozen parameters, counted as PyTorch's `sum(p.numel())` does.
     pub params: usize,
@@ -261,10 +270,12 @@ pub struct BackboneStats {
     pub flops: u64,
     /// Tensor bytes of an f32 model file (the header adds a few hundred bytes).
     pub record_bytes_f32: usize,
+    /// Tensor bytes of an f16 model file.
     pub record_bytes_f16: usize,
 }
 
 impl BackboneStats {
+    /// The figures of `model`.
     pub fn of<B: Backend, M: Architecture<B> + Module<B>>(model: &M) -> Self {
         let plan = model.plan();
         // Burn's `num_params` also visits BatchNorm running statistics; PyTorch does not count them.

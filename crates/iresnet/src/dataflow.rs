@@ -19,12 +19,16 @@ pub type Value = usize;
 /// A module with its path in Burn (`layer1.0.conv1`) and in insightface's PyTorch code.
 #[derive(Debug, Clone)]
 pub struct Named<'a, M> {
+    /// The module.
     pub module: &'a M,
+    /// Its path in Burn's record.
     pub burn: String,
+    /// Its key in insightface's PyTorch state dict.
     pub torch: String,
 }
 
 impl<'a, M> Named<'a, M> {
+    /// Names `module` in both worlds.
     pub fn new(module: &'a M, burn: impl Into<String>, torch: impl Into<String>) -> Self {
         Self {
             module,
@@ -39,25 +43,40 @@ impl<'a, M> Named<'a, M> {
 pub enum Op<'a, B: Backend> {
     /// Convolution, its BatchNorm, then an optional PReLU.
     Conv {
+        /// The value it reads.
         input: Value,
+        /// The convolution.
         conv: Named<'a, Conv2d<B>>,
+        /// The BatchNorm after it.
         bn: Named<'a, BatchNorm<B>>,
+        /// The PReLU after that, if any.
         prelu: Option<Named<'a, PRelu<B>>>,
     },
     /// An inference BatchNorm with no convolution before it to fold into (IResNet's
     /// pre-activation `bn1`).
     Norm {
+        /// The value it reads.
         input: Value,
+        /// The BatchNorm.
         bn: Named<'a, BatchNorm<B>>,
     },
     /// Element-wise sum of two equal-shaped values.
-    Add { a: Value, b: Value },
+    Add {
+        /// One value.
+        a: Value,
+        /// The other.
+        b: Value,
+    },
     /// The embedding: an optional BatchNorm on the feature map, flatten in PyTorch's order
     /// (`c`, then `h`, then `w`), `Linear`, and the BatchNorm1d on its outputs. Always last.
     Embedding {
+        /// The feature map it reads.
         input: Value,
+        /// A BatchNorm on the feature map first, if any (IResNet's `bn2`).
         pre: Option<Named<'a, BatchNorm<B>>>,
+        /// The embedding layer.
         fc: Named<'a, Linear<B>>,
+        /// The BatchNorm1d on its outputs.
         features: Named<'a, BatchNorm<B>>,
     },
 }
@@ -65,6 +84,7 @@ pub enum Op<'a, B: Backend> {
 /// A backbone's operations in forward order; the last one's value is the embedding.
 #[derive(Debug, Clone)]
 pub struct Dataflow<'a, B: Backend> {
+    /// The operations, in forward order.
     pub ops: Vec<Op<'a, B>>,
 }
 

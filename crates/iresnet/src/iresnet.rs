@@ -30,23 +30,29 @@ pub struct IResNetConfig {
     /// Dropout before the FC layer (insightface: 0; 0.4 is a common choice).
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// Epsilon of every BatchNorm.
     #[config(default = 1e-5)]
     pub bn_eps: f64,
 }
 
 impl IResNetConfig {
+    /// IResNet-18: blocks [2, 2, 2, 2].
     pub fn r18() -> Self {
         Self::new([2, 2, 2, 2])
     }
+    /// IResNet-34: blocks [3, 4, 6, 3].
     pub fn r34() -> Self {
         Self::new([3, 4, 6, 3])
     }
+    /// IResNet-50: blocks [3, 4, 14, 3].
     pub fn r50() -> Self {
         Self::new([3, 4, 14, 3])
     }
+    /// IResNet-100: blocks [3, 13, 30, 3].
     pub fn r100() -> Self {
         Self::new([3, 13, 30, 3])
     }
+    /// IResNet-200: blocks [6, 26, 60, 6].
     pub fn r200() -> Self {
         Self::new([6, 26, 60, 6])
     }
@@ -59,6 +65,7 @@ impl IResNetConfig {
         self.with_widths(widths)
     }
 
+    /// Refuses settings out of range (before anything is allocated).
     pub fn validate(&self) -> Result<(), String> {
         if self.layers.contains(&0) {
             return Err(format!(
@@ -84,6 +91,7 @@ impl IResNetConfig {
         Ok(())
     }
 
+    /// The module, initialized as insightface's reference does.
     pub fn init<B: Backend>(&self, device: &B::Device) -> IResNet<B> {
         let eps = self.bn_eps;
         let stem = self.widths[0];
@@ -138,19 +146,28 @@ pub(crate) fn check_common(embedding_dim: usize, bn_eps: f64) -> Result<(), Stri
 /// no activation after the sum.
 #[derive(Module, Debug)]
 pub struct IBasicBlock<B: Backend> {
+    /// BatchNorm before the first convolution.
     pub bn1: BatchNorm<B>,
+    /// 3x3 convolution.
     pub conv1: Conv2d<B>,
+    /// BatchNorm after it.
     pub bn2: BatchNorm<B>,
+    /// PReLU after that.
     pub prelu: PRelu<B>,
+    /// 3x3 convolution, strided in a stage's first block.
     pub conv2: Conv2d<B>,
+    /// BatchNorm after it.
     pub bn3: BatchNorm<B>,
+    /// The shortcut's projection, where the shape changes.
     pub downsample: Option<Downsample<B>>,
 }
 
 /// `conv1x1(stride)` then BN, named `downsample.0` / `downsample.1` in PyTorch.
 #[derive(Module, Debug)]
 pub struct Downsample<B: Backend> {
+    /// 1x1 strided convolution.
     pub conv: Conv2d<B>,
+    /// BatchNorm after it.
     pub bn: BatchNorm<B>,
 }
 
@@ -176,6 +193,7 @@ impl<B: Backend> IBasicBlock<B> {
         }
     }
 
+    /// The block's output.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let out = self.conv1.forward(apply_batch_norm(&self.bn1, x.clone()));
         let out = apply_prelu(&self.prelu, apply_batch_norm(&self.bn2, out));
@@ -230,16 +248,27 @@ impl<B: Backend> IBasicBlock<B> {
 /// `Linear(C*7*7 -> D)` and a BatchNorm1d whose scale stays 1.
 #[derive(Module, Debug)]
 pub struct IResNet<B: Backend> {
+    /// Stem: 3x3 convolution.
     pub conv1: Conv2d<B>,
+    /// Stem BatchNorm.
     pub bn1: BatchNorm<B>,
+    /// Stem PReLU.
     pub prelu: PRelu<B>,
+    /// Stage 1 (56x56).
     pub layer1: Vec<IBasicBlock<B>>,
+    /// Stage 2 (28x28).
     pub layer2: Vec<IBasicBlock<B>>,
+    /// Stage 3 (14x14).
     pub layer3: Vec<IBasicBlock<B>>,
+    /// Stage 4 (7x7).
     pub layer4: Vec<IBasicBlock<B>>,
+    /// BatchNorm on the last feature map.
     pub bn2: BatchNorm<B>,
+    /// Dropout before `fc` (training only).
     pub dropout: Dropout,
+    /// The embedding layer.
     pub fc: Linear<B>,
+    /// BatchNorm1d on the embedding.
     pub features: BatchNorm<B>,
 }
 

@@ -125,8 +125,11 @@ pub(crate) fn prelu<B: Backend>(channels: usize, device: &B::Device) -> PRelu<B>
 /// and `LinearBlock` (without).
 #[derive(Module, Debug)]
 pub struct ConvBnAct<B: Backend> {
+    /// The convolution.
     pub conv: Conv2d<B>,
+    /// BatchNorm after it.
     pub bn: BatchNorm<B>,
+    /// PReLU after that, if any.
     pub prelu: Option<PRelu<B>>,
 }
 
@@ -139,6 +142,7 @@ impl<B: Backend> ConvBnAct<B> {
         }
     }
 
+    /// The block's output.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = apply_batch_norm(&self.bn, self.conv.forward(x));
         match &self.prelu {

@@ -13,6 +13,7 @@
 
 pub mod backbone;
 pub mod dataflow;
+/// Why a backbone could not be built, loaded or run.
 pub mod error;
 pub mod import;
 pub mod iresnet;

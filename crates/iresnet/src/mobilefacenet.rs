@@ -30,22 +30,28 @@ pub struct MobileFaceNetConfig {
     /// Channel multiplier: `mbf` 2, `mbf_large` 4.
     #[config(default = 2)]
     pub scale: usize,
+    /// D, the embedding size.
     #[config(default = 512)]
     pub embedding_dim: usize,
+    /// The embedding head.
     #[config(default = "MbfHead::Gdc")]
     pub head: MbfHead,
+    /// Epsilon of every BatchNorm.
     #[config(default = 1e-5)]
     pub bn_eps: f64,
 }
 
 impl MobileFaceNetConfig {
+    /// `mbf`: blocks (1, 4, 6, 2), scale 2.
     pub fn mbf() -> Self {
         Self::new()
     }
+    /// `mbf_large`: blocks (2, 8, 12, 4), scale 4.
     pub fn mbf_large() -> Self {
         Self::new().with_blocks([2, 8, 12, 4]).with_scale(4)
     }
 
+    /// Refuses settings out of range (before anything is allocated).
     pub fn validate(&self) -> Result<(), String> {
         if self.scale == 0 || self.embedding_dim == 0 {
             return Err("scale and embedding_dim must be positive".into());
@@ -62,6 +68,7 @@ impl MobileFaceNetConfig {
         crate::iresnet::check_common(self.embedding_dim, self.bn_eps)
     }
 
+    /// The module, initialized as the reference does.
     pub fn init<B: Backend>(&self, device: &B::Device) -> MobileFaceNet<B> {
         let eps = self.bn_eps;
         let (c1, c2) = (64 * self.scale, 128 * self.scale);
@@ -124,9 +131,13 @@ impl MobileFaceNetConfig {
 /// with a residual sum when input and output match.
 #[derive(Module, Debug)]
 pub struct DepthWise<B: Backend> {
+    /// 1x1 expansion.
     pub expand: ConvBnAct<B>,
+    /// Depthwise 3x3.
     pub depthwise: ConvBnAct<B>,
+    /// 1x1 linear projection.
     pub project: ConvBnAct<B>,
+    /// Whether the input is added to the output.
     pub residual: bool,
 }
 
@@ -153,6 +164,7 @@ impl<B: Backend> DepthWise<B> {
         }
     }
 
+    /// The block's output.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let y = self
             .project
@@ -191,21 +203,33 @@ impl<B: Backend> DepthWise<B> {
 /// to 512 channels and an embedding head ([`MbfHead`]).
 #[derive(Module, Debug)]
 pub struct MobileFaceNet<B: Backend> {
+    /// Stride-2 3x3 stem.
     pub stem: ConvBnAct<B>,
     /// Grouped 3x3 after the stem when the first stage has one block.
     pub stem_dw: Option<ConvBnAct<B>>,
     /// Residual depthwise blocks of the first stage when it has more than one.
     pub block0: Vec<DepthWise<B>>,
+    /// Stride-2 block into the second stage.
     pub down1: DepthWise<B>,
+    /// The second stage's residual blocks.
     pub block1: Vec<DepthWise<B>>,
+    /// Stride-2 block into the third stage.
     pub down2: DepthWise<B>,
+    /// The third stage's residual blocks.
     pub block2: Vec<DepthWise<B>>,
+    /// Stride-2 block into the fourth stage.
     pub down3: DepthWise<B>,
+    /// The fourth stage's residual blocks.
     pub block3: Vec<DepthWise<B>>,
+    /// 1x1 to 512 channels.
     pub conv_sep: ConvBnAct<B>,
+    /// GDC head: depthwise 7x7 over the whole map.
     pub gdc: Option<ConvBnAct<B>>,
+    /// ConvFc head: 1x1 to 64 channels.
     pub embed_conv: Option<ConvBnAct<B>>,
+    /// The embedding layer.
     pub fc: Linear<B>,
+    /// BatchNorm1d on the embedding.
     pub features: BatchNorm<B>,
 }
 
@@ -245,6 +269,7 @@ impl<B: Backend> MobileFaceNet<B> {
             .chain(&self.block3)
     }
 
+    /// The configuration this module was built from, read back from its weights.
     pub fn config(&self) -> MobileFaceNetConfig {
         let scale = self.stem.conv.weight.dims()[0] / 64;
         let blocks = [

@@ -9,24 +9,38 @@
 pub enum LayerKind {
     /// A bias-free convolution (every backbone conv is followed by a BatchNorm slot).
     Conv {
+        /// Input channels.
         in_channels: usize,
+        /// Output channels.
         out_channels: usize,
+        /// Kernel side.
         kernel: usize,
+        /// Stride.
         stride: usize,
+        /// Zero padding.
         padding: usize,
+        /// Groups.
         groups: usize,
         /// Output height/width at a 112x112 input.
         out_size: usize,
     },
+    /// A BatchNorm.
     BatchNorm {
+        /// Channels.
         channels: usize,
     },
+    /// A PReLU.
     PRelu {
+        /// Channels.
         channels: usize,
     },
+    /// A linear layer.
     Linear {
+        /// Inputs.
         d_input: usize,
+        /// Outputs.
         d_output: usize,
+        /// Whether it has a bias.
         bias: bool,
     },
 }
@@ -34,6 +48,7 @@ pub enum LayerKind {
 /// One weighted layer of a backbone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layer {
+    /// What it is, with its geometry.
     pub kind: LayerKind,
     /// Module path in Burn, e.g. `layer1.0.conv1`.
     pub burn: String,
@@ -44,6 +59,7 @@ pub struct Layer {
 /// Builder used by the models to describe themselves.
 #[derive(Debug, Default)]
 pub struct Plan {
+    /// The layers.
     pub layers: Vec<Layer>,
 }
 

@@ -25,6 +25,7 @@ const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    /// Full precision.
     #[default]
     F32,
     /// Half the size; weights are widened back to f32 on load.
@@ -45,11 +46,17 @@ impl std::str::FromStr for Precision {
 /// What a model file says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelHeader {
+    /// The file format's version.
     pub format_version: u32,
+    /// The architecture, enough to rebuild the module.
     pub backbone: BackboneConfig,
+    /// How the weights are stored.
     pub precision: Precision,
+    /// D, the embedding size (must agree with `backbone`).
     pub embedding_dim: usize,
+    /// Bytes of the weights after the header.
     pub payload_bytes: u64,
+    /// CRC-32 of those bytes.
     pub payload_crc32: u32,
     /// Free text: where the weights came from (e.g. the imported file).
     #[serde(default)]

@@ -4,6 +4,7 @@
 #[allow(unused_imports)]
 pub use test_support::{fixture, read_json, real_data, repo_root};
 
+/// The backend these tests run on.
 pub type B = iresnet::CpuBackend;
 
 /// The fixed test input both sides compute (see tools/make_backbone_fixtures.py).
@@ -36,6 +37,7 @@ pub fn max_relative_error(a: &[f32], b: &[f32]) -> f32 {
         / scale
 }
 
+/// Cosine similarity in f64.
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
@@ -43,6 +45,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb)
 }
 
+/// A `[1, D]` tensor's values.
 pub fn to_vec(t: burn::tensor::Tensor<B, 2>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }

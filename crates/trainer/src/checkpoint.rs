@@ -15,14 +15,24 @@ use serde::{Deserialize, Serialize};
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
+    /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: std::io::Error,
     },
+    /// A checkpoint that fails its checks.
     #[error("{path}: corrupt checkpoint: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The run folder has no intact checkpoint.
     #[error("{0}: no checkpoint to resume from")]
     None(PathBuf),
 }
@@ -53,15 +63,20 @@ struct FileEntry {
 /// Which checkpoint is the best so far, by the metric early stopping watches.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BestMarker {
+    /// The best checkpoint's step.
     pub step: u64,
+    /// Its metric.
     pub metric: f64,
 }
 
 /// A checkpoint read back and verified: its files by name.
 #[derive(Debug)]
 pub struct Checkpoint {
+    /// The step it was written after.
     pub step: u64,
+    /// Its folder.
     pub dir: PathBuf,
+    /// Its files' contents, by name.
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
@@ -122,6 +137,7 @@ impl Checkpointer {
         })
     }
 
+    /// The run's checkpoint folder.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

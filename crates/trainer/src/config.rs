@@ -19,9 +19,15 @@ pub enum DataSource {
     /// The built-in synthetic identities; verification uses its held-out identities.
     Synthetic(SyntheticConfig),
     /// An identity-per-folder image tree.
-    Folder { path: std::path::PathBuf },
+    Folder {
+        /// The root folder.
+        path: std::path::PathBuf,
+    },
     /// An insightface `train.rec` (+ `.idx`).
-    Rec { path: std::path::PathBuf },
+    Rec {
+        /// The `.rec` file.
+        path: std::path::PathBuf,
+    },
 }
 
 /// The pairs verified during training.
@@ -31,11 +37,16 @@ pub enum EvalData {
     /// Pairs of the synthetic data's held-out identities (only with synthetic training data).
     HeldOut,
     /// An insightface verification `.bin` (`lfw.bin`, `cfp_fp.bin`, ...) of aligned 112x112 faces.
-    Bin { path: std::path::PathBuf },
+    Bin {
+        /// The `.bin` file.
+        path: std::path::PathBuf,
+    },
     /// LFW's `pairs.txt` over a folder `name/name_0001.jpg` of aligned 112x112 faces (what
     /// `arcface align` writes); its ten folds are the file's.
     Lfw {
+        /// LFW's `pairs.txt`.
         pairs: std::path::PathBuf,
+        /// The folder of aligned faces.
         images: std::path::PathBuf,
     },
 }
@@ -50,6 +61,7 @@ pub struct EvalSettings {
     pub pairs: usize,
     /// Embed each face and its mirror image and add them, as insightface's verification does.
     pub flip_test: bool,
+    /// Which pairs are verified.
     pub data: EvalData,
     /// Warn when the top-10 singular values hold more than this share of the spectrum of the
     /// evaluation embeddings (feature collapse).
@@ -72,6 +84,7 @@ impl Default for EvalSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
+    /// Seed of initialization, shuffling and augmentation.
     pub seed: u64,
     /// Training length in epochs (fractions allowed).
     pub epochs: f64,
@@ -88,16 +101,25 @@ pub struct TrainConfig {
     pub precision: crate::mixed::Precision,
     /// Consecutive non-finite losses or gradients that stop the run (each one skips its step).
     pub max_bad_steps: usize,
+    /// The backbone to train.
     pub backbone: BackboneConfig,
     /// The head; `num_classes` and `embedding_dim` are filled in from the data and backbone.
     pub head: MarginFcConfig,
+    /// Optimizer of both parameter groups.
     pub optimizer: OptimizerSettings,
+    /// Learning-rate schedule.
     pub schedule: ScheduleConfig,
+    /// Training data.
     pub data: DataSource,
+    /// Augmentation of each training image.
     pub augmentation: PipelineConfig,
+    /// Batching, workers and sampling.
     pub loader: LoaderConfig,
+    /// Verification during training.
     pub eval: EvalSettings,
+    /// When to stop before the end.
     pub early_stopping: EarlyStopping,
+    /// How often to checkpoint and how many to keep.
     pub checkpoint: CheckpointSettings,
     /// Write a metrics line every this many steps.
     pub log_every: u64,
@@ -167,6 +189,7 @@ impl TrainConfig {
         Ok(config)
     }
 
+    /// The config as TOML (what `config.toml` in a run folder holds).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the config serialises")
     }
@@ -192,6 +215,7 @@ impl TrainConfig {
         }
     }
 
+    /// Checks every value, naming the config field at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.fit_settings().validate()?;
         if self.accumulation > 1 && self.head.sample_rate < 1.0 {

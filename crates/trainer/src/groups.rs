@@ -21,6 +21,7 @@ pub struct ParamGroup {
     pub prefixes: Vec<String>,
     /// The group's learning rate is the schedule's times this.
     pub lr_scale: f64,
+    /// The group's weight decay.
     pub weight_decay: f64,
     /// No gradient is computed for a frozen group and it has no optimiser state.
     pub frozen: bool,
@@ -38,11 +39,13 @@ impl ParamGroup {
         }
     }
 
+    /// The same group at `lr_scale` times the schedule's rate.
     pub fn with_lr_scale(mut self, lr_scale: f64) -> Self {
         self.lr_scale = lr_scale;
         self
     }
 
+    /// The same group, frozen.
     pub fn frozen(mut self) -> Self {
         self.frozen = true;
         self
@@ -58,6 +61,7 @@ impl ParamGroup {
             .max()
     }
 
+    /// Refuses an empty group and rates or decays out of range.
     pub fn validate(&self) -> Result<(), String> {
         if self.prefixes.is_empty() {
             return Err(format!("group {}: no prefixes", self.name));

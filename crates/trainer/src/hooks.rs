@@ -25,6 +25,7 @@ pub struct StepView<'a, B: AutodiffBackend, M> {
     pub embeddings: &'a Tensor<B, 2>,
     /// The margin head's output for the batch (loss, logits, cosines).
     pub head: &'a HeadOutput<B>,
+    /// Where the batch lives.
     pub device: &'a B::Device,
 }
 

@@ -58,7 +58,9 @@ pub struct Learner<B: AutodiffBackend, M: AutodiffModule<B>, H: AutodiffModule<B
 
 /// The end of a run: the inference-mode model and the report.
 pub struct Trained<B: AutodiffBackend, M: AutodiffModule<B>, H: AutodiffModule<B>> {
+    /// The trained backbone and head.
     pub model: Model<B::InnerBackend, M::InnerModule, H::InnerModule>,
+    /// What the run did.
     pub report: TrainReport,
 }
 

@@ -12,15 +12,21 @@ use crate::error::{io, TrainError};
 /// What the progress callback sees after every optimiser step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepInfo {
+    /// The optimizer step, from 1.
     pub step: u64,
+    /// Steps the run will take.
     pub total_steps: u64,
+    /// Epochs done.
     pub epoch: f64,
     /// The loss the backward pass saw: margin loss plus any extra terms.
     pub loss: f64,
+    /// The step's learning rate.
     pub lr: f64,
     /// Global L2 norm of the backbone's gradients, before clipping.
     pub grad_norm: f64,
+    /// Training throughput.
     pub images_per_sec: f64,
+    /// Seconds since the run (or its resume) began.
     pub elapsed_secs: f64,
     /// Set on steps that ran a verification.
     pub accuracy: Option<f64>,

@@ -27,6 +27,7 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The float type the backbone computes in (None: the backend's default, f32).
     pub fn compute_dtype(self) -> Option<FloatDType> {
         match self {
             Precision::F32 => None,

@@ -11,12 +11,15 @@ use burn::tensor::{backend::Backend, Tensor};
 /// `head.`, which is what [`ParamGroup`](crate::ParamGroup) prefixes select.
 #[derive(Module, Debug)]
 pub struct Model<B: Backend, M, H> {
+    /// The embedding network.
     pub backbone: M,
+    /// The margin head.
     pub head: H,
     _backend: PhantomData<B>,
 }
 
 impl<B: Backend, M: Module<B>, H: Module<B>> Model<B, M, H> {
+    /// A model of `backbone` and `head`.
     pub fn new(backbone: M, head: H) -> Self {
         Self {
             backbone,

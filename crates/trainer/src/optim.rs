@@ -47,6 +47,7 @@ impl Default for HeadGroup {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerSettings {
+    /// SGD or AdamW.
     pub algorithm: Algorithm,
     /// SGD only.
     pub momentum: f64,
@@ -58,6 +59,7 @@ pub struct OptimizerSettings {
     pub epsilon: f64,
     /// The backbone group's weight decay (L2 for SGD, decoupled for AdamW).
     pub weight_decay: f64,
+    /// The head group's rate scale and weight decay.
     pub head: HeadGroup,
 }
 
@@ -77,6 +79,7 @@ impl Default for OptimizerSettings {
 }
 
 impl OptimizerSettings {
+    /// Refuses values out of range.
     pub fn validate(&self) -> Result<(), String> {
         let decay_ok = |d: f64| d.is_finite() && d >= 0.0;
         if !decay_ok(self.weight_decay) || !self.head.weight_decay.is_none_or(decay_ok) {
@@ -150,7 +153,9 @@ impl OptimizerSettings {
 
 /// One parameter group's optimiser.
 pub enum GroupOptimizer<B: AutodiffBackend, M: AutodiffModule<B>> {
+    /// SGD.
     Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>),
+    /// AdamW.
     AdamW(OptimizerAdaptor<AdamW, M, B>),
 }
 
@@ -190,6 +195,7 @@ where
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupOptimizer<B, M> {
+    /// One optimizer step at `lr`.
     pub fn step(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
         match self {
             Self::Sgd(o) => o.step(lr, module, grads),

@@ -11,26 +11,43 @@ use crate::state::TrainState;
 /// The end of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainReport {
+    /// Optimizer steps taken.
     pub steps: u64,
+    /// Epochs done.
     pub epochs: f64,
+    /// Images seen.
     pub images: u64,
     /// Images per optimiser step: loader batch x accumulation (split over the devices).
     pub effective_batch: usize,
+    /// Devices the batch was split over.
     pub devices: usize,
+    /// Wall time.
     pub wall_secs: f64,
+    /// The last step's loss.
     pub final_loss: f64,
+    /// The last verification's accuracy.
     pub final_accuracy: Option<f64>,
+    /// The best verification accuracy.
     pub best_accuracy: Option<f64>,
+    /// Share of the spectrum the top-10 singular values held at the last evaluation.
     pub collapse_share: Option<f64>,
+    /// Steps skipped for non-finite losses or gradients.
     pub skipped_steps: usize,
     /// The exported model file (none when the run was given no exporter).
     pub model: Option<PathBuf>,
+    /// `metrics.jsonl`.
     pub metrics: PathBuf,
+    /// The checkpoint folder.
     pub checkpoints: PathBuf,
+    /// The best checkpoint, by the early-stopping metric.
     pub best_checkpoint: Option<PathBuf>,
+    /// The PNG plots written.
     pub plots: Vec<PathBuf>,
+    /// The step a resumed run started from.
     pub resumed_from_step: Option<u64>,
+    /// Whether the time limit ended the run.
     pub stopped_by_time_limit: bool,
+    /// Whether early stopping ended the run.
     pub stopped_early: bool,
 }
 

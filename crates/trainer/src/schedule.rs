@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// The learning rate at every optimiser step.
 pub trait LrSchedule: Send + Sync + std::fmt::Debug {
+    /// The learning rate at optimizer step `step` (from 0).
     fn lr(&self, step: u64) -> f64;
 }
 
@@ -14,23 +15,34 @@ pub enum ScheduleConfig {
     /// Linear warm-up to `base_lr` over `warmup_epochs`, cosine annealing down to `final_lr`
     /// through the middle, then `final_lr` held for the last `final_fraction` of the run.
     ThreeStage {
+        /// Peak rate.
         base_lr: f64,
+        /// Warm-up length.
         warmup_epochs: f64,
+        /// Share of the run held at `final_lr`.
         final_fraction: f64,
+        /// The rate the cosine ends at.
         final_lr: f64,
     },
     /// insightface's `PolyScheduler`: linear warm-up, then `base_lr * (1 - t)^power` with `t` the
     /// fraction of the post-warm-up steps done.
     Poly {
+        /// Peak rate.
         base_lr: f64,
+        /// Warm-up length.
         warmup_epochs: f64,
+        /// Exponent of the decay.
         power: f64,
     },
     /// `base_lr * gamma^k` after the k-th milestone epoch, with optional linear warm-up.
     Step {
+        /// Peak rate.
         base_lr: f64,
+        /// Warm-up length (0: none).
         warmup_epochs: f64,
+        /// Epochs after which the rate drops.
         milestones: Vec<f64>,
+        /// Factor of each drop.
         gamma: f64,
     },
 }
@@ -56,6 +68,7 @@ pub struct Schedule {
 }
 
 impl ScheduleConfig {
+    /// The peak rate.
     pub fn base_lr(&self) -> f64 {
         match self {
             Self::ThreeStage { base_lr, .. }

@@ -10,6 +10,7 @@ use crate::schedule::ScheduleConfig;
 /// How long and how a run trains, evaluates, stops and checkpoints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitSettings {
+    /// Seed of shuffling, augmentation and sampling.
     pub seed: u64,
     /// Training length in epochs (fractions allowed).
     pub epochs: f64,
@@ -19,10 +20,13 @@ pub struct FitSettings {
     pub accumulation: usize,
     /// Global L2-norm clipping of the backbone's gradients (PyTorch's `clip_grad_norm_`).
     pub clip_norm: Option<f64>,
+    /// f32, or bf16 with f32 master weights.
     pub precision: Precision,
     /// Consecutive non-finite losses or gradients that stop the run.
     pub max_bad_steps: usize,
+    /// Optimizer of the parameter groups.
     pub optimizer: OptimizerSettings,
+    /// Learning-rate schedule.
     pub schedule: ScheduleConfig,
     /// Evaluate every this many optimiser steps (and at the end); 0 = only at the end.
     pub eval_every_steps: u64,
@@ -30,7 +34,9 @@ pub struct FitSettings {
     pub flip_test: bool,
     /// Warn when the top-10 singular values hold more than this share of the spectrum.
     pub collapse_warn: f64,
+    /// When to stop before the end.
     pub early_stopping: EarlyStopping,
+    /// How often to checkpoint and how many to keep.
     pub checkpoint: CheckpointSettings,
     /// Write a metrics line every this many steps.
     pub log_every: u64,
@@ -72,12 +78,17 @@ impl FitSettings {
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The TOML does not parse.
     #[error("config: {0}")]
     Parse(String),
+    /// A value out of range.
     #[error("config: {field} = {value}: {reason}")]
     Invalid {
+        /// The setting.
         field: &'static str,
+        /// Its value.
         value: String,
+        /// The range it must be in.
         reason: String,
     },
 }
@@ -111,7 +122,9 @@ pub enum StopMetric {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EarlyStopping {
+    /// The metric watched.
     pub metric: StopMetric,
+    /// Evaluations without improvement before stopping.
     pub patience: usize,
     /// An improvement smaller than this does not count.
     pub min_delta: f64,

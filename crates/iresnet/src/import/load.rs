@@ -8,11 +8,14 @@ use crate::plan::{LayerKind, Plan};
 /// A dense f32 tensor read from a weight file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Array {
+    /// Dimensions.
     pub shape: Vec<usize>,
+    /// Row-major values.
     pub data: Vec<f32>,
 }
 
 impl Array {
+    /// An array of `shape` over `data`.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
         Self { shape, data }
@@ -42,23 +45,36 @@ impl Array {
 /// The weights of one layer as a file stores them (PyTorch layouts).
 #[derive(Debug, Clone)]
 pub enum LayerWeights {
+    /// A convolution.
     Conv {
+        /// `[cout, cin / groups, kh, kw]`.
         weight: Array,
+        /// Per output channel, if the file has one.
         bias: Option<Array>,
     },
+    /// A BatchNorm's statistics.
     BatchNorm {
+        /// Scale.
         gamma: Array,
+        /// Shift.
         beta: Array,
+        /// Running mean.
         mean: Array,
+        /// Running variance.
         var: Array,
+        /// Added to the variance.
         eps: f64,
     },
+    /// A PReLU.
     PRelu {
+        /// Slopes, per channel.
         slope: Array,
     },
     /// `weight` is `[out, in]` as PyTorch and ONNX `Gemm(transB=1)` store it.
     Linear {
+        /// `[out, in]` (PyTorch's layout).
         weight: Array,
+        /// Per output, if the file has one.
         bias: Option<Array>,
     },
 }
@@ -66,7 +82,9 @@ pub enum LayerWeights {
 /// Weights plus the name they had in the file, for error messages.
 #[derive(Debug, Clone)]
 pub struct SourcedWeights {
+    /// Where it came from in the file (for errors).
     pub source: String,
+    /// The weights.
     pub weights: LayerWeights,
 }
 

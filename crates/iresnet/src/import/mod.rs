@@ -28,6 +28,7 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
+    /// The format a file's extension names.
     pub fn from_path(path: &Path) -> Result<Self> {
         match path
             .extension()

@@ -105,11 +105,14 @@ pub struct OnnxModel {
     path: PathBuf,
     nodes: Vec<proto::NodeProto>,
     constants: HashMap<String, proto::TensorProto>,
+    /// The tool that wrote the file.
     pub producer: String,
+    /// The ONNX opset.
     pub opset: i64,
 }
 
 impl OnnxModel {
+    /// Reads and parses an ONNX file.
     pub fn open(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| BackboneError::io(path, e))?;
         let model =
