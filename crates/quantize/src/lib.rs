@@ -33,4 +33,4 @@ pub use engine::{Engine, EngineError, Weights, IMAGE_PARAMS};
 pub use fold::{fold_batch_norm, BatchNormStats, FoldError};
 pub use gemm::{gemm_u8i8, Kernel, PackedWeights};
 pub use graph::{ConvLayer, Graph, GraphError, Node};
-pub use model::{quantize, ModelError, QuantizeOptions, QuantizedModel, FORMAT_VERSION};
+pub use model::{quantize, ModelError, QuantizeOptions, QuantizedModel, FORMAT_VERSION, MAGIC};

@@ -19,7 +19,8 @@ use crate::conv::quantize_per_channel;
 use crate::engine::{map_weights, Engine, EngineError, Weights, IMAGE_PARAMS};
 use crate::graph::{Graph, GraphError, Node, WeightData};
 
-const MAGIC: &[u8; 8] = b"ARCFQ8\r\n";
+/// The first eight bytes of every `.aq8` file (loaders recognise the format by them).
+pub const MAGIC: &[u8; 8] = b"ARCFQ8\r\n";
 /// The file format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 const PREAMBLE: usize = 8 + 4 + 8 + 4;
@@ -292,16 +293,6 @@ impl QuantizedModel {
             path: path.display().to_string(),
             source,
         })
-    }
-
-    /// Whether `path` starts like a quantized model file (to choose a loader by content).
-    pub fn is_model_file(path: &Path) -> bool {
-        use std::io::Read;
-        let mut magic = [0u8; 8];
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .is_ok()
-            && &magic == MAGIC
     }
 
     /// Reads and verifies an `.aq8` file.
