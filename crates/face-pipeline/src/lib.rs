@@ -45,15 +45,6 @@ pub struct Faces<T> {
     pub truncated: bool,
 }
 
-/// A detected face and its aligned crop.
-#[derive(Debug, Clone)]
-pub struct AlignedFace {
-    /// Box, score and landmarks on the photo.
-    pub detection: Detection,
-    /// The face aligned to the template.
-    pub crop: RgbImage,
-}
-
 /// A detected face, its aligned crop and its L2-normalized embedding.
 #[derive(Debug, Clone)]
 pub struct EmbeddedFace {
@@ -141,22 +132,6 @@ impl<D: FaceDetector> FaceFinder<D> {
             .map(|d| self.align_one(image, d))
             .collect()
     }
-
-    /// Detects, then aligns every face kept.
-    pub fn find(&self, image: &RgbImage) -> Result<Faces<AlignedFace>, PipelineError> {
-        let found = self.detect(image)?;
-        let crops = self.align(image, &found.faces)?;
-        let faces = found
-            .faces
-            .into_iter()
-            .zip(crops)
-            .map(|(detection, crop)| AlignedFace { detection, crop })
-            .collect();
-        Ok(Faces {
-            faces,
-            truncated: found.truncated,
-        })
-    }
 }
 
 /// L2-normalized embeddings of aligned crops; a missing embedding, or one that is not finite,
@@ -168,15 +143,24 @@ pub fn embed_crops(
     if crops.is_empty() {
         return Ok(Vec::new());
     }
-    let dim = embedder.embedding_dim();
     let raw = embedder
         .embed(crops)
         .map_err(|e| PipelineError::Embed(e.to_string()))?;
-    if raw.len() != crops.len() {
+    normalized_embeddings(&raw, crops.len(), embedder.embedding_dim())
+}
+
+/// An embedder's raw output for `faces` crops, checked (one finite, non-zero, `dim`-sized vector
+/// per face) and L2-normalized: what is stored, searched and returned. The service, which
+/// batches its embedder across requests, checks each request's share with this too.
+pub fn normalized_embeddings(
+    raw: &[Vec<f32>],
+    faces: usize,
+    dim: usize,
+) -> Result<Vec<Vec<f32>>, PipelineError> {
+    if raw.len() != faces {
         return Err(PipelineError::Embed(format!(
-            "the embedder returned {} embeddings for {} faces",
-            raw.len(),
-            crops.len()
+            "the embedder returned {} embeddings for {faces} faces",
+            raw.len()
         )));
     }
     raw.iter()
@@ -214,16 +198,14 @@ impl<D: FaceDetector, E: Embedder> FacePipeline<D, E> {
 
     /// Every face of `image` (best first), aligned and embedded.
     pub fn run(&self, image: &RgbImage) -> Result<Faces<EmbeddedFace>, PipelineError> {
-        let found = self.finder.find(image)?;
-        let crops: Vec<RgbImage> = found.faces.iter().map(|f| f.crop.clone()).collect();
+        // The crops stay one slice (what `Embedder::embed` takes) and move into the faces after.
+        let found = self.finder.detect(image)?;
+        let crops = self.finder.align(image, &found.faces)?;
         let embeddings = embed_crops(&self.embedder, &crops)?;
-        let faces = found
-            .faces
-            .into_iter()
-            .zip(embeddings)
-            .map(|(f, embedding)| EmbeddedFace {
-                detection: f.detection,
-                crop: f.crop,
+        let faces = (found.faces.into_iter().zip(crops).zip(embeddings))
+            .map(|((detection, crop), embedding)| EmbeddedFace {
+                detection,
+                crop,
                 embedding,
             })
             .collect();
@@ -317,9 +299,20 @@ mod tests {
         assert!(found.truncated);
     }
 
+    /// Fails whenever it is called.
+    struct Refuses;
+    impl Embedder for Refuses {
+        fn embedding_dim(&self) -> usize {
+            3
+        }
+        fn embed(&self, _: &[RgbImage]) -> Result<Vec<Vec<f32>>, face_embed::EmbedError> {
+            Err(face_embed::EmbedError::Model("called without faces".into()))
+        }
+    }
+
     #[test]
     fn a_photo_without_faces_gives_no_faces_and_no_embedder_call() {
-        let out = FacePipeline::new(AlignedFaces, MeanColour)
+        let out = FacePipeline::new(AlignedFaces, Refuses)
             .run(&RgbImage::new(640, 480))
             .unwrap();
         assert!(out.faces.is_empty());

@@ -95,9 +95,11 @@ pub fn decode_photo(bytes: &[u8], limits: PhotoLimits) -> Result<RgbImage, Photo
             limits.max_pixels
         )));
     }
+    // `into_rgb8` moves an RGB image out instead of copying it (the common case, and the
+    // training loader's hot path).
     Ok(image::DynamicImage::from_decoder(decoder)
         .map_err(decode)?
-        .to_rgb8())
+        .into_rgb8())
 }
 
 /// Reads and decodes the photo at `path` within `limits`.

@@ -168,16 +168,12 @@ impl Pipeline {
         if crops.is_empty() {
             return Ok(Vec::new());
         }
+        let count = crops.len();
         let raw = self
             .batcher
             .submit(crops)
             .await
             .map_err(face_pipeline::PipelineError::Embed)?;
-        raw.iter()
-            .map(|v| {
-                face_embed::normalized(v, self.dim)
-                    .map_err(|e| face_pipeline::PipelineError::Embed(e.to_string()).into())
-            })
-            .collect()
+        Ok(face_pipeline::normalized_embeddings(&raw, count, self.dim)?)
     }
 }
