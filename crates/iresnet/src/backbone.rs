@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataflow::Dataflow;
 use crate::error::{BackboneError, Result};
-use crate::iresnet::{IResNet, IResNetConfig, INPUT_SIZE};
+use crate::iresnet::{IResNet, IResNetConfig};
 use crate::mobilefacenet::{MbfHead, MobileFaceNet, MobileFaceNetConfig};
 use crate::plan::Plan;
+use crate::preprocess::INPUT_SIZE;
 
 /// A face-embedding network: aligned, normalized faces `[N, C, 112, 112]` in, embeddings
 /// `[N, D]` out (not L2-normalized; callers normalize for cosine scores). This is all the

@@ -9,9 +9,9 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, PRelu};
 use burn::tensor::backend::Backend;
 
-use crate::iresnet::INPUT_SIZE;
-use crate::layers::ConvSpec;
+use crate::conv::ConvSpec;
 use crate::plan::{join, LayerKind, Plan};
+use crate::preprocess::INPUT_SIZE;
 
 /// A value flowing between operations: 0 is the input image, operation `i` writes value `i + 1`.
 pub type Value = usize;
@@ -118,14 +118,15 @@ impl<'a, B: Backend> Dataflow<'a, B> {
     }
 
     /// `[h, w, c]` of every value at a 112x112 input, value 0 being the image; `None` when an
-    /// operation reads a value before it is written.
+    /// operation reads a value before it is written or a convolution is not one
+    /// [`ConvSpec::exact`] describes.
     pub fn shapes(&self) -> Option<Vec<[usize; 3]>> {
         let mut shapes = vec![[INPUT_SIZE, INPUT_SIZE, 3]];
         for op in &self.ops {
             let shape = match op {
                 Op::Conv { input, conv, .. } => {
                     let [h, w, _] = *shapes.get(*input)?;
-                    let g = ConvSpec::of(conv.module);
+                    let g = ConvSpec::exact(conv.module)?;
                     [g.out_size(h), g.out_size(w), g.out_channels]
                 }
                 Op::Norm { input, .. } => *shapes.get(*input)?,
@@ -137,7 +138,8 @@ impl<'a, B: Backend> Dataflow<'a, B> {
         Some(shapes)
     }
 
-    /// The weighted layers in forward order, as importers and FLOP counts read them.
+    /// The weighted layers in forward order, as importers and FLOP counts read them (output
+    /// sizes are 0 where [`Dataflow::shapes`] cannot tell them).
     pub fn plan(&self) -> Plan {
         let shapes = self.shapes().unwrap_or_default();
         let mut plan = Plan::default();
@@ -196,7 +198,17 @@ impl<'a, B: Backend> Dataflow<'a, B> {
     }
 }
 
+/// Names `module` as `burn.b` in Burn and `torch.t` in PyTorch, for a parent at paths
+/// `(burn, torch)` and a child named `(b, t)`.
+pub(crate) fn child<'a, M>(
+    module: &'a M,
+    (burn, torch): (&str, &str),
+    (b, t): (&str, &str),
+) -> Named<'a, M> {
+    Named::new(module, join(burn, b), join(torch, t))
+}
+
 /// Names `module` as `prefix.name` in both Burn and PyTorch (where the two agree).
 pub(crate) fn same<'a, M>(module: &'a M, prefix: &str, name: &str) -> Named<'a, M> {
-    Named::new(module, join(prefix, name), join(prefix, name))
+    child(module, (prefix, prefix), (name, name))
 }

@@ -6,13 +6,13 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, LinearConfig, PRelu};
 use burn::tensor::{backend::Backend, Tensor};
 
+use crate::conv::{ConvInit, ConvSpec};
 use crate::dataflow::{same, Dataflow, Named, Op, Value};
-use crate::layers::{batch_norm, prelu, ConvInit, ConvSpec};
-use crate::norm::{apply_batch_norm, apply_prelu};
+use crate::norm::{apply_batch_norm, apply_prelu, batch_norm, prelu};
 use crate::plan::join;
+use crate::preprocess::INPUT_SIZE;
 
-/// Input side the head's `Linear(C*7*7)` is sized for.
-pub const INPUT_SIZE: usize = 112;
+/// Feature-map side before the head (the input is downsampled 16 times).
 const HEAD_SIZE: usize = INPUT_SIZE / 16;
 
 /// Configuration of an [`IResNet`].
@@ -289,18 +289,25 @@ impl<B: Backend> IResNet<B> {
 
     /// Every residual block, first stage first.
     pub fn stages(&self) -> impl Iterator<Item = &IBasicBlock<B>> {
-        self.layer1
-            .iter()
-            .chain(&self.layer2)
-            .chain(&self.layer3)
-            .chain(&self.layer4)
+        self.named_stages().into_iter().flat_map(|(_, stage)| stage)
+    }
+
+    /// The four stages with their module names, in order: the one list the forward pass, the
+    /// config and the dataflow read.
+    fn named_stages(&self) -> [(&'static str, &[IBasicBlock<B>]); 4] {
+        [
+            ("layer1", &self.layer1),
+            ("layer2", &self.layer2),
+            ("layer3", &self.layer3),
+            ("layer4", &self.layer4),
+        ]
     }
 
     /// The configuration this module was built from, read back from its weights.
     pub fn config(&self) -> IResNetConfig {
-        let widths = [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
-            .map(|stage| stage[0].conv1.weight.dims()[0]);
-        let layers = [&self.layer1, &self.layer2, &self.layer3, &self.layer4].map(Vec::len);
+        let stages = self.named_stages().map(|(_, stage)| stage);
+        let widths = stages.map(|stage| stage[0].conv1.weight.dims()[0]);
+        let layers = stages.map(<[IBasicBlock<B>]>::len);
         IResNetConfig::new(layers)
             .with_widths(widths)
             .with_embedding_dim(self.fc.weight.dims()[1])
@@ -317,12 +324,7 @@ impl<B: Backend> IResNet<B> {
             same(&self.bn1, "", "bn1"),
             Some(same(&self.prelu, "", "prelu")),
         );
-        for (name, stage) in [
-            ("layer1", &self.layer1),
-            ("layer2", &self.layer2),
-            ("layer3", &self.layer3),
-            ("layer4", &self.layer4),
-        ] {
+        for (name, stage) in self.named_stages() {
             for (i, block) in stage.iter().enumerate() {
                 x = block.describe(&mut flow, x, &format!("{name}.{i}"));
             }

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod backbone;
+mod conv;
 pub mod dataflow;
 /// Why a backbone could not be built, loaded or run.
 pub mod error;
@@ -28,11 +29,13 @@ pub use backbone::{
     AnyBackbone, Architecture, Backbone, BackboneConfig, BackboneStats, Describe, ARCH_NAMES,
 };
 pub use burn;
+pub use conv::ConvSpec;
 pub use dataflow::{Dataflow, Named, Op, Value};
 pub use error::{BackboneError, Result};
-pub use iresnet::{IResNet, IResNetConfig, INPUT_SIZE};
+pub use iresnet::{IResNet, IResNetConfig};
 pub use layers::ConvBnAct;
 pub use mobilefacenet::{MbfHead, MobileFaceNet, MobileFaceNetConfig};
+pub use preprocess::INPUT_SIZE;
 
 /// The default CPU backend (Burn's `flex`, SIMD and threads on).
 pub type CpuBackend = burn::backend::Flex;

@@ -5,9 +5,10 @@ use burn::module::Module;
 use burn::nn::{BatchNorm, Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
+use crate::conv::ConvSpec;
 use crate::dataflow::{Dataflow, Named, Op, Value};
-use crate::layers::{batch_norm, ConvBnAct, ConvSpec};
-use crate::norm::apply_batch_norm;
+use crate::layers::ConvBnAct;
+use crate::norm::{apply_batch_norm, batch_norm};
 use crate::plan::join;
 
 /// Which embedding head follows `conv_sep`.
@@ -184,13 +185,14 @@ impl<B: Backend> DepthWise<B> {
         burn: &str,
         torch: &str,
     ) -> Value {
-        let name = |n: &str, t: &str| (join(burn, n), join(torch, t));
-        let (b, t) = name("expand", "layers.0");
-        let y = self.expand.describe(flow, input, &b, &t);
-        let (b, t) = name("depthwise", "layers.1");
-        let y = self.depthwise.describe(flow, y, &b, &t);
-        let (b, t) = name("project", "layers.2");
-        let y = self.project.describe(flow, y, &b, &t);
+        let parts = [
+            (&self.expand, "expand", "layers.0"),
+            (&self.depthwise, "depthwise", "layers.1"),
+            (&self.project, "project", "layers.2"),
+        ];
+        let y = parts.into_iter().fold(input, |x, (block, b, t)| {
+            block.describe(flow, x, &join(burn, b), &join(torch, t))
+        });
         if self.residual {
             flow.push(Op::Add { a: input, b: y })
         } else {
@@ -259,14 +261,26 @@ impl<B: Backend> MobileFaceNet<B> {
 
     /// The depthwise blocks between the stem and `conv_sep`, in order.
     pub fn body(&self) -> impl Iterator<Item = &DepthWise<B>> {
-        self.block0
-            .iter()
-            .chain([&self.down1])
-            .chain(&self.block1)
-            .chain([&self.down2])
-            .chain(&self.block2)
-            .chain([&self.down3])
-            .chain(&self.block3)
+        self.named_body()
+            .into_iter()
+            .flat_map(|(.., blocks, _)| blocks)
+    }
+
+    /// The body's parts in order, with their Burn and PyTorch paths and whether their blocks
+    /// are numbered (a residual stage) or stand alone (a downsampling block): the one list the
+    /// forward pass and the dataflow read.
+    #[allow(clippy::type_complexity)]
+    fn named_body(&self) -> [(&'static str, &'static str, &[DepthWise<B>], bool); 7] {
+        use std::slice::from_ref;
+        [
+            ("block0", "layers.1", &self.block0, true),
+            ("down1", "layers.2", from_ref(&self.down1), false),
+            ("block1", "layers.3", &self.block1, true),
+            ("down2", "layers.4", from_ref(&self.down2), false),
+            ("block2", "layers.5", &self.block2, true),
+            ("down3", "layers.6", from_ref(&self.down3), false),
+            ("block3", "layers.7", &self.block3, true),
+        ]
     }
 
     /// The configuration this module was built from, read back from its weights.
@@ -298,22 +312,12 @@ impl<B: Backend> MobileFaceNet<B> {
         if let Some(dw) = &self.stem_dw {
             x = dw.describe(&mut flow, x, "stem_dw", "layers.1");
         }
-        let stages = [
-            ("block0", "layers.1", &self.block0[..]),
-            ("down1", "layers.2", std::slice::from_ref(&self.down1)),
-            ("block1", "layers.3", &self.block1[..]),
-            ("down2", "layers.4", std::slice::from_ref(&self.down2)),
-            ("block2", "layers.5", &self.block2[..]),
-            ("down3", "layers.6", std::slice::from_ref(&self.down3)),
-            ("block3", "layers.7", &self.block3[..]),
-        ];
-        for (burn, torch, blocks) in stages {
+        for (burn, torch, blocks, numbered) in self.named_body() {
             for (i, block) in blocks.iter().enumerate() {
-                // A residual stage's blocks are numbered; a downsampling block stands alone.
-                let (b, t) = if burn.starts_with("down") {
-                    (burn.to_string(), torch.to_string())
-                } else {
+                let (b, t) = if numbered {
                     (format!("{burn}.{i}"), format!("{torch}.layers.{i}"))
+                } else {
+                    (burn.to_string(), torch.to_string())
                 };
                 x = block.describe(&mut flow, x, &b, &t);
             }

@@ -3,7 +3,10 @@
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
 use crate::error::{BackboneError, Result};
-use crate::iresnet::INPUT_SIZE;
+
+/// Side of the aligned faces every backbone takes (and the input its head's `Linear` is sized
+/// for).
+pub const INPUT_SIZE: usize = 112;
 
 /// Packs aligned 112x112 RGB faces (interleaved `HWC` bytes, one slice per face) into a
 /// normalized `[N, 3, 112, 112]` batch.

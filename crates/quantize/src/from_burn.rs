@@ -4,9 +4,9 @@
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, Linear, PRelu, PaddingConfig2d};
+use burn::nn::{BatchNorm, Linear, PRelu};
 use burn::tensor::{backend::Backend, Tensor};
-use iresnet::{Describe, Op};
+use iresnet::{ConvSpec, Describe, Op};
 
 use crate::fold::{fold_batch_norm, BatchNormStats, FoldError};
 use crate::graph::{ConvLayer, Graph, GraphError, Node};
@@ -146,21 +146,13 @@ impl Builder {
         prelu: Option<&PRelu<B>>,
     ) -> Result<usize, GraphError> {
         let shape = conv.weight.dims();
-        let [stride, _] = conv.stride;
-        let padding = match &conv.padding {
-            PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => *t,
-            PaddingConfig2d::Valid => 0,
-            other => {
-                return Err(GraphError::Unsupported(format!(
-                    "convolution padding {other:?}"
-                )))
-            }
-        };
-        if conv.stride[0] != conv.stride[1] || conv.dilation != [1, 1] {
-            return Err(GraphError::Unsupported(
-                "unequal strides or dilation".into(),
-            ));
-        }
+        let geometry = ConvSpec::exact(conv).ok_or_else(|| {
+            GraphError::Unsupported(format!(
+                "a {:?} convolution with stride {:?}, padding {:?} and dilation {:?} (the engine \
+                 runs square kernels, equal strides, no dilation and the same padding all round)",
+                shape, conv.stride, conv.padding, conv.dilation
+            ))
+        })?;
         let bias = conv.bias.as_ref().map(values);
         let (weights, bias) = fold(&values(&conv.weight), bias.as_deref(), bn)?;
         let conv = ConvLayer {
@@ -168,9 +160,9 @@ impl Builder {
             shape,
             bias,
             prelu: prelu.map(|p| slopes(p, shape[0])),
-            stride,
-            padding,
-            groups: conv.groups,
+            stride: geometry.stride,
+            padding: geometry.padding,
+            groups: geometry.groups,
         };
         Ok(self.push(Node::Conv { input, conv }))
     }
