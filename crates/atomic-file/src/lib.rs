@@ -69,7 +69,11 @@ impl AtomicFile {
         file.sync_all()?;
         drop(file);
         std::fs::rename(&self.tmp, &self.path)?;
-        sync_dir(&self.path)
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        sync_dir(dir)
     }
 }
 
@@ -98,12 +102,8 @@ impl Drop for AtomicFile {
     }
 }
 
-/// Makes a rename into `path`'s folder durable.
-pub fn sync_dir(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+/// Makes renames into (and files created in) the folder `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -112,9 +112,12 @@ fn abort_after(path: &Path) -> Option<u64> {
     static SPEC: OnceLock<Option<(String, u64)>> = OnceLock::new();
     let spec = SPEC.get_or_init(|| {
         let value = std::env::var("ARCFACE_ABORT_WRITING").ok()?;
-        Some(match value.rsplit_once(':') {
-            Some((suffix, n)) if n.parse::<u64>().is_ok() => (suffix.to_string(), n.parse().ok()?),
-            _ => (value, 0),
+        let counted = value
+            .rsplit_once(':')
+            .and_then(|(suffix, n)| Some((suffix, n.parse().ok()?)));
+        Some(match counted {
+            Some((suffix, n)) => (suffix.to_string(), n),
+            None => (value, 0),
         })
     });
     let (suffix, limit) = spec.as_ref()?;

@@ -93,7 +93,7 @@ pub fn save_model<B: Backend>(
     bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
     bytes.extend_from_slice(&json);
     bytes.extend_from_slice(&payload);
-    write_atomically(path, &bytes)?;
+    atomic_file::write(path, &bytes).map_err(|e| BackboneError::io(path, e))?;
     Ok(header)
 }
 
@@ -233,9 +233,4 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(ModelHeader, usize)> {
         )));
     }
     Ok((header, 12 + len))
-}
-
-/// Writes to `path.tmp`, syncs, then renames over `path`.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    atomic_file::write(path, bytes).map_err(|e| BackboneError::io(path, e))
 }

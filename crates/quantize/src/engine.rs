@@ -193,7 +193,7 @@ impl Engine {
                     if matches!(built, Conv::I8(_)) {
                         need(*input)?;
                     }
-                    // Quantised layers write u8 (the float first layer of a quantized model
+                    // Quantized layers write u8 (the float first layer of a quantized model
                     // too); all-f32 graphs and the embedding stay f32.
                     quantized[i + 1] = params[i + 1].is_some();
                     Layer::Conv {

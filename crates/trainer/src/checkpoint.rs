@@ -108,7 +108,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
 
 /// Makes a rename inside `dir` durable.
 fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
-    atomic_file::sync_dir(&dir.join("x")).map_err(io(dir))
+    atomic_file::sync_dir(dir).map_err(io(dir))
 }
 
 /// Writes `bytes` to `path` atomically and durably (`atomic_file`).
