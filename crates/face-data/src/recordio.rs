@@ -339,14 +339,17 @@ fn layout_of(head: &IrHeader, file: &RecordFile) -> Result<Option<(u64, u64)>> {
         (Some(a), Some(b)) if a >= 1 && b >= a => (a, b),
         _ => return Ok(None),
     };
-    let end = file.keys.last().map_or(0, |k| k + 1);
-    if b > end {
+    // Keys 0..b are records of the file, so b cannot pass their count: what is allocated for
+    // them is bounded by the file itself, whatever the header says.
+    let records = file.keys.len() as u64;
+    if b > records {
         return Err(DataError::Record {
             path: file.path.clone(),
             offset: file.offsets[&0],
             reason: format!(
-                "record 0 says identities end at key {b}, but the file's last key is {}",
-                end.saturating_sub(1)
+                "record 0 says identities end at key {b}, but the file holds {records} records \
+                 (its last key is {})",
+                file.keys.last().copied().unwrap_or(0)
             ),
         });
     }
