@@ -187,8 +187,7 @@ fn write_grid(images: &[image::RgbImage], cols: usize, path: &Path) -> Result<()
             ((k / cols) * 112) as i64,
         );
     }
-    let png = face_data::encode_png(&grid)?;
-    atomic_file::write(path, &png).with_context(|| format!("writing {}", path.display()))
+    crate::faces::write_png_atomically(&grid, path)
 }
 
 /// A labelled dataset's summary, with a grid of up to 32 samples taken every `step`.
