@@ -133,7 +133,8 @@ enum Value {
 
 /// Deepest nesting of lists and tuples a `.bin` may hold: it needs 2 (a tuple of two lists).
 /// Checked as each container is built, so the recursive helpers below (and dropping a value)
-/// never recurse deeper than this: a 2 MB pickle of nested lists once overflowed the stack.
+/// never recurse deeper than this (issue 20 reports a 2 MB pickle of nested lists overflowing
+/// the stack).
 const MAX_DEPTH: usize = 8;
 
 impl Value {
@@ -176,7 +177,8 @@ impl Value {
 
 /// A small pickle machine: stack, memo, and the opcodes of `(list of bytes, list of bool)`.
 /// No code runs; nesting is bounded by [`MAX_DEPTH`] and what memo references may copy by
-/// the file's size (a few hundred bytes of them once made the reader allocate until killed).
+/// the file's size (issue 20 reports a few hundred bytes of them making a reader allocate until
+/// killed).
 struct Unpickler<'a> {
     data: &'a [u8],
     pos: usize,

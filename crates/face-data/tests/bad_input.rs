@@ -142,8 +142,8 @@ fn a_record_with_a_broken_header_or_label_is_an_error() {
 }
 
 /// Labels past what f32 holds exactly, headers pointing past the file and identity ranges that
-/// overlap are errors, before anything is allocated for them (a huge label once ended in
-/// "capacity overflow" or a multi-terabyte allocation).
+/// overlap are errors, before anything is allocated for them (issue 20 reports a huge label
+/// ending in "capacity overflow" or a multi-terabyte allocation).
 #[test]
 fn huge_labels_and_ranges_are_errors_not_allocations() {
     let tmp = tempfile::tempdir().unwrap();
@@ -186,9 +186,9 @@ fn huge_labels_and_ranges_are_errors_not_allocations() {
     assert!(open().to_string().contains("inside 1..2"), "{}", open());
 }
 
-/// Pickles built to exhaust the reader: a 2 MB nest of lists (once a stack overflow) and a
-/// 3 MB file whose memo references copy a megabyte a million times (once an allocation until
-/// killed). Both are errors, quickly.
+/// Pickles built to exhaust the reader: a 2 MB nest of lists (issue 20 reports such a nest
+/// overflowing the stack) and a 3 MB file whose memo references would copy a megabyte a
+/// million times. Both are errors, quickly.
 #[test]
 fn pickle_bombs_are_errors_not_crashes() {
     let mut nested = b"\x80\x02".to_vec();

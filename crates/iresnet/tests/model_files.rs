@@ -143,7 +143,8 @@ fn damaged_or_foreign_files_are_refused() {
     std::fs::write(&summary_path, summary).unwrap();
     let err = load_model::<B>(&summary_path, &device).unwrap_err();
     assert!(err.to_string().contains("256-d"), "{err}");
-    // A zero embedding size (once a "chunk size must be non-zero" panic in `arcface embed`).
+    // A zero embedding size (issue 20 reports a "chunk size must be non-zero" panic in
+    // `arcface embed`).
     let err = forge(&|c| c.embedding_dim = 0).unwrap_err();
     assert!(matches!(err, BackboneError::InvalidConfig(_)), "{err}");
 
