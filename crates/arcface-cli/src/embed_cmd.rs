@@ -8,7 +8,7 @@ use clap::Args;
 use face_detect::BBox;
 use face_embed::Embedder;
 use face_pipeline::{read_photo, FacePipeline, PhotoError, PhotoLimits};
-use iresnet::burn::tensor::backend::Backend;
+use iresnet::ConvBackend;
 use iresnet::INPUT_SIZE;
 use serde::Serialize;
 
@@ -62,7 +62,7 @@ struct ImageEmbedding {
     embedding: Vec<f32>,
 }
 
-pub fn run<B: Backend>(args: &EmbedArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: ConvBackend>(args: &EmbedArgs, device: &B::Device) -> Result<()> {
     let model = face_models::cache::model(args.model.as_deref())?;
     let net = crate::eval_cmd::load_embedder::<B>(&model, device)?;
     let embedding_dim = net.embedding_dim();

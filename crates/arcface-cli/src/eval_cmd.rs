@@ -9,7 +9,7 @@ use eval::{
     Labelled, PairSet,
 };
 use face_data::{FaceDataset, SyntheticConfig, SyntheticFaces};
-use iresnet::burn::tensor::backend::Backend;
+use iresnet::ConvBackend;
 use serde::Serialize;
 
 #[derive(Args, Debug)]
@@ -82,7 +82,7 @@ fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
     )
 }
 
-pub fn run<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: ConvBackend>(args: &EvalArgs, device: &B::Device) -> Result<()> {
     let embedder = load_embedder::<B>(&args.model, device)?;
     let embedder = embedder.as_ref();
     let flip = !args.no_flip;
@@ -172,7 +172,7 @@ pub fn synthetic_config() -> SyntheticConfig {
 }
 
 /// A model file as an embedder, whatever its format (`face_models::load_embedder`).
-pub fn load_embedder<B: Backend>(
+pub fn load_embedder<B: ConvBackend>(
     path: &std::path::Path,
     device: &B::Device,
 ) -> Result<Box<dyn Embedder + Send>> {

@@ -10,7 +10,7 @@ use clap::Args;
 use face_align::{assess, QualityConfig, QualityReport, Template};
 use face_detect::{Detection, FaceDetector, RetinaFace, RetinaFaceConfig};
 use face_pipeline::FaceFinder;
-use iresnet::burn::tensor::backend::Backend;
+use iresnet::ConvBackend;
 use serde::{Deserialize, Serialize};
 
 #[derive(Args, Debug)]
@@ -44,7 +44,7 @@ impl DetectorArgs {
             .with_context(|| format!("reading {}", path.display()))
     }
 
-    pub(crate) fn load<B: Backend>(&self, device: &B::Device) -> Result<RetinaFace<B>> {
+    pub(crate) fn load<B: ConvBackend>(&self, device: &B::Device) -> Result<RetinaFace<B>> {
         let config = RetinaFaceConfig {
             confidence: self.confidence,
             max_side: self.max_side,
@@ -76,7 +76,7 @@ struct DetectReport<'a> {
     faces: Vec<Detection>,
 }
 
-pub fn detect<B: Backend>(args: &DetectArgs, device: &B::Device) -> Result<()> {
+pub fn detect<B: ConvBackend>(args: &DetectArgs, device: &B::Device) -> Result<()> {
     let detector = args.detector.load::<B>(device)?;
     for path in &args.images {
         let image = args.detector.photo(path)?;
@@ -321,7 +321,7 @@ fn read_journal(path: &Path, header: &JournalHeader) -> Result<Vec<PhotoRecord>>
         .collect())
 }
 
-pub fn align<B: Backend>(args: &AlignArgs, device: &B::Device) -> Result<()> {
+pub fn align<B: ConvBackend>(args: &AlignArgs, device: &B::Device) -> Result<()> {
     if !args.input.is_dir() {
         bail!("--in {} is not a folder", args.input.display());
     }

@@ -5,8 +5,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use face_models::cache::{self, Pinned, CATALOGUE, DEFAULT_MODEL, W600K_MBF};
 use face_models::fetch::{fetch, is_present, Outcome};
-use iresnet::burn::tensor::backend::Backend;
 use iresnet::record::Precision;
+use iresnet::ConvBackend;
 use serde::Serialize;
 
 #[derive(Args, Debug)]
@@ -41,7 +41,7 @@ struct Report {
     model: String,
 }
 
-pub fn run<B: Backend>(args: &FetchArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: ConvBackend>(args: &FetchArgs, device: &B::Device) -> Result<()> {
     let mut files = Vec::new();
     for pinned in &CATALOGUE {
         let status = match (args.check, is_present(pinned)) {

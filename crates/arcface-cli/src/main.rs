@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use iresnet::burn::tensor::backend::Backend;
 use iresnet::record::{self, Precision};
+use iresnet::ConvBackend;
 use iresnet::{import, Backbone, BackboneConfig, BackboneStats};
 use serde::Serialize;
 
@@ -143,7 +143,7 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-fn run<B: Backend>(command: Command, device: &B::Device) -> Result<()> {
+fn run<B: ConvBackend>(command: Command, device: &B::Device) -> Result<()> {
     match command {
         Command::Info {
             backbone,
@@ -189,7 +189,7 @@ struct InfoReport {
     precision: Option<Precision>,
 }
 
-fn info<B: Backend>(
+fn info<B: ConvBackend>(
     backbone: Option<String>,
     model: Option<PathBuf>,
     json: bool,
@@ -248,7 +248,7 @@ fn info<B: Backend>(
 }
 
 /// Imports `from` (architecture `spec`, else read off the file) and writes it to `out`.
-pub(crate) fn import_model<B: Backend>(
+pub(crate) fn import_model<B: ConvBackend>(
     from: &Path,
     spec: Option<BackboneConfig>,
     out: &Path,
@@ -272,7 +272,7 @@ fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn import_cmd<B: Backend>(
+fn import_cmd<B: ConvBackend>(
     from: &Path,
     arch: Option<&str>,
     out: &Path,

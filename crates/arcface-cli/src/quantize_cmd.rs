@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use eval::{cosine, embed_normalized, verify_pairs, BurnEmbedder, Embedder, PairSet};
 use face_data::{FaceDataset, SyntheticFaces};
-use iresnet::burn::tensor::backend::Backend;
 use iresnet::Architecture;
+use iresnet::ConvBackend;
 use quantize::calibrate::Method;
 use quantize::{quantize, Engine, Graph, QuantizeOptions, QuantizedModel};
 use serde::Serialize;
@@ -116,7 +116,7 @@ struct Verification {
     int8_accuracy: f64,
 }
 
-pub fn run<B: Backend>(args: &QuantizeArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: ConvBackend>(args: &QuantizeArgs, device: &B::Device) -> Result<()> {
     let (backbone, header) = iresnet::record::load_model::<B>(&args.model, device)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let method = match args.method {

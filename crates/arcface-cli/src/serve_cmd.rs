@@ -10,7 +10,7 @@ use clap::Args;
 use face_detect::{RetinaFace, RetinaFaceConfig};
 use face_search::{Gallery, GalleryConfig, IndexKind, IvfConfig, Precision};
 use face_serve::Limits;
-use iresnet::burn::tensor::backend::Backend;
+use iresnet::ConvBackend;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Example:\n  \
@@ -77,7 +77,7 @@ pub struct ServeArgs {
     batch_window_ms: u64,
 }
 
-pub fn run<B: Backend>(args: &ServeArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: ConvBackend>(args: &ServeArgs, device: &B::Device) -> Result<()> {
     let detector_path = face_models::cache::detector(args.detector.as_deref())?;
     let model = face_models::cache::model(args.model.as_deref())?;
     let detector = RetinaFace::<B>::load(

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use iresnet::burn::tensor::backend::AutodiffBackend;
 use iresnet::burn::tensor::backend::{Device, DeviceId};
+use iresnet::ConvAutodiffBackend;
 use trainer::{resume, train, StepInfo, TrainConfig};
 
 #[derive(Args, Debug)]
@@ -41,7 +41,7 @@ pub struct TrainArgs {
     json: bool,
 }
 
-pub fn run<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: ConvAutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result<()> {
     if args.print_default_config {
         print!("{}", TrainConfig::default().to_toml());
         return Ok(());

@@ -11,9 +11,11 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
-use burn::tensor::backend::{Backend, TensorMetadata};
+use burn::tensor::backend::{AutodiffBackend, Backend, TensorMetadata};
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+
+use std::sync::OnceLock;
 
 use crate::geom::Conv2dGeom;
 use crate::isa::Isa;
@@ -53,6 +55,13 @@ pub trait ConvBackend: Backend {
     }
 }
 
+/// An autodiff backend whose forward and inner (evaluation) backend both convolve through
+/// [`ConvBackend`]: the bound a trainer over any model of this workspace needs. Implemented for
+/// every such backend.
+pub trait ConvAutodiffBackend: AutodiffBackend<InnerBackend: ConvBackend> + ConvBackend {}
+
+impl<B> ConvAutodiffBackend for B where B: AutodiffBackend<InnerBackend: ConvBackend> + ConvBackend {}
+
 /// `module`'s convolution of `x` through [`ConvBackend`]: the same result as `module.forward(x)`
 /// (`Same` or asymmetric padding, which the kernels do not take, goes to `forward` itself).
 pub fn conv2d<B: ConvBackend>(module: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -82,9 +91,16 @@ fn dims4(t: &impl TensorMetadata) -> Option<[usize; 4]> {
     (shape.num_dims() == 4).then(|| [shape[0], shape[1], shape[2], shape[3]])
 }
 
+/// `CPU_CONV_KERNELS=burn` hands every convolution back to Burn's own: the same binary then
+/// times (or checks) one against the other.
+fn kernels_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("CPU_CONV_KERNELS").map_or(true, |v| v != "burn"))
+}
+
 /// The geometry of an f32 convolution the kernels run (`None`: leave it to Burn).
 fn geom_of(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<Conv2dGeom> {
-    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+    if !kernels_enabled() || x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
         return None;
     }
     Conv2dGeom::new(

@@ -25,7 +25,7 @@ mod isa;
 mod matmul;
 pub mod reference;
 
-pub use burn_ext::{conv2d, ConvBackend};
+pub use burn_ext::{conv2d, ConvAutodiffBackend, ConvBackend};
 pub use geom::{Conv2dGeom, GeomError};
 pub use isa::Isa;
 

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
+use cpu_conv::ConvBackend;
 use face_align::{BBox, Point};
 use image::{imageops::FilterType, RgbImage};
 use serde::{Deserialize, Serialize};
@@ -126,7 +127,7 @@ pub struct RetinaFace<B: Backend> {
     device: B::Device,
 }
 
-impl<B: Backend> RetinaFace<B> {
+impl<B: ConvBackend> RetinaFace<B> {
     /// Loads `mobilenet0.25_Final.pth` (see datasets/fetch_real.py for where it comes from).
     pub fn load(
         path: &Path,
@@ -210,7 +211,7 @@ impl<B: Backend> RetinaFace<B> {
     }
 }
 
-impl<B: Backend> FaceDetector for RetinaFace<B> {
+impl<B: ConvBackend> FaceDetector for RetinaFace<B> {
     fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, DetectError> {
         let longer = image.width().max(image.height());
         let Some(max_side) = self.config.max_side.filter(|&m| longer > m) else {

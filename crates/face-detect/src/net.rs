@@ -13,6 +13,8 @@ use burn::{
     },
 };
 
+use cpu_conv::{conv2d, ConvBackend};
+
 use crate::{
     error::DetectError,
     weights::{ConvShape, StateDict},
@@ -39,9 +41,9 @@ pub struct ConvAct<B: Backend> {
     act: Act,
 }
 
-impl<B: Backend> ConvAct<B> {
+impl<B: ConvBackend> ConvAct<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = self.conv.forward(x);
+        let y = conv2d(&self.conv, x);
         match self.act {
             Act::Linear => y,
             Act::Leaky => leaky_relu(y, LEAKY),
@@ -60,7 +62,7 @@ pub struct Ssh<B: Backend> {
     conv7_3: ConvAct<B>,
 }
 
-impl<B: Backend> Ssh<B> {
+impl<B: ConvBackend> Ssh<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let a = self.conv3.forward(x.clone());
         let b1 = self.conv5_1.forward(x);
@@ -224,7 +226,9 @@ impl<B: Backend> RetinaFaceNet<B> {
             landmark_heads,
         })
     }
+}
 
+impl<B: ConvBackend> RetinaFaceNet<B> {
     /// Runs one image (`[1, 3, H, W]`, BGR minus the means) and returns the outputs over all
     /// priors, read back to the host.
     pub fn forward(&self, x: Tensor<B, 4>) -> RawOutput {
@@ -256,7 +260,7 @@ impl<B: Backend> RetinaFaceNet<B> {
                 .iter()
                 .zip(convs)
                 .map(|(f, conv)| {
-                    let y = conv.forward(f.clone());
+                    let y = conv2d(conv, f.clone());
                     let [n, _, h, w] = y.dims();
                     y.permute([0, 2, 3, 1]).reshape([n, h * w * ANCHORS, k])
                 })

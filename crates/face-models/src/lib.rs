@@ -17,7 +17,6 @@ pub mod fetch;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use eval::{BurnEmbedder, Embedder};
 
 /// The model formats, by signature.
@@ -83,7 +82,7 @@ pub enum LoadError {
 }
 
 /// `path` as an embedder: `.aq8` on the int8 CPU engine, `.arcface` on Burn's backend `B`.
-pub fn load_embedder<B: Backend>(
+pub fn load_embedder<B: iresnet::ConvBackend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<Box<dyn Embedder + Send>, LoadError> {

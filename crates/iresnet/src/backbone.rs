@@ -2,6 +2,7 @@
 
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
+use cpu_conv::ConvBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::dataflow::Dataflow;
@@ -50,7 +51,7 @@ pub trait Architecture<B: Backend>: Describe<B> {
     fn spec(&self) -> BackboneConfig;
 }
 
-impl<B: Backend> Backbone<B> for IResNet<B> {
+impl<B: ConvBackend> Backbone<B> for IResNet<B> {
     fn embed(&self, faces: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(faces)
     }
@@ -59,7 +60,7 @@ impl<B: Backend> Backbone<B> for IResNet<B> {
     }
 }
 
-impl<B: Backend> Describe<B> for IResNet<B> {
+impl<B: ConvBackend> Describe<B> for IResNet<B> {
     fn dataflow(&self) -> Dataflow<'_, B> {
         IResNet::dataflow(self)
     }
@@ -68,13 +69,13 @@ impl<B: Backend> Describe<B> for IResNet<B> {
     }
 }
 
-impl<B: Backend> Architecture<B> for IResNet<B> {
+impl<B: ConvBackend> Architecture<B> for IResNet<B> {
     fn spec(&self) -> BackboneConfig {
         BackboneConfig::IResNet(self.config())
     }
 }
 
-impl<B: Backend> Backbone<B> for MobileFaceNet<B> {
+impl<B: ConvBackend> Backbone<B> for MobileFaceNet<B> {
     fn embed(&self, faces: Tensor<B, 4>) -> Tensor<B, 2> {
         MobileFaceNet::embed(self, faces)
     }
@@ -83,7 +84,7 @@ impl<B: Backend> Backbone<B> for MobileFaceNet<B> {
     }
 }
 
-impl<B: Backend> Describe<B> for MobileFaceNet<B> {
+impl<B: ConvBackend> Describe<B> for MobileFaceNet<B> {
     fn dataflow(&self) -> Dataflow<'_, B> {
         MobileFaceNet::dataflow(self)
     }
@@ -92,7 +93,7 @@ impl<B: Backend> Describe<B> for MobileFaceNet<B> {
     }
 }
 
-impl<B: Backend> Architecture<B> for MobileFaceNet<B> {
+impl<B: ConvBackend> Architecture<B> for MobileFaceNet<B> {
     fn spec(&self) -> BackboneConfig {
         BackboneConfig::MobileFaceNet(self.config())
     }
@@ -209,7 +210,7 @@ pub enum AnyBackbone<B: Backend> {
     MobileFaceNet(MobileFaceNet<B>),
 }
 
-impl<B: Backend> Backbone<B> for AnyBackbone<B> {
+impl<B: ConvBackend> Backbone<B> for AnyBackbone<B> {
     fn embed(&self, faces: Tensor<B, 4>) -> Tensor<B, 2> {
         match self {
             Self::IResNet(m) => m.forward(faces),
@@ -224,7 +225,7 @@ impl<B: Backend> Backbone<B> for AnyBackbone<B> {
     }
 }
 
-impl<B: Backend> Describe<B> for AnyBackbone<B> {
+impl<B: ConvBackend> Describe<B> for AnyBackbone<B> {
     fn dataflow(&self) -> Dataflow<'_, B> {
         match self {
             Self::IResNet(m) => m.dataflow(),
@@ -236,7 +237,7 @@ impl<B: Backend> Describe<B> for AnyBackbone<B> {
     }
 }
 
-impl<B: Backend> Architecture<B> for AnyBackbone<B> {
+impl<B: ConvBackend> Architecture<B> for AnyBackbone<B> {
     fn spec(&self) -> BackboneConfig {
         match self {
             Self::IResNet(m) => Architecture::spec(m),
@@ -245,7 +246,7 @@ impl<B: Backend> Architecture<B> for AnyBackbone<B> {
     }
 }
 
-impl<B: Backend> AnyBackbone<B> {
+impl<B: ConvBackend> AnyBackbone<B> {
     /// Embeds with a shape check first, for inputs that come from users.
     pub fn try_embed(&self, faces: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
         let dims = faces.dims();

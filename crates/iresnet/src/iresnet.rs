@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, LinearConfig, PRelu};
 use burn::tensor::{backend::Backend, Tensor};
+use cpu_conv::{conv2d, ConvBackend};
 
 use crate::conv::{ConvInit, ConvSpec};
 use crate::dataflow::{same, Dataflow, Named, Op, Value};
@@ -193,18 +194,6 @@ impl<B: Backend> IBasicBlock<B> {
         }
     }
 
-    /// The block's output.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = self.conv1.forward(apply_batch_norm(&self.bn1, x.clone()));
-        let out = apply_prelu(&self.prelu, apply_batch_norm(&self.bn2, out));
-        let out = apply_batch_norm(&self.bn3, self.conv2.forward(out));
-        let identity = match &self.downsample {
-            Some(d) => apply_batch_norm(&d.bn, d.conv.forward(x)),
-            None => x,
-        };
-        out + identity
-    }
-
     /// Adds the block to `flow`: `bn1`, `conv1`+`bn2`+PReLU, `conv2`+`bn3`, the shortcut, the sum.
     fn describe<'a>(&'a self, flow: &mut Dataflow<'a, B>, x: Value, path: &str) -> Value {
         let normalized = flow.push(Op::Norm {
@@ -244,6 +233,20 @@ impl<B: Backend> IBasicBlock<B> {
     }
 }
 
+impl<B: ConvBackend> IBasicBlock<B> {
+    /// The block's output.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let out = conv2d(&self.conv1, apply_batch_norm(&self.bn1, x.clone()));
+        let out = apply_prelu(&self.prelu, apply_batch_norm(&self.bn2, out));
+        let out = apply_batch_norm(&self.bn3, conv2d(&self.conv2, out));
+        let identity = match &self.downsample {
+            Some(d) => apply_batch_norm(&d.bn, conv2d(&d.conv, x)),
+            None => x,
+        };
+        out + identity
+    }
+}
+
 /// IResNet-18/34/50/100/200: no max-pool, no global pooling; BN2d, flatten, dropout,
 /// `Linear(C*7*7 -> D)` and a BatchNorm1d whose scale stays 1.
 #[derive(Module, Debug)]
@@ -272,12 +275,12 @@ pub struct IResNet<B: Backend> {
     pub features: BatchNorm<B>,
 }
 
-impl<B: Backend> IResNet<B> {
+impl<B: ConvBackend> IResNet<B> {
     /// `[N, 3, 112, 112]` normalized RGB to `[N, D]` embeddings (not L2-normalized).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = apply_prelu(
             &self.prelu,
-            apply_batch_norm(&self.bn1, self.conv1.forward(x)),
+            apply_batch_norm(&self.bn1, conv2d(&self.conv1, x)),
         );
         for block in self.stages() {
             x = block.forward(x);
@@ -286,7 +289,9 @@ impl<B: Backend> IResNet<B> {
         let x = self.fc.forward(self.dropout.forward(x));
         apply_batch_norm(&self.features, x)
     }
+}
 
+impl<B: Backend> IResNet<B> {
     /// Every residual block, first stage first.
     pub fn stages(&self) -> impl Iterator<Item = &IBasicBlock<B>> {
         self.named_stages().into_iter().flat_map(|(_, stage)| stage)

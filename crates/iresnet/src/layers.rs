@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PRelu};
 use burn::tensor::{backend::Backend, Tensor};
+use cpu_conv::{conv2d, ConvBackend};
 
 use crate::conv::{ConvInit, ConvSpec};
 use crate::dataflow::{child, Dataflow, Value};
@@ -30,15 +31,6 @@ impl<B: Backend> ConvBnAct<B> {
         }
     }
 
-    /// The block's output.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = apply_batch_norm(&self.bn, self.conv.forward(x));
-        match &self.prelu {
-            Some(prelu) => apply_prelu(prelu, x),
-            None => x,
-        }
-    }
-
     /// Adds this block to `flow`, named as PyTorch's `nn.Sequential(conv, bn, prelu)`.
     pub(crate) fn describe<'a>(
         &'a self,
@@ -58,5 +50,16 @@ impl<B: Backend> ConvBnAct<B> {
             child(&self.bn, at, ("bn", "layers.1")),
             prelu,
         )
+    }
+}
+
+impl<B: ConvBackend> ConvBnAct<B> {
+    /// The block's output.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = apply_batch_norm(&self.bn, conv2d(&self.conv, x));
+        match &self.prelu {
+            Some(prelu) => apply_prelu(prelu, x),
+            None => x,
+        }
     }
 }

@@ -30,6 +30,8 @@ pub use backbone::{
 };
 pub use burn;
 pub use conv::ConvSpec;
+/// The backend seam the backbones convolve through (re-exported so users of these models need not name `cpu-conv`).
+pub use cpu_conv::{ConvAutodiffBackend, ConvBackend};
 pub use dataflow::{Dataflow, Named, Op, Value};
 pub use error::{BackboneError, Result};
 pub use iresnet::{IResNet, IResNetConfig};

@@ -4,6 +4,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{BatchNorm, Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
+use cpu_conv::ConvBackend;
 
 use crate::conv::ConvSpec;
 use crate::dataflow::{Dataflow, Named, Op, Value};
@@ -165,18 +166,6 @@ impl<B: Backend> DepthWise<B> {
         }
     }
 
-    /// The block's output.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = self
-            .project
-            .forward(self.depthwise.forward(self.expand.forward(x.clone())));
-        if self.residual {
-            x + y
-        } else {
-            y
-        }
-    }
-
     /// Adds the three blocks (and the residual sum) to `flow`.
     fn describe<'a>(
         &'a self,
@@ -195,6 +184,20 @@ impl<B: Backend> DepthWise<B> {
         });
         if self.residual {
             flow.push(Op::Add { a: input, b: y })
+        } else {
+            y
+        }
+    }
+}
+
+impl<B: ConvBackend> DepthWise<B> {
+    /// The block's output.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let y = self
+            .project
+            .forward(self.depthwise.forward(self.expand.forward(x.clone())));
+        if self.residual {
+            x + y
         } else {
             y
         }
@@ -235,7 +238,7 @@ pub struct MobileFaceNet<B: Backend> {
     pub features: BatchNorm<B>,
 }
 
-impl<B: Backend> MobileFaceNet<B> {
+impl<B: ConvBackend> MobileFaceNet<B> {
     /// The feature map before the embedding's linear layer.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut x = self.stem.forward(x);
@@ -258,7 +261,9 @@ impl<B: Backend> MobileFaceNet<B> {
         let x = self.forward(x).flatten::<2>(1, 3);
         apply_batch_norm(&self.features, self.fc.forward(x))
     }
+}
 
+impl<B: Backend> MobileFaceNet<B> {
     /// The depthwise blocks between the stem and `conv_sep`, in order.
     pub fn body(&self) -> impl Iterator<Item = &DepthWise<B>> {
         self.named_body()

@@ -8,6 +8,7 @@
 //! file holding another architecture than the one asked for is a clear error. Files are
 //! written to a temporary sibling and renamed into place, so a crash never leaves half a model.
 
+use cpu_conv::ConvBackend;
 use std::path::Path;
 
 use burn::module::Module;
@@ -65,7 +66,7 @@ pub struct ModelHeader {
 }
 
 /// Writes `model` to `path` atomically.
-pub fn save_model<B: Backend>(
+pub fn save_model<B: ConvBackend>(
     model: &AnyBackbone<B>,
     path: &Path,
     precision: Precision,
@@ -103,7 +104,7 @@ pub fn read_header(path: &Path) -> Result<ModelHeader> {
 }
 
 /// Loads any model file, building the architecture its header names.
-pub fn load_model<B: Backend>(
+pub fn load_model<B: ConvBackend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(AnyBackbone<B>, ModelHeader)> {
@@ -113,7 +114,7 @@ pub fn load_model<B: Backend>(
 }
 
 /// Loads a model file that must hold `expected`'s architecture.
-pub fn load_model_as<B: Backend>(
+pub fn load_model_as<B: ConvBackend>(
     path: &Path,
     expected: &BackboneConfig,
     device: &B::Device,
@@ -130,7 +131,7 @@ pub fn load_model_as<B: Backend>(
 }
 
 /// Builds the header's architecture and loads the weights into it.
-fn build<B: Backend>(
+fn build<B: ConvBackend>(
     path: &Path,
     header: &ModelHeader,
     payload: Vec<u8>,

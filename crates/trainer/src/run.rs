@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use arcface_loss::{MarginFc, SampledSgdConfig};
-use burn::tensor::backend::AutodiffBackend;
 use eval::PairSet;
 use face_augment::Pipeline;
 use face_data::{FaceDataset, ImageFolder, Loader, RecordDataset, SyntheticFaces};
+use iresnet::ConvAutodiffBackend;
 use iresnet::{AnyBackbone, Backbone};
 
 use crate::checkpoint::write_atomic;
@@ -22,7 +22,7 @@ use crate::verify::ValidationSet;
 /// Trains per `config` on `devices` (one replica each; the first one holds the optimiser),
 /// writing into `out`: `config.toml`, `metrics.jsonl`, `checkpoints/`, `model.arcface`, plots and
 /// `report.json`. `progress` is called after every optimiser step.
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: ConvAutodiffBackend>(
     config: &TrainConfig,
     out: &Path,
     devices: &[B::Device],
@@ -39,7 +39,7 @@ pub fn train<B: AutodiffBackend>(
 
 /// Continues the run in `out` from its newest intact checkpoint, with the config it was
 /// started with; the loss curve is the one the run would have had without the interruption.
-pub fn resume<B: AutodiffBackend>(
+pub fn resume<B: ConvAutodiffBackend>(
     out: &Path,
     devices: &[B::Device],
     progress: impl FnMut(&StepInfo),
@@ -81,7 +81,7 @@ fn data(config: &TrainConfig) -> Result<Data, TrainError> {
     })
 }
 
-fn run<B: AutodiffBackend>(
+fn run<B: ConvAutodiffBackend>(
     config: &TrainConfig,
     out: &Path,
     devices: &[B::Device],
@@ -130,7 +130,7 @@ fn run<B: AutodiffBackend>(
 }
 
 /// The config's backbone and a head over `classes` identities, drawn from the seed.
-fn init_model<B: AutodiffBackend>(
+fn init_model<B: ConvAutodiffBackend>(
     config: &TrainConfig,
     classes: usize,
     device: &B::Device,
@@ -153,7 +153,7 @@ fn init_model<B: AutodiffBackend>(
 }
 
 /// The backbone as an arcface-rs model file (atomic write, verified on load).
-fn save_backbone<B: burn::tensor::backend::Backend>(
+fn save_backbone<B: iresnet::ConvBackend>(
     backbone: &AnyBackbone<B>,
     out: &Path,
 ) -> Result<PathBuf, TrainError> {

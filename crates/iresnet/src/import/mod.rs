@@ -11,9 +11,8 @@ pub mod torch;
 
 pub use load::{load_layers, Array, LayerWeights, SourcedWeights};
 
+use cpu_conv::ConvBackend;
 use std::path::Path;
-
-use burn::tensor::backend::Backend;
 
 use crate::backbone::{AnyBackbone, BackboneConfig};
 use crate::error::{BackboneError, Result};
@@ -55,7 +54,7 @@ pub fn infer_arch(path: &Path) -> Result<BackboneConfig> {
 }
 
 /// [`import_file`] with the architecture read off the file itself.
-pub fn import_auto<B: Backend>(path: &Path, device: &B::Device) -> Result<AnyBackbone<B>> {
+pub fn import_auto<B: ConvBackend>(path: &Path, device: &B::Device) -> Result<AnyBackbone<B>> {
     let arch = infer_arch(path)?;
     tracing::info!(file = %path.display(), arch = %arch.describe(), "architecture read off the file");
     import_file(path, &arch, device)
@@ -65,7 +64,7 @@ pub fn import_auto<B: Backend>(path: &Path, device: &B::Device) -> Result<AnyBac
 ///
 /// For MobileFaceNet ONNX files the head is read off the graph, so `--arch mbf` imports both
 /// the current GDC-head models and the released `w600k_mbf` (conv-fc head).
-pub fn import_file<B: Backend>(
+pub fn import_file<B: ConvBackend>(
     path: &Path,
     arch: &BackboneConfig,
     device: &B::Device,
