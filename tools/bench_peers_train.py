@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""PyTorch eager training step, the same step as benches/train_step.rs, in the same run
+"""PyTorch eager and torch.compile training step, the same step as benches/train_step.rs, in the same run
 (tools/bench_train.sh): IResNet-18/50 and MobileFaceNet (insightface's "mbf", GDC head), batch 32,
 forward + ArcFace (s 64, m 0.5, insightface's form) over 1000 classes + backward + SGD (lr 0.1,
 momentum 0.9, weight decay 5e-4) on backbone and head; 2 threads; median of N steps after one
-warm-up step. The ArcFace head is ../shared/peers/bench_torch_train.py's.
+warm-up step (two for torch.compile, which compiles in them; PEER_MODES=eager,compile picks). The ArcFace head is ../shared/peers/bench_torch_train.py's.
 
 Needs torch (the version is printed). Usage: bench_peers_train.py [models] [steps]
 """
@@ -42,31 +42,43 @@ def build(name):
     return MobileFaceNet() if name == "mbf" else IResNet(IRESNET_LAYERS[name])
 
 
+def time_step(name, mode, batch, steps):
+    """Median seconds of `steps` training steps after warm-up; `mode` "compile" runs the backbone
+    and head through torch.compile (inductor, the default backend: C++ kernels on the CPU), whose
+    compilation happens in the two warm-up steps."""
+    torch.manual_seed(0)
+    net = build(name).train()
+    head = ArcFaceHead()
+    opt = torch.optim.SGD(list(net.parameters()) + list(head.parameters()), lr=0.1, momentum=0.9,
+                          weight_decay=5e-4)
+    fnet, fhead = (torch.compile(net), torch.compile(head)) if mode == "compile" else (net, head)
+    x = torch.rand(batch, 3, 112, 112) * 2 - 1
+    y = torch.tensor([(i * 37) % 1000 for i in range(batch)])
+    warmup = 2 if mode == "compile" else 1
+    times = []
+    for step in range(steps + warmup):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = fhead(fnet(x), y)
+        loss.backward()
+        opt.step()
+        if step >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def main():
     models = (sys.argv[1] if len(sys.argv) > 1 else "r18,r50,mbf").split(",")
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     batch = 32
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "results": {}}
-    for name in models:
-        torch.manual_seed(0)
-        net = build(name).train()
-        head = ArcFaceHead()
-        opt = torch.optim.SGD(list(net.parameters()) + list(head.parameters()), lr=0.1, momentum=0.9,
-                              weight_decay=5e-4)
-        x = torch.rand(batch, 3, 112, 112) * 2 - 1
-        y = torch.tensor([(i * 37) % 1000 for i in range(batch)])
-        times = []
-        for step in range(steps + 1):
-            t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            loss = head(net(x), y)
-            loss.backward()
-            opt.step()
-            if step > 0:
-                times.append(time.perf_counter() - t0)
-        med = statistics.median(times)
-        out["results"][name] = {"step_ms": med * 1e3, "img_per_s": batch / med}
-        print(f"torch {name:5} batch {batch} {med * 1e3:8.0f} ms/step {batch / med:6.2f} img/s", flush=True)
+    modes = os.environ.get("PEER_MODES", "eager,compile").split(",")
+    for mode in modes:
+        for name in models:
+            med = time_step(name, mode, batch, steps)
+            out["results"][f"{name}/{mode}"] = {"step_ms": med * 1e3, "img_per_s": batch / med}
+            print(f"torch {mode:7} {name:5} batch {batch} {med * 1e3:8.0f} ms/step {batch / med:6.2f} img/s",
+                  flush=True)
     print(json.dumps(out))
 
 
