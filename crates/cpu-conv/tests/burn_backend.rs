@@ -23,8 +23,11 @@ fn close(what: &str, a: TensorData, b: TensorData) {
     }
 }
 
-/// (input, weight, stride, padding, groups): dense, strided, 1x1, grouped and depthwise layers.
-const CASES: [([usize; 4], [usize; 4], usize, usize, usize); 5] = [
+/// (input, weight, stride, padding, groups).
+type Case = ([usize; 4], [usize; 4], usize, usize, usize);
+
+/// Dense, strided, 1x1, grouped and depthwise layers.
+const CASES: [Case; 5] = [
     ([3, 4, 9, 9], [6, 4, 3, 3], 1, 1, 1),
     ([2, 4, 10, 7], [8, 4, 3, 3], 2, 1, 1),
     ([2, 6, 8, 8], [4, 6, 1, 1], 2, 0, 1),
