@@ -17,6 +17,7 @@
 //! and with a backward node of its own for `Autodiff<B>`. Models call [`conv2d`] with their
 //! `burn::nn::conv::Conv2d` module and stay generic over the backend.
 
+#[cfg(feature = "burn")]
 mod burn_ext;
 mod dense;
 mod depthwise;
@@ -25,9 +26,11 @@ mod isa;
 mod matmul;
 pub mod reference;
 
+#[cfg(feature = "burn")]
 pub use burn_ext::{conv2d, ConvAutodiffBackend, ConvBackend};
 pub use geom::{Conv2dGeom, GeomError};
 pub use isa::Isa;
+pub use matmul::matmul_rows;
 
 fn check(what: &str, got: usize, want: usize) {
     assert_eq!(

@@ -42,6 +42,22 @@ impl<'a> View<'a> {
     }
 }
 
+/// `y[m, n] = a[m, k] * b[k, n]`, all row-major; over rayon's threads when `parallel`.
+///
+/// # Panics
+/// When a slice is shorter than its matrix.
+pub fn matmul_rows(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    b: &[f32],
+    n: usize,
+    y: &mut [f32],
+    parallel: bool,
+) {
+    matmul(y, false, View::rows(a, m, k), View::rows(b, k, n), parallel);
+}
+
 /// `dst (+)= lhs * rhs` with `dst` row-major `lhs.rows x rhs.cols`; adds to `dst` when
 /// `accumulate`, overwrites it otherwise; over rayon's threads when `parallel`.
 pub(crate) fn matmul(

@@ -662,7 +662,7 @@ impl FloatConv {
             }
             let rows = y.len() / cout;
             let a = im2col.rows(x, 0.0, t * tile, rows, &mut scratch.0);
-            matmul(a, rows, lda, &self.weights, cout, y, whole);
+            cpu_conv::matmul_rows(a, rows, lda, &self.weights, cout, y, whole);
         };
         match output {
             None => {
@@ -695,39 +695,6 @@ impl FloatConv {
                 })
             }
         }
-    }
-}
-
-/// `y[m, n] = a[m, k] * b[k, n]`, all row-major; over rayon's threads when `parallel`.
-fn matmul(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, y: &mut [f32], parallel: bool) {
-    assert!(a.len() >= m * k && b.len() >= k * n && y.len() >= m * n);
-    // SAFETY: the three buffers hold the row-major matrices the strides describe (checked above).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            y.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            if parallel {
-                gemm::Parallelism::Rayon(0)
-            } else {
-                gemm::Parallelism::None
-            },
-        );
     }
 }
 
