@@ -105,11 +105,6 @@ impl Conv2dGeom {
         })
     }
 
-    /// Batch size.
-    pub fn batch(&self) -> usize {
-        self.input[0]
-    }
-
     /// Output shape `[n, o, oh, ow]`.
     pub fn output(&self) -> [usize; 4] {
         [

@@ -6,7 +6,7 @@
 //! depthwise layers (512 convolutions for a 512-channel depthwise layer). This crate computes the
 //! three passes directly:
 //!
-//! - dense and grouped layers as matrix products over an im2col matrix ([`dense`](crate)), one
+//! - dense and grouped layers as matrix products over an im2col matrix, one
 //!   image per thread (products spread over the threads instead when the batch is smaller than
 //!   the thread count);
 //! - depthwise layers as direct, vectorised loops over planes;
