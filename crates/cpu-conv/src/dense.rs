@@ -157,32 +157,29 @@ pub(crate) fn backward_w(g: &Conv2dGeom, x: &[f32], grad: &[f32]) -> Vec<f32> {
 /// value tap `(ki, kj)` of channel `c` reads there (0 in the padding).
 pub(crate) fn im2col(g: &Conv2dGeom, x: &[f32], col: &mut [f32]) {
     let [_, c, h, w] = g.input;
-    let [_, _, kh, kw] = g.weight;
+    let taps = g.weight[2] * g.weight[3];
     let [oh, ow] = g.out_hw;
     let p = oh * ow;
-    for ki in 0..kh {
-        let rows = g.valid(0, ki);
-        for kj in 0..kw {
-            let cols = g.valid(1, kj);
-            for ch in 0..c {
-                let row = &mut col[((ch * kh + ki) * kw + kj) * p..][..p];
-                let plane = &x[ch * h * w..][..h * w];
-                for (r, dst) in row.chunks_exact_mut(ow).enumerate() {
-                    if r < rows.lo || r >= rows.hi || cols.lo >= cols.hi {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[rows.input(r) * w..][..w];
-                    dst[..cols.lo].fill(0.0);
-                    dst[cols.hi..].fill(0.0);
-                    let start = cols.input(cols.lo);
-                    let dst = &mut dst[cols.lo..cols.hi];
-                    if cols.stride == 1 {
-                        dst.copy_from_slice(&src[start..start + dst.len()]);
-                    } else {
-                        for (d, s) in dst.iter_mut().zip(src[start..].iter().step_by(cols.stride)) {
-                            *d = *s;
-                        }
+    for tap in g.taps() {
+        let (rows, cols) = (tap.rows, tap.cols);
+        for ch in 0..c {
+            let row = &mut col[(ch * taps + tap.index) * p..][..p];
+            let plane = &x[ch * h * w..][..h * w];
+            for (r, dst) in row.chunks_exact_mut(ow).enumerate() {
+                if tap.is_empty() || r < rows.lo || r >= rows.hi {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let src = &plane[rows.input(r) * w..][..w];
+                dst[..cols.lo].fill(0.0);
+                dst[cols.hi..].fill(0.0);
+                let start = cols.input(cols.lo);
+                let dst = &mut dst[cols.lo..cols.hi];
+                if cols.stride == 1 {
+                    dst.copy_from_slice(&src[start..start + dst.len()]);
+                } else {
+                    for (d, s) in dst.iter_mut().zip(src[start..].iter().step_by(cols.stride)) {
+                        *d = *s;
                     }
                 }
             }
@@ -198,25 +195,19 @@ dispatch! {
 #[inline(always)]
 fn col2im_body<const FMA: bool>(g: &Conv2dGeom, col: &[f32], x: &mut [f32]) {
     let [_, c, h, w] = g.input;
-    let [_, _, kh, kw] = g.weight;
+    let taps = g.weight[2] * g.weight[3];
     let [oh, ow] = g.out_hw;
     let p = oh * ow;
     for ch in 0..c {
         let plane = &mut x[ch * h * w..][..h * w];
-        for ki in 0..kh {
-            let rows = g.valid(0, ki);
-            for kj in 0..kw {
-                let cols = g.valid(1, kj);
-                if cols.lo >= cols.hi {
-                    continue;
-                }
-                let row = &col[((ch * kh + ki) * kw + kj) * p..][..p];
-                for r in rows.lo..rows.hi {
-                    let src = &row[r * ow + cols.lo..r * ow + cols.hi];
-                    let dst = &mut plane[rows.input(r) * w..][..w];
-                    let start = cols.input(cols.lo);
-                    scatter_axpy::<FMA>(&mut dst[start..], 1.0, src, cols.stride);
-                }
+        for tap in g.taps().filter(|t| !t.is_empty()) {
+            let (rows, cols) = (tap.rows, tap.cols);
+            let row = &col[(ch * taps + tap.index) * p..][..p];
+            let start = cols.input(cols.lo);
+            for r in rows.lo..rows.hi {
+                let src = &row[r * ow + cols.lo..r * ow + cols.hi];
+                let dst = &mut plane[rows.input(r) * w..][..w];
+                scatter_axpy::<FMA>(&mut dst[start..], 1.0, src, cols.stride);
             }
         }
     }

@@ -70,25 +70,17 @@ dispatch! {
 
 #[inline(always)]
 fn forward_plane_body<const FMA: bool>(g: &Conv2dGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
-    let [_, _, kh, kw] = g.weight;
     let (wd, ow) = (g.input[3], g.out_hw[1]);
-    for ki in 0..kh {
-        let rows = g.valid(0, ki);
-        for kj in 0..kw {
-            let cols = g.valid(1, kj);
-            if cols.lo >= cols.hi {
-                continue;
-            }
-            let a = w[ki * kw + kj];
-            let start = cols.input(cols.lo);
-            for r in rows.lo..rows.hi {
-                let src = &x[rows.input(r) * wd..][..wd];
-                let dst = &mut y[r * ow + cols.lo..r * ow + cols.hi];
-                if cols.stride == 1 {
-                    axpy::<FMA>(dst, a, &src[start..start + dst.len()]);
-                } else {
-                    axpy_strided::<FMA>(dst, a, &src[start..], cols.stride);
-                }
+    for tap in g.taps().filter(|t| !t.is_empty()) {
+        let (rows, cols, a) = (tap.rows, tap.cols, w[tap.index]);
+        let start = cols.input(cols.lo);
+        for r in rows.lo..rows.hi {
+            let src = &x[rows.input(r) * wd..][..wd];
+            let dst = &mut y[r * ow + cols.lo..r * ow + cols.hi];
+            if cols.stride == 1 {
+                axpy::<FMA>(dst, a, &src[start..start + dst.len()]);
+            } else {
+                axpy_strided::<FMA>(dst, a, &src[start..], cols.stride);
             }
         }
     }
@@ -101,25 +93,17 @@ dispatch! {
 
 #[inline(always)]
 fn backward_x_plane_body<const FMA: bool>(g: &Conv2dGeom, gy: &[f32], w: &[f32], gx: &mut [f32]) {
-    let [_, _, kh, kw] = g.weight;
     let (wd, ow) = (g.input[3], g.out_hw[1]);
-    for ki in 0..kh {
-        let rows = g.valid(0, ki);
-        for kj in 0..kw {
-            let cols = g.valid(1, kj);
-            if cols.lo >= cols.hi {
-                continue;
-            }
-            let a = w[ki * kw + kj];
-            let start = cols.input(cols.lo);
-            for r in rows.lo..rows.hi {
-                let src = &gy[r * ow + cols.lo..r * ow + cols.hi];
-                let dst = &mut gx[rows.input(r) * wd..][..wd];
-                if cols.stride == 1 {
-                    axpy::<FMA>(&mut dst[start..start + src.len()], a, src);
-                } else {
-                    scatter_axpy::<FMA>(&mut dst[start..], a, src, cols.stride);
-                }
+    for tap in g.taps().filter(|t| !t.is_empty()) {
+        let (rows, cols, a) = (tap.rows, tap.cols, w[tap.index]);
+        let start = cols.input(cols.lo);
+        for r in rows.lo..rows.hi {
+            let src = &gy[r * ow + cols.lo..r * ow + cols.hi];
+            let dst = &mut gx[rows.input(r) * wd..][..wd];
+            if cols.stride == 1 {
+                axpy::<FMA>(&mut dst[start..start + src.len()], a, src);
+            } else {
+                scatter_axpy::<FMA>(&mut dst[start..], a, src, cols.stride);
             }
         }
     }
@@ -139,26 +123,19 @@ fn backward_w_channel_body<const FMA: bool>(
     gw: &mut [f32],
 ) {
     let [n, c, h, wd] = g.input;
-    let [_, _, kh, kw] = g.weight;
     let [oh, ow] = g.out_hw;
     for i in 0..n {
         let xp = &x[(i * c + ch) * h * wd..][..h * wd];
         let gp = &grad[(i * c + ch) * oh * ow..][..oh * ow];
-        for ki in 0..kh {
-            let rows = g.valid(0, ki);
-            for kj in 0..kw {
-                let cols = g.valid(1, kj);
-                if cols.lo >= cols.hi {
-                    continue;
-                }
-                let start = cols.input(cols.lo);
-                let mut sum = 0f32;
-                for r in rows.lo..rows.hi {
-                    let src = &xp[rows.input(r) * wd + start..rows.input(r) * wd + wd];
-                    sum += dot::<FMA>(&gp[r * ow + cols.lo..r * ow + cols.hi], src, cols.stride);
-                }
-                gw[ki * kw + kj] += sum;
+        for tap in g.taps().filter(|t| !t.is_empty()) {
+            let (rows, cols) = (tap.rows, tap.cols);
+            let start = cols.input(cols.lo);
+            let mut sum = 0f32;
+            for r in rows.lo..rows.hi {
+                let src = &xp[rows.input(r) * wd + start..rows.input(r) * wd + wd];
+                sum += dot::<FMA>(&gp[r * ow + cols.lo..r * ow + cols.hi], src, cols.stride);
             }
+            gw[tap.index] += sum;
         }
     }
 }

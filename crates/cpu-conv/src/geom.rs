@@ -129,6 +129,17 @@ impl Conv2dGeom {
             && self.padding == [0, 0]
     }
 
+    /// Every kernel tap, `(ki, kj)` in row-major order (the weights' order), with the outputs whose
+    /// reads of it fall inside the input: the one loop header the kernels share.
+    pub(crate) fn taps(&self) -> impl Iterator<Item = KernelTap> + '_ {
+        let kw = self.weight[3];
+        (0..self.weight[2] * kw).map(move |index| KernelTap {
+            index,
+            rows: self.valid(0, index / kw),
+            cols: self.valid(1, index % kw),
+        })
+    }
+
     /// The input rows and columns tap `(ki, kj)` reads for output rows/columns `0..out`:
     /// `index = out * stride + k * dilation - padding`, and the range of outputs for which it
     /// falls inside the input.
@@ -158,6 +169,24 @@ impl Conv2dGeom {
             offset,
             stride: s as usize,
         }
+    }
+}
+
+/// One kernel tap and the outputs that read inside the input through it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KernelTap {
+    /// `ki * kw + kj`: the tap's place in a filter's weights (and in an im2col row group).
+    pub index: usize,
+    /// Output rows.
+    pub rows: Tap,
+    /// Output columns.
+    pub cols: Tap,
+}
+
+impl KernelTap {
+    /// The tap reads nothing inside the input.
+    pub fn is_empty(&self) -> bool {
+        self.rows.lo >= self.rows.hi || self.cols.lo >= self.cols.hi
     }
 }
 
