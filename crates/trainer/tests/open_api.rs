@@ -176,8 +176,14 @@ fn weights<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>) -> Vec<f32> {
     p.val().into_data().convert::<f32>().to_vec().unwrap()
 }
 
+/// Burn's random initialisation draws from one generator per backend, shared by the tests' threads:
+/// a test that seeds it holds this lock, and so does every other test that draws from it, so the
+/// seeded run's weights do not depend on what ran beside it.
+static BURN_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_backbone_head_and_dataset_of_our_own_train_with_groups_and_a_loss_term() {
+    let _rng = BURN_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     <Ad as Backend>::seed(&device, 7);
     let backbone = TinyNet::<Ad>::new(&device);
@@ -245,6 +251,7 @@ fn a_backbone_head_and_dataset_of_our_own_train_with_groups_and_a_loss_term() {
 
 #[test]
 fn a_parameter_in_no_group_is_named() {
+    let _rng = BURN_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     let backbone = TinyNet::<Ad>::new(&device);
     let head = CosineHead::<Ad> {
