@@ -5,42 +5,7 @@ use burn_store::{ModuleSnapshot, TensorSnapshot};
 use crate::error::{BackboneError, Result};
 use crate::plan::{LayerKind, Plan};
 
-/// A dense f32 tensor read from a weight file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Array {
-    /// Dimensions.
-    pub shape: Vec<usize>,
-    /// Row-major values.
-    pub data: Vec<f32>,
-}
-
-impl Array {
-    /// An array of `shape` over `data`.
-    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        Self { shape, data }
-    }
-    fn filled(n: usize, value: f32) -> Self {
-        Self::new(vec![n], vec![value; n])
-    }
-    fn len(&self) -> usize {
-        self.data.len()
-    }
-    /// `[r, c]` to `[c, r]`; other ranks are returned as they are (the shape check reports them).
-    pub(crate) fn transposed(&self) -> Array {
-        if self.shape.len() != 2 {
-            return self.clone();
-        }
-        let (rows, cols) = (self.shape[0], self.shape[1]);
-        let mut data = vec![0.0; self.data.len()];
-        for r in 0..rows {
-            for c in 0..cols {
-                data[c * rows + r] = self.data[r * cols + c];
-            }
-        }
-        Array::new(vec![cols, rows], data)
-    }
-}
+pub use onnx_io::Array;
 
 /// The weights of one layer as a file stores them (PyTorch layouts).
 #[derive(Debug, Clone)]

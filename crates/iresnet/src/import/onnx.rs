@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn_store::ModuleSnapshot;
-use prost::Message;
+use onnx_io::proto;
 
 use super::load::{load_layers, Array, LayerWeights, SourcedWeights};
 use crate::backbone::{Architecture, BackboneConfig};
@@ -21,84 +21,6 @@ use crate::iresnet::IResNetConfig;
 use crate::mobilefacenet::MbfHead;
 use crate::mobilefacenet::MobileFaceNetConfig;
 use crate::plan::LayerKind;
-
-/// The subset of `onnx.proto` the importer reads (field numbers as in the ONNX spec).
-mod proto {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ModelProto {
-        #[prost(int64, tag = "1")]
-        pub ir_version: i64,
-        #[prost(string, tag = "2")]
-        pub producer_name: String,
-        #[prost(message, optional, tag = "7")]
-        pub graph: Option<GraphProto>,
-        #[prost(message, repeated, tag = "8")]
-        pub opset_import: Vec<OperatorSetId>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct OperatorSetId {
-        #[prost(string, tag = "1")]
-        pub domain: String,
-        #[prost(int64, tag = "2")]
-        pub version: i64,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GraphProto {
-        #[prost(message, repeated, tag = "1")]
-        pub node: Vec<NodeProto>,
-        #[prost(string, tag = "2")]
-        pub name: String,
-        #[prost(message, repeated, tag = "5")]
-        pub initializer: Vec<TensorProto>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct NodeProto {
-        #[prost(string, repeated, tag = "1")]
-        pub input: Vec<String>,
-        #[prost(string, repeated, tag = "2")]
-        pub output: Vec<String>,
-        #[prost(string, tag = "3")]
-        pub name: String,
-        #[prost(string, tag = "4")]
-        pub op_type: String,
-        #[prost(message, repeated, tag = "5")]
-        pub attribute: Vec<AttributeProto>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct AttributeProto {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(float, tag = "2")]
-        pub f: f32,
-        #[prost(int64, tag = "3")]
-        pub i: i64,
-        #[prost(message, optional, tag = "5")]
-        pub t: Option<TensorProto>,
-        #[prost(int64, repeated, tag = "8")]
-        pub ints: Vec<i64>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TensorProto {
-        #[prost(int64, repeated, tag = "1")]
-        pub dims: Vec<i64>,
-        #[prost(int32, tag = "2")]
-        pub data_type: i32,
-        #[prost(float, repeated, tag = "4")]
-        pub float_data: Vec<f32>,
-        #[prost(int32, repeated, tag = "5")]
-        pub int32_data: Vec<i32>,
-        #[prost(int64, repeated, tag = "7")]
-        pub int64_data: Vec<i64>,
-        #[prost(string, tag = "8")]
-        pub name: String,
-        #[prost(bytes = "vec", tag = "9")]
-        pub raw_data: Vec<u8>,
-        #[prost(double, repeated, tag = "10")]
-        pub double_data: Vec<f64>,
-        #[prost(int32, tag = "14")]
-        pub data_location: i32,
-    }
-}
 
 /// A parsed ONNX model: its nodes in graph order and its constant tensors.
 pub struct OnnxModel {
@@ -114,40 +36,16 @@ pub struct OnnxModel {
 impl OnnxModel {
     /// Reads and parses an ONNX file.
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| BackboneError::io(path, e))?;
-        let model =
-            proto::ModelProto::decode(bytes.as_slice()).map_err(|e| BackboneError::Onnx {
-                path: path.to_path_buf(),
-                message: format!("protobuf decoding failed ({e}); is this an .onnx file?"),
-            })?;
-        let graph = model.graph.ok_or_else(|| BackboneError::Onnx {
+        let file = onnx_io::OnnxFile::open(path).map_err(|e| BackboneError::Onnx {
             path: path.to_path_buf(),
-            message: "the model has no graph".into(),
+            message: e.to_string(),
         })?;
-        let mut constants: HashMap<String, proto::TensorProto> = graph
-            .initializer
-            .into_iter()
-            .map(|t| (t.name.clone(), t))
-            .collect();
-        for node in graph.node.iter().filter(|n| n.op_type == "Constant") {
-            if let (Some(out), Some(t)) = (
-                node.output.first(),
-                node.attribute.iter().find_map(|a| a.t.clone()),
-            ) {
-                constants.insert(out.clone(), t);
-            }
-        }
-        let opset = model
-            .opset_import
-            .iter()
-            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-            .map_or(0, |o| o.version);
         Ok(Self {
             path: path.to_path_buf(),
-            nodes: graph.node,
-            constants,
-            producer: model.producer_name,
-            opset,
+            nodes: file.nodes,
+            constants: file.constants,
+            producer: file.producer,
+            opset: file.opset,
         })
     }
 
@@ -322,7 +220,8 @@ impl OnnxModel {
                 "`{name}` is computed in the graph, not a stored weight"
             ))
         })?;
-        tensor_to_array(t).map_err(|m| self.err(format!("tensor `{name}`: {m}")))
+        t.to_array()
+            .map_err(|m| self.err(format!("tensor `{name}`: {m}")))
     }
 
     fn attr<'a>(node: &'a proto::NodeProto, name: &str) -> Option<&'a proto::AttributeProto> {
@@ -570,56 +469,4 @@ where
         )));
     }
     load_layers(model, &plan, layers, model.spec().bn_eps())
-}
-
-fn tensor_to_array(t: &proto::TensorProto) -> std::result::Result<Array, String> {
-    if t.data_location == 1 {
-        return Err("stored in an external data file, which is not supported".into());
-    }
-    let shape: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
-    let n: usize = shape.iter().product();
-    let raw = &t.raw_data;
-    let data: Vec<f32> = match t.data_type {
-        1 if !raw.is_empty() => raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        1 => t.float_data.clone(),
-        10 | 16 => {
-            let bits: Vec<u16> = if raw.is_empty() {
-                t.int32_data.iter().map(|&v| v as u16).collect()
-            } else {
-                raw.chunks_exact(2)
-                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                    .collect()
-            };
-            if t.data_type == 10 {
-                bits.into_iter()
-                    .map(|b| half::f16::from_bits(b).to_f32())
-                    .collect()
-            } else {
-                bits.into_iter()
-                    .map(|b| half::bf16::from_bits(b).to_f32())
-                    .collect()
-            }
-        }
-        11 if !raw.is_empty() => raw
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
-            .collect(),
-        11 => t.double_data.iter().map(|&v| v as f32).collect(),
-        7 if !raw.is_empty() => raw
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
-            .collect(),
-        7 => t.int64_data.iter().map(|&v| v as f32).collect(),
-        other => return Err(format!("data type {other} is not a float type")),
-    };
-    if data.len() != n {
-        return Err(format!(
-            "holds {} values but its shape {shape:?} needs {n}",
-            data.len()
-        ));
-    }
-    Ok(Array::new(shape, data))
 }
