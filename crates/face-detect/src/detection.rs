@@ -58,6 +58,36 @@ impl FaceDetector for AlignedFaces {
     }
 }
 
+/// Greedy NMS with the "+1" pixel areas both references use (Pytorch_Retinaface's py_cpu_nms,
+/// insightface's SCRFD.nms); `order` must be sorted by score. Suppresses IoU above `iou`.
+#[cfg(any(feature = "retinaface", feature = "scrfd"))]
+pub(crate) fn nms(boxes: &[BBox], order: &[usize], iou: f32) -> Vec<usize> {
+    let area = |b: &BBox| (b.x2 - b.x1 + 1.0) * (b.y2 - b.y1 + 1.0);
+    let mut keep = Vec::new();
+    let mut suppressed = vec![false; order.len()];
+    for a in 0..order.len() {
+        if suppressed[a] {
+            continue;
+        }
+        let i = order[a];
+        keep.push(i);
+        let bi = &boxes[i];
+        for b in a + 1..order.len() {
+            if suppressed[b] {
+                continue;
+            }
+            let bj = &boxes[order[b]];
+            let w = (bi.x2.min(bj.x2) - bi.x1.max(bj.x1) + 1.0).max(0.0);
+            let h = (bi.y2.min(bj.y2) - bi.y1.max(bj.y1) + 1.0).max(0.0);
+            let inter = w * h;
+            if inter / (area(bi) + area(bj) - inter) > iou {
+                suppressed[b] = true;
+            }
+        }
+    }
+    keep
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use face_align::{BBox, Point};
 use image::{imageops::FilterType, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use crate::detection::{Detection, FaceDetector};
+use crate::detection::{nms, Detection, FaceDetector};
 use crate::{error::DetectError, net::RetinaFaceNet, net::ANCHORS};
 
 /// Post-processing settings, with the reference implementation's values as defaults.
@@ -90,34 +90,6 @@ pub fn priors(height: usize, width: usize) -> Vec<[f32; 4]> {
         }
     }
     out
-}
-
-/// Greedy NMS with the reference's "+1" pixel areas; `order` must be sorted by score.
-fn nms(boxes: &[BBox], order: &[usize], iou: f32) -> Vec<usize> {
-    let area = |b: &BBox| (b.x2 - b.x1 + 1.0) * (b.y2 - b.y1 + 1.0);
-    let mut keep = Vec::new();
-    let mut suppressed = vec![false; order.len()];
-    for a in 0..order.len() {
-        if suppressed[a] {
-            continue;
-        }
-        let i = order[a];
-        keep.push(i);
-        let bi = &boxes[i];
-        for b in a + 1..order.len() {
-            if suppressed[b] {
-                continue;
-            }
-            let bj = &boxes[order[b]];
-            let w = (bi.x2.min(bj.x2) - bi.x1.max(bj.x1) + 1.0).max(0.0);
-            let h = (bi.y2.min(bj.y2) - bi.y1.max(bj.y1) + 1.0).max(0.0);
-            let inter = w * h;
-            if inter / (area(bi) + area(bj) - inter) > iou {
-                suppressed[b] = true;
-            }
-        }
-    }
-    keep
 }
 
 /// RetinaFace MobileNet-0.25 on any Burn backend.

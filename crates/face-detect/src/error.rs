@@ -13,6 +13,14 @@ pub enum DetectError {
         /// What went wrong.
         message: String,
     },
+    /// An ONNX detector graph could not be loaded or run.
+    #[error("{path}: {message}")]
+    Model {
+        /// The ONNX file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// A tensor RetinaFace needs is not in the checkpoint.
     #[error("weight `{0}` is missing from the checkpoint")]
     MissingWeight(String),

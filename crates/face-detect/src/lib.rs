@@ -1,5 +1,6 @@
-//! Face detection with five landmarks: RetinaFace (MobileNet-0.25) in Burn, loading the public
-//! `mobilenet0.25_Final.pth` weights, behind a small `FaceDetector` trait.
+//! Face detection with five landmarks behind a small `FaceDetector` trait: RetinaFace
+//! (MobileNet-0.25) in Burn, loading the public `mobilenet0.25_Final.pth` weights, and SCRFD,
+//! insightface's default detector, run on Burn from insightface's own ONNX files.
 //!
 //! ```no_run
 //! use face_detect::{FaceDetector, RetinaFace, RetinaFaceConfig};
@@ -22,6 +23,12 @@ mod detector;
 mod error;
 #[cfg(feature = "retinaface")]
 mod net;
+#[cfg(feature = "scrfd")]
+mod onnx_net;
+#[cfg(feature = "scrfd")]
+mod resize;
+#[cfg(feature = "scrfd")]
+mod scrfd;
 #[cfg(feature = "retinaface")]
 mod weights;
 
@@ -32,3 +39,7 @@ pub use error::DetectError;
 pub use face_align::{BBox, Landmarks, Point};
 #[cfg(feature = "retinaface")]
 pub use net::{RetinaFaceNet, ANCHORS};
+#[cfg(feature = "scrfd")]
+pub use resize::resize_linear;
+#[cfg(feature = "scrfd")]
+pub use scrfd::{Scrfd, ScrfdConfig};
