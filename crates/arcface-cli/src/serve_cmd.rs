@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use face_detect::{RetinaFace, RetinaFaceConfig};
 use face_search::{Gallery, GalleryConfig, IndexKind, IvfConfig, Precision};
 use face_serve::Limits;
 use iresnet::ConvBackend;
@@ -19,15 +18,8 @@ use iresnet::ConvBackend;
     grpc_client`, grpcurl through server reflection. Health: grpc.health.v1.\n\
     Stop with Ctrl-C or SIGTERM: requests in flight finish first.")]
 pub struct ServeArgs {
-    /// RetinaFace MobileNet-0.25 weights [default: the cached copy `arcface fetch` downloads].
-    #[arg(long)]
-    detector: Option<PathBuf>,
-    /// Keep detections whose face probability is above this.
-    #[arg(long, default_value_t = 0.5)]
-    confidence: f32,
-    /// Downscale photos whose longer side exceeds this before detecting.
-    #[arg(long)]
-    max_side: Option<u32>,
+    #[command(flatten)]
+    detector: crate::faces::DetectorChoice,
     /// Embedding model: a model file (`arcface import`, `arcface train`) or an int8 `.aq8`
     /// (`arcface quantize`) [default: insightface's w600k_mbf as `arcface fetch` imports it].
     #[arg(long)]
@@ -78,18 +70,8 @@ pub struct ServeArgs {
 }
 
 pub fn run<B: ConvBackend>(args: &ServeArgs, device: &B::Device) -> Result<()> {
-    let detector_path = face_models::cache::detector(args.detector.as_deref())?;
+    let detector = args.detector.load::<B>(device)?;
     let model = face_models::cache::model(args.model.as_deref())?;
-    let detector = RetinaFace::<B>::load(
-        &detector_path,
-        RetinaFaceConfig {
-            confidence: args.confidence,
-            max_side: args.max_side,
-            ..RetinaFaceConfig::default()
-        },
-        device,
-    )
-    .with_context(|| format!("loading the detector from {}", detector_path.display()))?;
     let embedder = crate::eval_cmd::load_embedder::<B>(&model, device)?;
     let dim = embedder.embedding_dim();
     let index = match args.ivf_cells {
@@ -126,7 +108,7 @@ pub fn run<B: ConvBackend>(args: &ServeArgs, device: &B::Device) -> Result<()> {
         max_batch: args.max_batch,
         batch_window: Duration::from_millis(args.batch_window_ms),
     };
-    let pipeline = face_serve::Pipeline::new(Box::new(detector), embedder, limits);
+    let pipeline = face_serve::Pipeline::new(detector, embedder, limits);
     let server = face_serve::FaceServer::new(pipeline, Arc::new(gallery), args.threshold);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

@@ -22,6 +22,16 @@ fn arcface(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// Runs a command that must fail and returns its stderr.
+fn arcface_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "arcface {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
@@ -252,23 +262,39 @@ fn photo_tree(dir: &std::path::Path) {
 }
 
 #[test]
-fn detect_prints_faces_as_json() {
+fn detect_prints_faces_as_json_with_either_detector() {
     let photo = real_data().join("photos/gdp.jpg");
-    let weights = real_data().join("models/retinaface_mnet025.pth");
-    let out = arcface(&[
+    for (detector, file) in [
+        ("scrfd", "scrfd_500m_bnkps.onnx"),
+        ("retinaface", "retinaface_mnet025.pth"),
+    ] {
+        let weights = real_data().join("models").join(file);
+        let out = arcface(&[
+            "detect",
+            "--json",
+            "--detector",
+            detector,
+            "--detector-weights",
+            weights.to_str().unwrap(),
+            photo.to_str().unwrap(),
+        ]);
+        let report = json(&out);
+        let faces = report["faces"].as_array().unwrap();
+        assert_eq!(faces.len(), 5, "{detector}: gdp.jpg has five faces");
+        assert!(faces
+            .iter()
+            .all(|f| f["landmarks"].as_array().unwrap().len() == 5));
+        assert!(faces[0]["score"].as_f64().unwrap() > 0.8, "{detector}");
+    }
+    // The other detector's weights are refused with the file named.
+    let wrong = real_data().join("models/retinaface_mnet025.pth");
+    let err = arcface_fails(&[
         "detect",
-        "--json",
         "--weights",
-        weights.to_str().unwrap(),
+        wrong.to_str().unwrap(),
         photo.to_str().unwrap(),
     ]);
-    let report = json(&out);
-    let faces = report["faces"].as_array().unwrap();
-    assert_eq!(faces.len(), 5, "gdp.jpg has five faces");
-    assert!(faces
-        .iter()
-        .all(|f| f["landmarks"].as_array().unwrap().len() == 5));
-    assert!(faces[0]["score"].as_f64().unwrap() > 0.99);
+    assert!(err.contains("retinaface_mnet025.pth"), "{err}");
 }
 
 #[test]
@@ -276,7 +302,7 @@ fn align_turns_a_photo_folder_into_crops_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let (input, output) = (tmp.path().join("in"), tmp.path().join("out"));
     photo_tree(&input);
-    let weights = real_data().join("models/retinaface_mnet025.pth");
+    let weights = real_data().join("models/scrfd_500m_bnkps.onnx");
     let args = [
         "align",
         "--in",

@@ -17,7 +17,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use cpu_conv::{conv2d, ConvBackend};
 use onnx_io::proto::NodeProto;
-use onnx_io::{NodeAttrs, OnnxFile};
+use onnx_io::{Array, NodeAttrs, OnnxFile};
 
 use crate::error::DetectError;
 
@@ -93,7 +93,7 @@ impl<B: Backend> Loader<'_, B> {
         *self.slots.entry(name.to_string()).or_insert(next)
     }
 
-    fn weight(&self, node: &NodeProto, i: usize) -> Result<onnx_io::Array, DetectError> {
+    fn weight(&self, node: &NodeProto, i: usize) -> Result<Array, DetectError> {
         let name = node.input.get(i).map(String::as_str).unwrap_or("");
         let t = self.file.constant(name).ok_or_else(|| {
             self.err(format!(
@@ -114,8 +114,7 @@ impl<B: Backend> Loader<'_, B> {
         let strides = node.attr_ints("strides", &[1, 1]);
         let dil = node.attr_ints("dilations", &[1, 1]);
         let pads = node.attr_ints("pads", &[0, 0, 0, 0]);
-        if node.attr_s("auto_pad", "NOTSET") != "NOTSET" || pads.len() != 4 || strides.len() != 2
-        {
+        if node.attr_s("auto_pad", "NOTSET") != "NOTSET" || pads.len() != 4 || strides.len() != 2 {
             return Err(self.err(format!(
                 "Conv `{}`: only 2-d convolutions with explicit pads are supported",
                 node.name
@@ -153,7 +152,9 @@ impl<B: Backend> Loader<'_, B> {
         let (g, b, m, v) = (g?, b?, m?, v?);
         let eps = node.attr("epsilon").map_or(1e-5, |a| a.f);
         let c = g.len();
-        let scale: Vec<f32> = (0..c).map(|i| g.data[i] / (v.data[i] + eps).sqrt()).collect();
+        let scale: Vec<f32> = (0..c)
+            .map(|i| g.data[i] / (v.data[i] + eps).sqrt())
+            .collect();
         let shift: Vec<f32> = (0..c).map(|i| b.data[i] - m.data[i] * scale[i]).collect();
         let t = |d: Vec<f32>| Tensor::from_data(TensorData::new(d, [1, c, 1, 1]), self.device);
         Ok(Op::Affine(t(scale), t(shift)))
@@ -310,8 +311,8 @@ impl<B: ConvBackend> OnnxNet<B> {
         }
     }
 
-    /// Runs the graph on `[1, c, h, w]` and returns every output as (logical shape, values).
-    pub fn run(&self, x: Tensor<B, 4>) -> Result<Vec<(Vec<usize>, Vec<f32>)>, DetectError> {
+    /// Runs the graph on `[1, c, h, w]` and returns every output (logical shape and values).
+    pub fn run(&self, x: Tensor<B, 4>) -> Result<Vec<Array>, DetectError> {
         let mut values: Vec<Option<Value<B>>> = vec![None; self.slots];
         for (slot, v) in &self.constants {
             values[*slot] = Some(v.clone());
@@ -339,7 +340,7 @@ impl<B: ConvBackend> OnnxNet<B> {
                         .convert::<f32>()
                         .to_vec::<f32>()
                         .map_err(|e| self.err(format!("reading an output: {e:?}")))?;
-                    Ok((dims[4 - rank..].to_vec(), data))
+                    Ok(Array::new(dims[4 - rank..].to_vec(), data))
                 }
                 _ => Err(self.err("an output is not a float tensor".into())),
             })
@@ -382,20 +383,24 @@ fn eval<B: ConvBackend>(op: &Op<B>, mut args: Vec<Option<Value<B>>>) -> Result<V
         Op::Relu => unary(arg(0), &relu),
         Op::Sigmoid => unary(arg(0), &sigmoid),
         Op::Identity => Ok(arg(0).ok_or("missing input")?),
-        Op::Affine(scale, shift) => {
-            unary(arg(0), &|t| t * scale.clone() + shift.clone())
-        }
+        Op::Affine(scale, shift) => unary(arg(0), &|t| t * scale.clone() + shift.clone()),
         Op::Add | Op::Mul => {
             let ((a, ra), (b, rb)) = (float(arg(0))?, float(arg(1))?);
             let t = if matches!(op, Op::Add) { a + b } else { a * b };
-            Ok(Value::Float { t, rank: ra.max(rb) })
+            Ok(Value::Float {
+                t,
+                rank: ra.max(rb),
+            })
         }
         Op::Transpose(perm) => {
             let (t, rank) = float(arg(0))?;
             if rank != 4 {
                 return Err("Transpose of a tensor below rank 4".into());
             }
-            Ok(Value::Float { t: t.permute(*perm), rank })
+            Ok(Value::Float {
+                t: t.permute(*perm),
+                rank,
+            })
         }
         Op::Reshape => {
             let (t, rank) = float(arg(0))?;
@@ -418,20 +423,37 @@ fn eval<B: ConvBackend>(op: &Op<B>, mut args: Vec<Option<Value<B>>>) -> Result<V
             if shape.iter().product::<usize>() != total {
                 return Err(format!("Reshape of {dims:?} to {spec:?}"));
             }
-            Ok(Value::Float { t: t.reshape(padded(&shape)?), rank: shape.len() })
+            Ok(Value::Float {
+                t: t.reshape(padded(&shape)?),
+                rank: shape.len(),
+            })
         }
         Op::Concat(axis) => {
             let parts: Vec<Option<Value<B>>> = args.into_iter().collect();
             match parts.first() {
                 Some(Some(Value::Ints(_))) => Ok(Value::Ints(
-                    parts.into_iter().map(ints).collect::<Result<Vec<_>, _>>()?.concat(),
+                    parts
+                        .into_iter()
+                        .map(ints)
+                        .collect::<Result<Vec<_>, _>>()?
+                        .concat(),
                 )),
                 _ => {
-                    let tensors = parts.into_iter().map(float).collect::<Result<Vec<_>, _>>()?;
+                    let tensors = parts
+                        .into_iter()
+                        .map(float)
+                        .collect::<Result<Vec<_>, _>>()?;
                     let rank = tensors.first().ok_or("Concat of nothing")?.1;
-                    let axis = if *axis < 0 { *axis + rank as i64 } else { *axis } as usize;
+                    let axis = if *axis < 0 {
+                        *axis + rank as i64
+                    } else {
+                        *axis
+                    } as usize;
                     let ts = tensors.into_iter().map(|(t, _)| t).collect();
-                    Ok(Value::Float { t: Tensor::cat(ts, 4 - rank + axis), rank })
+                    Ok(Value::Float {
+                        t: Tensor::cat(ts, 4 - rank + axis),
+                        rank,
+                    })
                 }
             }
         }
@@ -456,14 +478,18 @@ fn eval<B: ConvBackend>(op: &Op<B>, mut args: Vec<Option<Value<B>>>) -> Result<V
         }
         Op::Shape => {
             let (t, rank) = float(arg(0))?;
-            Ok(Value::Ints(t.dims()[4 - rank..].iter().map(|&d| d as i64).collect()))
+            Ok(Value::Ints(
+                t.dims()[4 - rank..].iter().map(|&d| d as i64).collect(),
+            ))
         }
         Op::Gather => {
             let (data, idx) = (ints(arg(0))?, ints(arg(1))?);
             idx.iter()
                 .map(|&i| {
                     let i = if i < 0 { i + data.len() as i64 } else { i };
-                    data.get(i as usize).copied().ok_or_else(|| "Gather index out of range".to_string())
+                    data.get(i as usize)
+                        .copied()
+                        .ok_or_else(|| "Gather index out of range".to_string())
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Ints)
@@ -475,7 +501,9 @@ fn eval<B: ConvBackend>(op: &Op<B>, mut args: Vec<Option<Value<B>>>) -> Result<V
             let len = data.len() as i64;
             let clamp = |v: i64| if v < 0 { (v + len).max(0) } else { v.min(len) } as usize;
             let (s, e) = (clamp(starts[0]), clamp(ends[0]));
-            Ok(Value::Ints(data.get(s..e.max(s)).unwrap_or_default().to_vec()))
+            Ok(Value::Ints(
+                data.get(s..e.max(s)).unwrap_or_default().to_vec(),
+            ))
         }
     }
 }

@@ -48,7 +48,8 @@ pub fn resize_linear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
         let line = &src[y * sw as usize * 3..(y + 1) * sw as usize * 3];
         xs.iter()
             .flat_map(|&(a, b, wa, wb)| {
-                (0..3).map(move |c| i32::from(line[a * 3 + c]) * wa + i32::from(line[b * 3 + c]) * wb)
+                (0..3)
+                    .map(move |c| i32::from(line[a * 3 + c]) * wa + i32::from(line[b * 3 + c]) * wb)
             })
             .collect()
     };
@@ -78,7 +79,11 @@ mod tests {
         let img = RgbImage::from_pixel(7, 5, image::Rgb([200, 10, 99]));
         assert_eq!(resize_linear(&img, 7, 5), img);
         let up = resize_linear(&img, 19, 3);
-        assert!(up.pixels().all(|p| p.0 == [200, 10, 99]), "{:?}", up.get_pixel(3, 1));
+        assert!(
+            up.pixels().all(|p| p.0 == [200, 10, 99]),
+            "{:?}",
+            up.get_pixel(3, 1)
+        );
     }
 
     #[test]

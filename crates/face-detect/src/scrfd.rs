@@ -9,6 +9,7 @@ use burn::tensor::{backend::Backend, Tensor, TensorData};
 use cpu_conv::ConvBackend;
 use face_align::{BBox, Point};
 use image::RgbImage;
+use onnx_io::Array;
 use serde::{Deserialize, Serialize};
 
 use crate::detection::{nms, Detection, FaceDetector};
@@ -149,10 +150,7 @@ impl<B: ConvBackend> Scrfd<B> {
 
     /// The network's raw outputs (scores, box and landmark distances per level, in stride
     /// units) on the letterboxed photo, and the letterbox scale.
-    pub fn raw_outputs(
-        &self,
-        image: &RgbImage,
-    ) -> Result<(Vec<(Vec<usize>, Vec<f32>)>, f32), DetectError> {
+    pub fn raw_outputs(&self, image: &RgbImage) -> Result<(Vec<Array>, f32), DetectError> {
         let (x, scale) = self.letterbox(image)?;
         Ok((self.net.run(x)?, scale))
     }
@@ -166,14 +164,14 @@ struct Candidate {
 }
 
 impl<B: ConvBackend> Scrfd<B> {
-    fn candidates(&self, outs: &[(Vec<usize>, Vec<f32>)]) -> Result<Vec<Candidate>, DetectError> {
+    fn candidates(&self, outs: &[Array]) -> Result<Vec<Candidate>, DetectError> {
         let [iw, ih] = self.config.input_size.map(|v| v as usize);
         let n = self.levels.len();
         let mut found = Vec::new();
         for (l, level) in self.levels.iter().enumerate() {
             let (fw, fh) = (iw / level.stride, ih / level.stride);
             let k = fw * fh * level.anchors;
-            let (scores, boxes, kps) = (&outs[l].1, &outs[l + n].1, &outs[l + 2 * n].1);
+            let (scores, boxes, kps) = (&outs[l].data, &outs[l + n].data, &outs[l + 2 * n].data);
             if scores.len() != k || boxes.len() != 4 * k || kps.len() != 10 * k {
                 return Err(DetectError::Model {
                     path: self.net.path().to_path_buf(),
@@ -197,12 +195,7 @@ impl<B: ConvBackend> Scrfd<B> {
                 let p = &kps[10 * a..10 * a + 10];
                 found.push(Candidate {
                     score,
-                    bbox: BBox::new(
-                        cx - d[0] * s,
-                        cy - d[1] * s,
-                        cx + d[2] * s,
-                        cy + d[3] * s,
-                    ),
+                    bbox: BBox::new(cx - d[0] * s, cy - d[1] * s, cx + d[2] * s, cy + d[3] * s),
                     landmarks: std::array::from_fn(|i| {
                         Point::new(cx + p[2 * i] * s, cy + p[2 * i + 1] * s)
                     }),

@@ -62,9 +62,8 @@ fn raw_outputs_match_onnx_runtime() {
     let want = raw["resized_sum"].as_i64().unwrap();
     assert_eq!(sum, want, "the resize is OpenCV's to the byte");
     let (outs, _) = detector().raw_outputs(&image).unwrap();
-    let shapes: Vec<Vec<usize>> = outs.iter().map(|o| o.0.clone()).collect();
-    let want_shapes: Vec<Vec<usize>> =
-        serde_json::from_value(raw["outputs"].clone()).unwrap();
+    let shapes: Vec<Vec<usize>> = outs.iter().map(|o| o.shape.clone()).collect();
+    let want_shapes: Vec<Vec<usize>> = serde_json::from_value(raw["outputs"].clone()).unwrap();
     assert_eq!(shapes, want_shapes);
     let mut worst = 0.0f32;
     for pick in raw["picks"].as_array().unwrap() {
@@ -72,15 +71,14 @@ fn raw_outputs_match_onnx_runtime() {
             pick["level"].as_u64().unwrap() as usize,
             pick["anchor"].as_u64().unwrap() as usize,
         );
-        let close = |ours: f32, theirs: &serde_json::Value| {
-            (ours - theirs.as_f64().unwrap() as f32).abs()
-        };
-        worst = worst.max(close(outs[level].1[k], &pick["score"]));
+        let close =
+            |ours: f32, theirs: &serde_json::Value| (ours - theirs.as_f64().unwrap() as f32).abs();
+        worst = worst.max(close(outs[level].data[k], &pick["score"]));
         for (i, v) in pick["bbox"].as_array().unwrap().iter().enumerate() {
-            worst = worst.max(close(outs[level + 3].1[4 * k + i], v));
+            worst = worst.max(close(outs[level + 3].data[4 * k + i], v));
         }
         for (i, v) in pick["kps"].as_array().unwrap().iter().enumerate() {
-            worst = worst.max(close(outs[level + 6].1[10 * k + i], v));
+            worst = worst.max(close(outs[level + 6].data[10 * k + i], v));
         }
     }
     eprintln!("raw outputs: worst difference {worst:.2e}, resize byte sum {sum} vs {want}");
@@ -94,15 +92,29 @@ fn bad_models_and_settings_are_clear_errors() {
     assert!(matches!(missing, Err(DetectError::Model { .. })));
     // A recogniser is an ONNX file too, but not a detector: refused by its outputs or operators.
     let other = fixture("backbones/tiny_iresnet.onnx");
-    let err = Scrfd::<B>::load(&other, ScrfdConfig::default(), &dev).err().unwrap();
+    let err = Scrfd::<B>::load(&other, ScrfdConfig::default(), &dev)
+        .err()
+        .unwrap();
     assert!(matches!(err, DetectError::Model { .. }), "{err}");
     for config in [
-        ScrfdConfig { det_thresh: 1.0, ..Default::default() },
-        ScrfdConfig { nms_iou: 0.0, ..Default::default() },
-        ScrfdConfig { input_size: [640, 100], ..Default::default() },
+        ScrfdConfig {
+            det_thresh: 1.0,
+            ..Default::default()
+        },
+        ScrfdConfig {
+            nms_iou: 0.0,
+            ..Default::default()
+        },
+        ScrfdConfig {
+            input_size: [640, 100],
+            ..Default::default()
+        },
     ] {
         let model = real_data().join("models/scrfd_500m_bnkps.onnx");
-        assert!(matches!(Scrfd::<B>::load(&model, config, &dev), Err(DetectError::Config(_))));
+        assert!(matches!(
+            Scrfd::<B>::load(&model, config, &dev),
+            Err(DetectError::Config(_))
+        ));
     }
     let det = detector();
     assert!(matches!(

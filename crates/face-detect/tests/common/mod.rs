@@ -69,4 +69,3 @@ pub fn compare(
     }
     (worst_box, worst_lm, worst_score)
 }
-
