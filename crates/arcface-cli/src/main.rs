@@ -3,6 +3,7 @@
 mod data;
 mod embed_cmd;
 mod eval_cmd;
+mod export_cmd;
 mod faces;
 mod fetch_cmd;
 mod quantize_cmd;
@@ -102,6 +103,9 @@ enum Command {
     /// ranges calibrated on aligned faces; runs on the int8 CPU engine (VNNI / AVX2 / scalar).
     /// Prints size, batch-1 speed and accuracy before and after.
     Quantize(quantize_cmd::QuantizeArgs),
+    /// Export a model to ONNX (insightface's model-pack layout), an arcface_torch `.pth` state
+    /// dict or safetensors, for ONNX Runtime, TensorRT, Triton, insightface or PyTorch.
+    Export(export_cmd::ExportArgs),
     /// Serve detection, embedding, verification and 1:N search over gRPC (proto/arcface.proto),
     /// with a durable SQLite gallery, health checks and reflection.
     Serve(serve_cmd::ServeArgs),
@@ -171,6 +175,7 @@ fn run<B: ConvBackend>(command: Command, device: &B::Device) -> Result<()> {
         Command::Data(command) => data::run(command),
         Command::Eval(args) => eval_cmd::run::<B>(&args, device),
         Command::Quantize(args) => quantize_cmd::run::<B>(&args, device),
+        Command::Export(args) => export_cmd::run::<B>(&args, device),
         Command::Serve(args) => serve_cmd::run::<B>(&args, device),
         Command::Train(args) => {
             train_cmd::run::<iresnet::burn::backend::Autodiff<B>>(&args, device)

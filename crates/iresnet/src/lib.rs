@@ -16,6 +16,7 @@ mod conv;
 pub mod dataflow;
 /// Why a backbone could not be built, loaded or run.
 pub mod error;
+pub mod export;
 pub mod import;
 pub mod iresnet;
 mod layers;

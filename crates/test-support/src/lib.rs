@@ -9,4 +9,4 @@ pub mod real_faces;
 #[cfg(feature = "training")]
 pub mod tiny_training;
 
-pub use real_data::{fixture, read_json, real_data, repo_root};
+pub use real_data::{fixture, read_json, real_data, reference_python, repo_root};

@@ -38,3 +38,15 @@ pub fn real_data() -> PathBuf {
     });
     cache
 }
+
+/// The Python of `datasets/cache/venv` (pinned numpy, OpenCV, ONNX Runtime and onnx from
+/// datasets/requirements.txt), made by the real-data fetch.
+pub fn reference_python() -> PathBuf {
+    let python = real_data().join("venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: datasets/fetch_real.py makes it",
+        python.display()
+    );
+    python
+}
