@@ -334,8 +334,10 @@ impl<B: Backend> MobileFaceNet<B> {
                 ("features.layers.2", "features.layers.3")
             }
             (None, Some(conv)) => {
-                x = conv.describe(&mut flow, x, "embed_conv", "embed_conv");
-                ("fc", "features")
+                // As tools/make_backbone_fixtures.py's ConvFcHead nests them under `features`,
+                // like the GDC head (arcface_torch never released this head as a state dict).
+                x = conv.describe(&mut flow, x, "embed_conv", "features.conv");
+                ("features.fc", "features.features")
             }
             (None, None) => ("fc", "features"),
         };

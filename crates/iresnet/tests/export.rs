@@ -229,3 +229,67 @@ fn state_dicts_carry_arcface_torch_keys_and_shapes() {
         assert_eq!(ours, theirs, "{name}");
     }
 }
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// PyTorch 2.15 loaded these exact exported bytes strictly into arcface_torch's architectures
+/// (tools/make_torch_export_fixture.py): today's exporter writes the same bytes, and our forward
+/// matches what PyTorch computed from them.
+#[test]
+fn pytorch_loads_the_exported_pth_and_computes_our_embeddings() {
+    let fx = read_json("backbones/torch_export.json");
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let cases = [
+        ("w600k_mbf", real_data().join("models/w600k_mbf.onnx")),
+        ("tiny_iresnet", fixture("backbones/tiny_iresnet.pth")),
+    ];
+    for (name, source) in cases {
+        let case = &fx["cases"][name];
+        let net = import_auto::<B>(&source, &device).unwrap();
+        let path = dir.path().join(format!("{name}.pth"));
+        export::write_pth(&path, &state(&net)).unwrap();
+        assert_eq!(
+            sha256_hex(&std::fs::read(&path).unwrap()),
+            case["sha256"].as_str().unwrap(),
+            "{name}: the exporter's bytes changed since PyTorch checked them; re-run tools/make_torch_export_fixture.py"
+        );
+        let theirs: Vec<f32> = case["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+            })
+            .collect();
+        let (x, n, dim) = if name == "w600k_mbf" {
+            let pixels: Vec<Vec<u8>> = case["faces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    let p = real_data().join("faces").join(f.as_str().unwrap());
+                    image::open(p).unwrap().to_rgb8().into_raw()
+                })
+                .collect();
+            let slices: Vec<&[u8]> = pixels.iter().map(Vec::as_slice).collect();
+            let x = faces_to_tensor::<B>(&slices, &device).unwrap();
+            (x.into_data().to_vec::<f32>().unwrap(), pixels.len(), 512)
+        } else {
+            (fixed_input(2), 2, 24)
+        };
+        let ours = ours(&net, &x, n);
+        let worst = worst_cosine(&ours, &theirs, dim);
+        eprintln!("{name}: PyTorch on our .pth vs our forward, worst cosine {worst:.8}");
+        assert!(worst >= 0.99999, "{name}: cosine {worst}");
+    }
+}

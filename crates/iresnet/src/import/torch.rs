@@ -66,7 +66,7 @@ pub fn infer_arch_pth(path: &Path) -> Result<BackboneConfig> {
         let (head, fc) = if tensors.contains_key("features.layers.2.weight") {
             (MbfHead::Gdc, "features.layers.2.weight")
         } else {
-            (MbfHead::ConvFc, "fc.weight")
+            (MbfHead::ConvFc, "features.fc.weight")
         };
         let d = shape(fc)
             .and_then(|s| s.first().copied())
