@@ -708,3 +708,64 @@ fn eval_reports_verification_and_identification_with_plots() {
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("--synthetic"));
 }
+
+#[test]
+fn export_writes_onnx_pth_and_safetensors_that_import_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = root().join("datasets/fixtures/backbones/tiny_iresnet.pth");
+    for format in ["onnx", "pth", "safetensors"] {
+        let out = dir.path().join(format!("tiny.{format}"));
+        let report = json(&arcface(&[
+            "export",
+            "--json",
+            "--model",
+            source.to_str().unwrap(),
+            "--format",
+            format,
+            "--out",
+            out.to_str().unwrap(),
+        ]));
+        assert_eq!(report["format"], format);
+        assert_eq!(
+            report["bytes"].as_u64().unwrap(),
+            std::fs::metadata(&out).unwrap().len()
+        );
+        assert!(report["architecture"]
+            .as_str()
+            .unwrap()
+            .starts_with("IResNet"));
+    }
+    // The ONNX and .pth files import back as models.
+    for format in ["onnx", "pth"] {
+        let model = dir.path().join(format!("back_{format}.arcface"));
+        let from = dir.path().join(format!("tiny.{format}"));
+        arcface(&[
+            "import",
+            "--from",
+            from.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+        ]);
+    }
+    let err = arcface_fails(&[
+        "export",
+        "--model",
+        source.to_str().unwrap(),
+        "--format",
+        "pth",
+        "--f16",
+        "--out",
+        dir.path().join("x.pth").to_str().unwrap(),
+    ]);
+    assert!(err.contains("--f16 applies to ONNX only"), "{err}");
+    let err = arcface_fails(&[
+        "export",
+        "--model",
+        "no/such.arcface",
+        "--format",
+        "onnx",
+        "--out",
+        "x.onnx",
+    ]);
+    assert!(err.contains("no/such.arcface"), "{err}");
+}
