@@ -11,7 +11,13 @@ use face_detect::{FaceDetector, RetinaFace, RetinaFaceConfig, Scrfd, ScrfdConfig
 
 type B = burn::backend::Flex;
 
+/// As in the `arcface` binary (and the service): mimalloc, keeping freed memory, so the
+/// detectors' large activation buffers are reused rather than page-faulted in on every photo.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn detect(c: &mut Criterion) {
+    iresnet::keep_freed_memory();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let weights = root.join("datasets/cache/models/retinaface_mnet025.pth");
     let detector =

@@ -48,6 +48,8 @@ enum Op<B: Backend> {
     Unsqueeze,
     Slice,
     Identity,
+    /// Channels `[start, start + len)` of a merged convolution's output.
+    Narrow(usize, usize),
 }
 
 #[derive(Debug)]
@@ -252,6 +254,8 @@ impl<B: ConvBackend> OnnxNet<B> {
                 frees: Vec::new(),
             });
         }
+        let mut next_slot = loader.slots.len();
+        let mut steps = merge_sibling_convs(steps, &mut next_slot);
         let mut constants = Vec::new();
         for (name, &slot) in &loader.slots {
             if let Some(t) = file.constant(name) {
@@ -276,7 +280,7 @@ impl<B: ConvBackend> OnnxNet<B> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let slots = loader.slots.len();
+        let slots = next_slot;
         let mut last_use = vec![None; slots];
         for (i, step) in steps.iter().enumerate() {
             for s in step.inputs.iter().flatten() {
@@ -346,6 +350,100 @@ impl<B: ConvBackend> OnnxNet<B> {
             })
             .collect()
     }
+}
+
+/// The convolution settings that must agree for two convolutions to share one.
+fn conv_key<B: Backend>(c: &Conv2d<B>) -> Option<String> {
+    (c.groups == 1).then(|| {
+        format!(
+            "{:?} {:?} {:?} {:?} {:?} {}",
+            c.weight.dims()[1..].to_vec(),
+            c.stride,
+            c.dilation,
+            c.padding,
+            c.bias.is_some(),
+            c.groups
+        )
+    })
+}
+
+/// Convolutions that read the same value with the same settings (SCRFD's score, box and
+/// landmark heads at each stride) become one convolution with their output channels
+/// stacked, followed by a `Narrow` per original output: one im2col and one matrix product
+/// instead of three, with the same results.
+fn merge_sibling_convs<B: Backend>(steps: Vec<Step<B>>, next_slot: &mut usize) -> Vec<Step<B>> {
+    let key = |s: &Step<B>| match &s.op {
+        Op::Conv(c) => conv_key(c).map(|k| (s.inputs[0], k)),
+        _ => None,
+    };
+    let mut groups: HashMap<(Option<usize>, String), Vec<usize>> = HashMap::new();
+    for (i, s) in steps.iter().enumerate() {
+        if let Some(k) = key(s) {
+            groups.entry(k).or_default().push(i);
+        }
+    }
+    let merged: HashMap<usize, Vec<usize>> = groups
+        .into_values()
+        .filter(|g| g.len() > 1)
+        .map(|g| (g[0], g))
+        .collect();
+    let absorbed: std::collections::HashSet<usize> = merged
+        .values()
+        .flat_map(|g| g[1..].iter().copied())
+        .collect();
+    let mut steps: Vec<Option<Step<B>>> = steps.into_iter().map(Some).collect();
+    let mut out = Vec::new();
+    for i in 0..steps.len() {
+        if absorbed.contains(&i) {
+            continue;
+        }
+        let Some(members) = merged.get(&i) else {
+            out.extend(steps[i].take());
+            continue;
+        };
+        let parts: Vec<Step<B>> = members.iter().filter_map(|&m| steps[m].take()).collect();
+        let convs: Vec<&Conv2d<B>> = parts
+            .iter()
+            .filter_map(|s| match &s.op {
+                Op::Conv(c) => Some(c.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let mut conv = convs[0].clone();
+        conv.weight = burn::module::Param::from_tensor(Tensor::cat(
+            convs.iter().map(|c| c.weight.val()).collect(),
+            0,
+        ));
+        conv.bias = convs[0].bias.as_ref().map(|_| {
+            burn::module::Param::from_tensor(Tensor::cat(
+                convs
+                    .iter()
+                    .filter_map(|c| c.bias.as_ref().map(|b| b.val()))
+                    .collect(),
+                0,
+            ))
+        });
+        let stacked = *next_slot;
+        *next_slot += 1;
+        out.push(Step {
+            op: Op::Conv(Box::new(conv)),
+            inputs: parts[0].inputs.clone(),
+            output: stacked,
+            frees: Vec::new(),
+        });
+        let mut start = 0;
+        for (part, c) in parts.iter().zip(&convs) {
+            let len = c.weight.dims()[0];
+            out.push(Step {
+                op: Op::Narrow(start, len),
+                inputs: vec![Some(stacked)],
+                output: part.output,
+                frees: Vec::new(),
+            });
+            start += len;
+        }
+    }
+    out
 }
 
 fn float<B: Backend>(v: Option<Value<B>>) -> Result<(Tensor<B, 4>, usize), String> {
@@ -495,6 +593,13 @@ fn eval<B: ConvBackend>(op: &Op<B>, mut args: Vec<Option<Value<B>>>) -> Result<V
                 .map(Value::Ints)
         }
         Op::Unsqueeze => Ok(Value::Ints(ints(arg(0))?)),
+        Op::Narrow(start, len) => {
+            let (t, rank) = float(arg(0))?;
+            Ok(Value::Float {
+                t: t.narrow(1, *start, *len),
+                rank,
+            })
+        }
         Op::Slice => {
             let data = ints(arg(0))?;
             let (starts, ends) = (ints(arg(1))?, ints(arg(2))?);
