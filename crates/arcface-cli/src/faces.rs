@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum DetectorKind {
     /// insightface's SCRFD-500M (the buffalo_s pack's detector, the one w600k_mbf's training
-    /// crops were aligned with): finds more small and turned faces, and is faster on photos
-    /// above 640 px. Non-commercial weights.
+    /// crops were aligned with); a fixed 640x640 input, so large photos cost no more than small
+    /// ones. Non-commercial weights.
     #[default]
     Scrfd,
     /// RetinaFace MobileNet-0.25 at the photo's own resolution; MIT-licensed weights.
