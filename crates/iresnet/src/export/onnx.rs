@@ -29,21 +29,12 @@ pub const ONNX_INPUT: &str = "input.1";
 pub const ONNX_OUTPUT: &str = "embedding";
 
 /// What to write besides the graph.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct OnnxOptions {
     /// Store weights in float16 (half the file; cast to float32 inside the graph).
     pub f16: bool,
     /// Metadata key/values (architecture, producer run, ...).
     pub metadata: Vec<(String, String)>,
-}
-
-impl Default for OnnxOptions {
-    fn default() -> Self {
-        Self {
-            f16: false,
-            metadata: Vec::new(),
-        }
-    }
 }
 
 struct Emitter {
