@@ -1,5 +1,7 @@
 //! How much of each loss, at which temperature: the `[distill]` section of a training config.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 /// The distance [`embedding_loss`](crate::embedding_loss) measures.
@@ -13,11 +15,14 @@ pub enum EmbeddingDistance {
     L2,
 }
 
-/// Weights of the distillation terms added to the student's margin loss (0 turns one off), and
-/// the logit term's temperature and scale.
+/// The teacher, the weights of the distillation terms added to the student's margin loss
+/// (0 turns one off), and the logit term's temperature and scale.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistillConfig {
+    /// The teacher: a training run's folder (its backbone and, for the logit term, its head's
+    /// class centres), or a model file (`.arcface`, insightface `.onnx`/`.pth`; no head).
+    pub teacher: PathBuf,
     /// Weight of the embedding term.
     pub embedding: f32,
     /// Its distance.
@@ -35,6 +40,7 @@ pub struct DistillConfig {
 impl Default for DistillConfig {
     fn default() -> Self {
         Self {
+            teacher: PathBuf::new(),
             embedding: 1.0,
             distance: EmbeddingDistance::Cosine,
             logit: 0.0,
@@ -68,6 +74,9 @@ impl DistillConfig {
         }
         if !(self.scale.is_finite() && self.scale > 0.0) {
             return Err(format!("distill.scale = {}: must be > 0", self.scale));
+        }
+        if self.teacher.as_os_str().is_empty() {
+            return Err("distill.teacher: name the teacher's run folder or model file".into());
         }
         if self.embedding + self.logit + self.relational == 0.0 {
             return Err("distill: every weight is 0, so nothing is distilled".into());

@@ -110,7 +110,12 @@ fn hand_computed_cases() {
 
 #[test]
 fn configs_that_cannot_train_are_refused() {
-    assert!(DistillConfig::default().validate().is_ok());
+    let ok = DistillConfig {
+        teacher: "runs/teacher".into(),
+        ..Default::default()
+    };
+    assert!(ok.validate().is_ok());
+    assert!(DistillConfig::default().validate().is_err(), "no teacher");
     for bad in [
         DistillConfig {
             embedding: -1.0,

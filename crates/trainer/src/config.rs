@@ -123,6 +123,8 @@ pub struct TrainConfig {
     pub checkpoint: CheckpointSettings,
     /// Write a metrics line every this many steps.
     pub log_every: u64,
+    /// Knowledge distillation from a teacher (`[distill]`; absent: none).
+    pub distill: Option<distill::DistillConfig>,
 }
 
 impl Default for TrainConfig {
@@ -177,6 +179,7 @@ impl Default for TrainConfig {
             early_stopping: EarlyStopping::default(),
             checkpoint: CheckpointSettings::default(),
             log_every: 10,
+            distill: None,
         }
     }
 }
@@ -218,6 +221,10 @@ impl TrainConfig {
     /// Checks every value, naming the config field at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.fit_settings().validate()?;
+        if let Some(d) = &self.distill {
+            d.validate()
+                .map_err(|reason| invalid("distill", &d.teacher, reason))?;
+        }
         if self.accumulation > 1 && self.head.sample_rate < 1.0 {
             return Err(invalid(
                 "accumulation",

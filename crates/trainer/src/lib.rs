@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod collapse;
 pub mod config;
+pub mod distill;
 mod error;
 mod groups;
 mod hooks;

@@ -53,6 +53,11 @@ pub fn resume<B: ConvAutodiffBackend>(
 /// The training data, its verification pairs and (synthetic data) validation samples.
 type Data = (Box<dyn FaceDataset>, Option<PairSet>, Option<ValidationSet>);
 
+/// The number of identities `config`'s training data holds (what its head was built for).
+pub(crate) fn num_identities(config: &TrainConfig) -> Result<usize, TrainError> {
+    Ok(data(config)?.0.num_identities())
+}
+
 fn data(config: &TrainConfig) -> Result<Data, TrainError> {
     let pairs = |held: Option<&SyntheticFaces>| -> Result<Option<PairSet>, TrainError> {
         match (&config.eval.data, held) {
@@ -123,6 +128,21 @@ fn run<B: ConvAutodiffBackend>(
         .init::<B::InnerBackend>()?;
         learner = learner.with_head_update(sgd);
     }
+    if let Some(d) = &config.distill {
+        let teacher = crate::distill::load_teacher::<B::InnerBackend>(&d.teacher, device)?;
+        if let Some(centres) = &teacher.centres {
+            let classes = centres.dims()[0];
+            let ours = loader.dataset().num_identities();
+            if d.logit > 0.0 && classes != ours {
+                return Err(TrainError::Other(format!(
+                    "distill.logit: the teacher was trained on {classes} identities and the student trains on {ours}; the logit term needs the same identities"
+                )));
+            }
+        }
+        let dim = config.backbone.embedding_dim();
+        learner =
+            learner.with_loss_term(crate::distill::DistillTerm::new(teacher, d.clone(), dim)?);
+    }
     if resume {
         learner = learner.resuming();
     }
@@ -130,7 +150,7 @@ fn run<B: ConvAutodiffBackend>(
 }
 
 /// The config's backbone and a head over `classes` identities, drawn from the seed.
-fn init_model<B: ConvAutodiffBackend>(
+pub(crate) fn init_model<B: ConvAutodiffBackend>(
     config: &TrainConfig,
     classes: usize,
     device: &B::Device,

@@ -37,7 +37,7 @@ pub(crate) struct TrainState {
     pub stopped_early: bool,
 }
 
-const MODEL_FILE: &str = "model.bin";
+pub(crate) const MODEL_FILE: &str = "model.bin";
 const HEAD_UPDATE_FILE: &str = "head-velocity.bin";
 const STATE_FILE: &str = "state.json";
 

@@ -1,0 +1,133 @@
+//! `[distill]`: a teacher's knowledge as an extra [`LossTerm`] of the student's run (the losses
+//! are `distill`'s). The teacher runs without gradients on the batch the student sees (online
+//! distillation: the same augmentation), on the first device.
+
+use std::path::Path;
+
+use burn::module::{AutodiffModule, Module};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::{backend::AutodiffBackend, Tensor};
+use distill::{embedding_loss, logit_loss, relational_loss, DistillConfig};
+use iresnet::{AnyBackbone, Backbone, ConvBackend};
+
+use crate::config::TrainConfig;
+use crate::error::TrainError;
+use crate::hooks::{LossTerm, StepView};
+use crate::model::Model;
+
+/// The teacher, and its head's class centres when it came from a training run.
+pub struct Teacher<B: ConvBackend> {
+    /// The teacher's backbone (inference mode).
+    pub backbone: AnyBackbone<B>,
+    /// `[classes, D]`, when the teacher is a run folder.
+    pub centres: Option<Tensor<B, 2>>,
+}
+
+/// Loads the teacher `path` names: a run folder (its `config.toml` and newest checkpoint) or a
+/// model file.
+pub fn load_teacher<B: ConvBackend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<Teacher<B>, TrainError> {
+    if !path.is_dir() {
+        let backbone = match path.extension().and_then(|e| e.to_str()) {
+            Some("onnx" | "pth" | "pt") => iresnet::import::import_auto::<B>(path, device)?,
+            _ => iresnet::record::load_model::<B>(path, device)?.0,
+        };
+        return Ok(Teacher {
+            backbone,
+            centres: None,
+        });
+    }
+    let config_path = path.join("config.toml");
+    let text = std::fs::read_to_string(&config_path).map_err(crate::error::io(&config_path))?;
+    let config = TrainConfig::from_toml(&text)?;
+    let classes = crate::run::num_identities(&config)?;
+    let (backbone, head) =
+        crate::run::init_model::<burn::backend::Autodiff<B>>(&config, classes, device)?;
+    let mut checkpoint = crate::Checkpointer::new(path, config.checkpoint.keep_last)?.latest()?;
+    let bytes = checkpoint.take(crate::state::MODEL_FILE)?;
+    let record = BinBytesRecorder::<FullPrecisionSettings>::default()
+        .load(bytes, device)
+        .map_err(|e| {
+            TrainError::Other(format!(
+                "{}: the teacher's model record: {e}",
+                path.display()
+            ))
+        })?;
+    let model = Model::new(backbone, head).load_record(record).valid();
+    Ok(Teacher {
+        centres: Some(model.head.centres.val()),
+        backbone: model.backbone,
+    })
+}
+
+/// The `distill` loss term: the configured mix of embedding, logit and relational losses.
+pub struct DistillTerm<B: ConvBackend> {
+    teacher: Teacher<B>,
+    config: DistillConfig,
+}
+
+impl<B: ConvBackend> DistillTerm<B> {
+    /// A term distilling `teacher` with `config`'s weights; refuses what cannot work (a logit
+    /// term without the teacher's head, embeddings of different sizes).
+    pub fn new(
+        teacher: Teacher<B>,
+        config: DistillConfig,
+        student_dim: usize,
+    ) -> Result<Self, TrainError> {
+        config.validate().map_err(TrainError::Other)?;
+        let teacher_dim = teacher.backbone.embedding_dim();
+        if (config.embedding > 0.0 || config.logit > 0.0) && teacher_dim != student_dim {
+            return Err(TrainError::Other(format!(
+                "distill: the teacher's embeddings have {teacher_dim} values and the student's {student_dim}; \
+                 the embedding and logit terms compare them directly (use the relational term alone, or equal sizes)"
+            )));
+        }
+        if config.logit > 0.0 && teacher.centres.is_none() {
+            return Err(TrainError::Other(
+                "distill.logit needs the teacher's class centres: name the teacher's training run folder, not a model file".into(),
+            ));
+        }
+        Ok(Self { teacher, config })
+    }
+}
+
+impl<AB, M> LossTerm<AB, M> for DistillTerm<AB::InnerBackend>
+where
+    AB: AutodiffBackend,
+    AB::InnerBackend: ConvBackend,
+{
+    fn name(&self) -> &str {
+        "distill"
+    }
+
+    fn loss(&self, view: &StepView<'_, AB, M>) -> Result<Tensor<AB, 1>, TrainError> {
+        let c = &self.config;
+        let faces = view.inputs.clone().inner();
+        let teacher = Tensor::<AB, 2>::from_inner(self.teacher.backbone.embed(faces));
+        let student = view.embeddings.clone();
+        let mut total = Tensor::<AB, 1>::zeros([1], view.device);
+        if c.embedding > 0.0 {
+            total = total
+                + embedding_loss(student.clone(), teacher.clone(), c.distance)
+                    .mul_scalar(c.embedding);
+        }
+        if let (true, Some(centres)) = (c.logit > 0.0, &self.teacher.centres) {
+            let centres = Tensor::<AB, 2>::from_inner(centres.clone());
+            total = total
+                + logit_loss(
+                    student.clone(),
+                    teacher.clone(),
+                    centres,
+                    c.scale,
+                    c.temperature,
+                )
+                .mul_scalar(c.logit);
+        }
+        if c.relational > 0.0 {
+            total = total + relational_loss(student, teacher).mul_scalar(c.relational);
+        }
+        Ok(total)
+    }
+}
