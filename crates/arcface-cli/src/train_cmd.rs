@@ -20,7 +20,7 @@ pub struct TrainArgs {
     out: PathBuf,
     /// Continue the run in DIR from its newest intact checkpoint, with the config it started
     /// with (after a crash, a kill or a time limit); the curve continues as if never stopped.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "print_default_config", "epochs", "time_limit"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "print_default_config", "epochs", "time_limit", "teacher"])]
     resume: Option<PathBuf>,
     /// Data-parallel replicas: each batch is split over this many devices (GPUs 0..N with
     /// --device cuda; threads sharing the CPU with --device cpu). The batch size and learning
@@ -36,6 +36,12 @@ pub struct TrainArgs {
     /// Override the config's wall-time limit (seconds; 0 = none).
     #[arg(long)]
     time_limit: Option<u64>,
+    /// Distil this teacher into the run (knowledge distillation, docs/distillation.md): a
+    /// training run's folder (backbone and head) or a model file (`.arcface`, `.onnx`, `.pth`).
+    /// Sets the config's `[distill] teacher`, adding the section with its default weights
+    /// (embedding term 1) when the config has none.
+    #[arg(long, value_name = "RUN_OR_MODEL")]
+    teacher: Option<PathBuf>,
     /// Print the final report as JSON.
     #[arg(long)]
     json: bool,
@@ -94,6 +100,9 @@ fn config_from(args: &TrainArgs) -> Result<TrainConfig> {
     }
     if let Some(t) = args.time_limit {
         config.time_limit_secs = t;
+    }
+    if let Some(teacher) = &args.teacher {
+        config.distill.get_or_insert_with(Default::default).teacher = teacher.clone();
     }
     Ok(config)
 }

@@ -769,3 +769,18 @@ fn export_writes_onnx_pth_and_safetensors_that_import_back() {
     ]);
     assert!(err.contains("no/such.arcface"), "{err}");
 }
+
+#[test]
+fn train_with_a_teacher_that_is_not_there_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = arcface_fails(&[
+        "train",
+        "--teacher",
+        "no/such/run",
+        "--epochs",
+        "0.01",
+        "--out",
+        dir.path().join("run").to_str().unwrap(),
+    ]);
+    assert!(err.contains("no/such/run"), "{err}");
+}
