@@ -51,3 +51,12 @@ pub fn to_vec(t: burn::tensor::Tensor<B, 2>) -> Vec<f32> {
 }
 
 use iresnet::burn;
+
+/// The sha256 of `bytes`, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

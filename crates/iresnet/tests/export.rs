@@ -230,14 +230,6 @@ fn state_dicts_carry_arcface_torch_keys_and_shapes() {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// PyTorch 2.15 loaded these exact exported bytes strictly into arcface_torch's architectures
 /// (tools/make_torch_export_fixture.py): today's exporter writes the same bytes, and our forward
 /// matches what PyTorch computed from them.

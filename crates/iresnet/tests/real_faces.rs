@@ -10,14 +10,6 @@ use iresnet::import::import_file;
 use iresnet::preprocess::faces_to_tensor;
 use iresnet::{Architecture, Backbone, BackboneConfig, BackboneError, MbfHead};
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[test]
 fn w600k_mbf_matches_onnx_runtime_on_real_faces() {
     let cache = real_data();
