@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use iresnet::export::{self, OnnxOptions};
-use iresnet::{import, record, AnyBackbone, ConvBackend, Describe};
+use iresnet::{import, ConvBackend, Describe};
 use serde::Serialize;
 
 /// Output formats.
@@ -58,21 +58,12 @@ struct Report<'a> {
     seconds: f64,
 }
 
-fn load<B: ConvBackend>(path: &Path, device: &B::Device) -> Result<AnyBackbone<B>> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("onnx" | "pth" | "pt") => import::import_auto::<B>(path, device)
-            .with_context(|| format!("importing {}", path.display())),
-        _ => Ok(record::load_model::<B>(path, device)
-            .with_context(|| format!("loading {}", path.display()))?
-            .0),
-    }
-}
-
 pub fn run<B: ConvBackend>(args: &ExportArgs, device: &B::Device) -> Result<()> {
     if args.f16 && args.format != ExportFormat::Onnx {
         bail!("--f16 applies to ONNX only (state dicts keep float32, as arcface_torch saves them)");
     }
-    let net = load::<B>(&args.model, device)?;
+    let net = import::load_any::<B>(&args.model, device)
+        .with_context(|| format!("loading {}", args.model.display()))?;
     let started = Instant::now();
     let flow = net.dataflow();
     let architecture = net.name();

@@ -30,10 +30,7 @@ pub fn load_teacher<B: ConvBackend>(
     device: &B::Device,
 ) -> Result<Teacher<B>, TrainError> {
     if !path.is_dir() {
-        let backbone = match path.extension().and_then(|e| e.to_str()) {
-            Some("onnx" | "pth" | "pt") => iresnet::import::import_auto::<B>(path, device)?,
-            _ => iresnet::record::load_model::<B>(path, device)?.0,
-        };
+        let backbone = iresnet::import::load_any::<B>(path, device)?;
         return Ok(Teacher {
             backbone,
             centres: None,

@@ -53,6 +53,15 @@ pub fn infer_arch(path: &Path) -> Result<BackboneConfig> {
     }
 }
 
+/// Any backbone file: insightface weights (`.onnx`, `.pth`, `.pt`, `.bin`; the architecture read
+/// off the file) or an arcface-rs model file from `arcface train` / `arcface import`.
+pub fn load_any<B: ConvBackend>(path: &Path, device: &B::Device) -> Result<AnyBackbone<B>> {
+    match WeightFormat::from_path(path) {
+        Ok(_) => import_auto(path, device),
+        Err(_) => Ok(crate::record::load_model(path, device)?.0),
+    }
+}
+
 /// [`import_file`] with the architecture read off the file itself.
 pub fn import_auto<B: ConvBackend>(path: &Path, device: &B::Device) -> Result<AnyBackbone<B>> {
     let arch = infer_arch(path)?;
