@@ -176,16 +176,14 @@ pub fn to_onnx<B: Backend>(
         let v = e.op(op, &values)?;
         values.push(v);
     }
-    let last = values
-        .last()
-        .filter(|_| matches!(flow.ops.last(), Some(Op::Embedding { .. })))
-        .ok_or_else(|| BackboneError::InvalidConfig("the dataflow has no embedding".into()))?
-        .clone();
-    e.g.node_to("Identity", &[&last], ONNX_OUTPUT, vec![]);
-    let dim = match flow.ops.last() {
-        Some(Op::Embedding { fc, .. }) => fc.module.weight.dims()[1],
-        _ => unreachable!("checked above"),
+    let Some(Op::Embedding { fc, .. }) = flow.ops.last() else {
+        return Err(BackboneError::InvalidConfig(
+            "the dataflow does not end in an embedding".into(),
+        ));
     };
+    let dim = fc.module.weight.dims()[1];
+    let last = values.last().expect("the input is value 0").clone();
+    e.g.node_to("Identity", &[&last], ONNX_OUTPUT, vec![]);
     e.g.output(ONNX_OUTPUT, &[Dim::Named("batch"), Dim::Fixed(dim)]);
     let metadata: Vec<(&str, String)> = options
         .metadata
