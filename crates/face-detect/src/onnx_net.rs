@@ -57,8 +57,8 @@ struct Step<B: Backend> {
     op: Op<B>,
     inputs: Vec<Option<usize>>,
     output: usize,
-    /// Slots whose last reader is this step: dropped after it runs.
-    frees: Vec<usize>,
+    /// Slots whose last reader is this step: moved into it rather than cloned.
+    last_reads: Vec<usize>,
 }
 
 /// An ONNX graph loaded for one Burn device.
@@ -212,8 +212,7 @@ impl<B: Backend> Loader<'_, B> {
 /// Nodes whose inputs at these positions are weights consumed at load time.
 fn weight_inputs(op: &str) -> usize {
     match op {
-        "Conv" => 1,
-        "BatchNormalization" => 1,
+        "Conv" | "BatchNormalization" => 1,
         _ => usize::MAX,
     }
 }
@@ -251,7 +250,7 @@ impl<B: ConvBackend> OnnxNet<B> {
                 op,
                 inputs,
                 output,
-                frees: Vec::new(),
+                last_reads: Vec::new(),
             });
         }
         let mut next_slot = loader.slots.len();
@@ -289,7 +288,7 @@ impl<B: ConvBackend> OnnxNet<B> {
         }
         for (slot, last) in last_use.into_iter().enumerate() {
             if let Some(i) = last.filter(|_| !outputs.contains(&slot)) {
-                steps[i].frees.push(slot);
+                steps[i].last_reads.push(slot);
             }
         }
         Ok(Self {
@@ -323,15 +322,25 @@ impl<B: ConvBackend> OnnxNet<B> {
         }
         values[self.input] = Some(Value::Float { t: x, rank: 4 });
         for (i, step) in self.steps.iter().enumerate() {
+            // A value this step reads last is moved in, not cloned, so Burn may reuse its
+            // buffer (ReLU, the bias-added sums) instead of allocating another.
             let args: Vec<Option<Value<B>>> = step
                 .inputs
                 .iter()
-                .map(|s| s.and_then(|s| values[s].clone()))
+                .enumerate()
+                .map(|(k, s)| {
+                    s.and_then(|s| {
+                        let last_read = step.last_reads.contains(&s)
+                            && !step.inputs[k + 1..].contains(&Some(s));
+                        if last_read {
+                            values[s].take()
+                        } else {
+                            values[s].clone()
+                        }
+                    })
+                })
                 .collect();
             let out = eval(&step.op, args).map_err(|m| self.err(format!("step {i}: {m}")))?;
-            for &s in &step.frees {
-                values[s] = None;
-            }
             values[step.output] = Some(out);
         }
         self.outputs
@@ -429,7 +438,7 @@ fn merge_sibling_convs<B: Backend>(steps: Vec<Step<B>>, next_slot: &mut usize) -
             op: Op::Conv(Box::new(conv)),
             inputs: parts[0].inputs.clone(),
             output: stacked,
-            frees: Vec::new(),
+            last_reads: Vec::new(),
         });
         let mut start = 0;
         for (part, c) in parts.iter().zip(&convs) {
@@ -438,7 +447,7 @@ fn merge_sibling_convs<B: Backend>(steps: Vec<Step<B>>, next_slot: &mut usize) -
                 op: Op::Narrow(start, len),
                 inputs: vec![Some(stacked)],
                 output: part.output,
-                frees: Vec::new(),
+                last_reads: Vec::new(),
             });
             start += len;
         }
@@ -559,7 +568,7 @@ fn eval<B: ConvBackend>(op: &Op<B>, mut args: Vec<Option<Value<B>>>) -> Result<V
             let (t, rank) = float(arg(0))?;
             let (scales, sizes) = (arg(2), arg(3));
             let [n, c, h, w] = t.dims();
-            let (oh, ow) = match (ints(sizes.clone()).ok().filter(|s| s.len() == 4), scales) {
+            let (oh, ow) = match (ints(sizes).ok().filter(|s| s.len() == 4), scales) {
                 (Some(s), _) => (s[2] as usize, s[3] as usize),
                 _ => return Err("Resize needs its `sizes` input (scales are not supported)".into()),
             };
