@@ -2,10 +2,10 @@
 //! statistics, every foldable BatchNorm folded (feature `burn`, on by default; the engine and
 //! `.aq8` files need none of it).
 
-use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, PRelu};
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::backend::Backend;
+use iresnet::export::{param_values, BatchNormValues};
 use iresnet::{ConvSpec, Describe, Op};
 
 use crate::fold::{fold_batch_norm, BatchNormStats, FoldError};
@@ -36,31 +36,15 @@ impl Graph {
     }
 }
 
-fn values<B: Backend, const D: usize>(t: &Param<Tensor<B, D>>) -> Vec<f32> {
-    t.val()
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("f32 data")
-}
-
-/// Hands `f` the BatchNorm's inference statistics, read out of Burn once.
+/// Hands `f` the BatchNorm's inference statistics, read out of Burn once (the exporter's reader).
 fn with_stats<B: Backend, R>(bn: &BatchNorm<B>, f: impl FnOnce(&BatchNormStats<'_>) -> R) -> R {
-    let running = |t: &burn::module::RunningState<Tensor<B, 1>>| {
-        t.value()
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .expect("f32 data")
-    };
-    let (gamma, beta) = (values(&bn.gamma), values(&bn.beta));
-    let (mean, var) = (running(&bn.running_mean), running(&bn.running_var));
+    let v = BatchNormValues::of(bn);
     f(&BatchNormStats {
-        gamma: &gamma,
-        beta: &beta,
-        mean: &mean,
-        var: &var,
-        eps: bn.epsilon as f32,
+        gamma: &v.gamma,
+        beta: &v.beta,
+        mean: &v.mean,
+        var: &v.var,
+        eps: v.eps,
     })
 }
 
@@ -78,7 +62,7 @@ fn fold<B: Backend>(
 }
 
 fn slopes<B: Backend>(prelu: &PRelu<B>, channels: usize) -> Vec<f32> {
-    let a = values(&prelu.alpha);
+    let a = param_values(&prelu.alpha);
     if a.len() == 1 {
         vec![a[0]; channels]
     } else {
@@ -153,8 +137,8 @@ impl Builder {
                 shape, conv.stride, conv.padding, conv.dilation
             ))
         })?;
-        let bias = conv.bias.as_ref().map(values);
-        let (weights, bias) = fold(&values(&conv.weight), bias.as_deref(), bn)?;
+        let bias = conv.bias.as_ref().map(param_values);
+        let (weights, bias) = fold(&param_values(&conv.weight), bias.as_deref(), bn)?;
         let conv = ConvLayer {
             weights,
             shape,
@@ -185,8 +169,11 @@ impl Builder {
                 "fc takes {d_in} inputs, the feature map has {h}x{w}x{c}"
             )));
         }
-        let burn = values(&fc.weight);
-        let mut bias = fc.bias.as_ref().map_or_else(|| vec![0.0; d_out], values);
+        let burn = param_values(&fc.weight);
+        let mut bias = fc
+            .bias
+            .as_ref()
+            .map_or_else(|| vec![0.0; d_out], param_values);
         let mut weights = vec![0f32; d_out * d_in];
         for (i, row) in burn.chunks_exact(d_out).enumerate() {
             let (s, t) = pre

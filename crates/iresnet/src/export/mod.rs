@@ -32,12 +32,12 @@ pub struct TorchTensor {
 }
 
 /// A parameter's values as `f32`.
-pub(crate) fn param_values<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>) -> Vec<f32> {
+pub fn param_values<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>) -> Vec<f32> {
     tensor_values(p.val())
 }
 
 /// A tensor's values as `f32`.
-pub(crate) fn tensor_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+pub fn tensor_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .to_vec::<f32>()
