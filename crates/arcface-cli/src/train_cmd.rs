@@ -20,7 +20,7 @@ pub struct TrainArgs {
     out: PathBuf,
     /// Continue the run in DIR from its newest intact checkpoint, with the config it started
     /// with (after a crash, a kill or a time limit); the curve continues as if never stopped.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "print_default_config", "epochs", "time_limit", "teacher"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "print_default_config", "epochs", "time_limit", "teacher", "from", "add"])]
     resume: Option<PathBuf>,
     /// Data-parallel replicas: each batch is split over this many devices (GPUs 0..N with
     /// --device cuda; threads sharing the CPU with --device cpu). The batch size and learning
@@ -42,6 +42,17 @@ pub struct TrainArgs {
     /// (embedding term 1) when the config has none.
     #[arg(long, value_name = "RUN_OR_MODEL")]
     teacher: Option<PathBuf>,
+    /// Continual learning (docs/continual.md): continue the trained run in this folder on new
+    /// identities instead of starting afresh. Its head grows by the new people (imprinted
+    /// from their mean embedding); by default only the head trains. Without --config the old
+    /// run's config is used; the config's `[continual]` section sets what trains, the replay
+    /// buffer and distillation from the old model.
+    #[arg(long, value_name = "RUN")]
+    from: Option<PathBuf>,
+    /// The new data for --from: an identity-per-folder image tree, or a `.rec` (with its
+    /// `names.json`, so known people are recognised by name).
+    #[arg(long, value_name = "DATA", requires = "from")]
+    add: Option<PathBuf>,
     /// Print the final report as JSON.
     #[arg(long)]
     json: bool,
@@ -66,6 +77,9 @@ pub fn run<B: ConvAutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Resu
         bar.set_position(s.step);
         if let Some(a) = s.accuracy {
             accuracy = format!(" verification {:.2}%", 100.0 * a);
+            for (name, v) in &s.evals {
+                accuracy += &format!(" {name} {:.2}%", 100.0 * v);
+            }
         }
         bar.set_message(format!(
             "epoch {:.2} loss {:.3} lr {:.4} {:.0} img/s{accuracy}",
@@ -87,14 +101,40 @@ pub fn run<B: ConvAutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Resu
 }
 
 fn config_from(args: &TrainArgs) -> Result<TrainConfig> {
-    let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            TrainConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+    let mut config = match (&args.config, &args.from) {
+        (Some(path), _) => read_config(path)?,
+        (None, Some(from)) => {
+            if !from.is_dir() {
+                anyhow::bail!(
+                    "--from {}: not a training run folder: growing a model needs its head (the class centres), which only a run's checkpoints hold; name the folder `arcface train --out` wrote",
+                    from.display()
+                );
+            }
+            if args.add.is_none() {
+                anyhow::bail!(
+                    "--from {} without --config: name the new identities with --add DATA",
+                    from.display()
+                );
+            }
+            read_config(&from.join("config.toml"))?
         }
-        None => TrainConfig::default(),
+        (None, None) => TrainConfig::default(),
     };
+    if let Some(from) = &args.from {
+        let continual = config.continual.get_or_insert_with(Default::default);
+        // Absolute, so the run resumes from any directory.
+        continual.from = std::path::absolute(from).unwrap_or_else(|_| from.clone());
+        // A continual round distils from its old run, not from the old run's own teacher.
+        config.distill = None;
+    }
+    if let Some(add) = &args.add {
+        config.data = data_source(add)?;
+        if config.eval.data == trainer::EvalData::HeldOut {
+            // Held-out identities come with synthetic data only: the old/new report (and any
+            // pairs the config names) is what a round on real data evaluates.
+            config.early_stopping.metric = trainer::StopMetric::Off;
+        }
+    }
     if let Some(e) = args.epochs {
         config.epochs = e;
     }
@@ -105,6 +145,26 @@ fn config_from(args: &TrainArgs) -> Result<TrainConfig> {
         config.distill.get_or_insert_with(Default::default).teacher = teacher.clone();
     }
     Ok(config)
+}
+
+fn read_config(path: &std::path::Path) -> Result<TrainConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    TrainConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// `--add`'s data: a `.rec` file or an image folder.
+fn data_source(path: &std::path::Path) -> Result<trainer::DataSource> {
+    match (path.is_dir(), path.extension().and_then(|e| e.to_str())) {
+        (true, _) => Ok(trainer::DataSource::Folder { path: path.into() }),
+        (false, Some("rec")) if path.is_file() => {
+            Ok(trainer::DataSource::Rec { path: path.into() })
+        }
+        _ => anyhow::bail!(
+            "--add {}: not an image folder (root/<identity>/*.jpg) or a .rec file",
+            path.display()
+        ),
+    }
 }
 
 fn print_report(report: &trainer::TrainReport, out: &std::path::Path, json: bool) -> Result<()> {
@@ -141,6 +201,9 @@ fn print_report(report: &trainer::TrainReport, out: &std::path::Path, json: bool
                 "final loss {:.3} (no verification pairs configured)",
                 report.final_loss
             ),
+        }
+        for (name, value) in &report.evals {
+            println!("{name}: {:.2}%", 100.0 * value);
         }
         if let Some(share) = report.collapse_share {
             println!(

@@ -784,3 +784,67 @@ fn train_with_a_teacher_that_is_not_there_says_so() {
     ]);
     assert!(err.contains("no/such/run"), "{err}");
 }
+
+#[test]
+fn train_from_a_run_adds_the_people_of_an_image_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(path("tiny.toml"), tiny_training::tiny_training().to_toml()).unwrap();
+    arcface(&[
+        "train",
+        "--config",
+        &path("tiny.toml"),
+        "--out",
+        &path("base"),
+    ]);
+    // Two new people and one the base run knows by name (its synthetic person 2).
+    let people = face_data::SyntheticFaces::train(face_data::SyntheticConfig {
+        first_identity: 20,
+        identities: 3,
+        per_identity: 6,
+        ..Default::default()
+    })
+    .unwrap();
+    // 6 images each: 2 kept back for the report, 12 to train on (one batch of 8).
+    for (k, name) in ["ann", "bob", "synthetic-0-2"].iter().enumerate() {
+        let folder = dir.path().join("new").join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..6 {
+            let image = face_data::FaceDataset::get(&people, 6 * k + i)
+                .unwrap()
+                .image;
+            image.save(folder.join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let report = json(&arcface(&[
+        "train",
+        "--from",
+        &path("base"),
+        "--add",
+        &path("new"),
+        "--epochs",
+        "1",
+        "--out",
+        &path("round"),
+        "--json",
+    ]));
+    assert!(report["steps"].as_u64().unwrap() > 0, "{report}");
+    for key in ["old_identification", "new_identification"] {
+        assert!(report["evals"][key].as_f64().is_some(), "{report}");
+    }
+    let names = face_data::read_names(&dir.path().join("round/identities.json")).unwrap();
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert_eq!(names[6..], ["ann", "bob"]);
+    assert_eq!(names[2], "synthetic-0-2");
+
+    let err = arcface_fails(&[
+        "train",
+        "--from",
+        &path("base/model.arcface"),
+        "--add",
+        &path("new"),
+        "--out",
+        &path("refused"),
+    ]);
+    assert!(err.contains("not a training run folder"), "{err}");
+}

@@ -37,6 +37,14 @@ pub trait FaceDataset: Send + Sync {
     /// Where the data lives, for error messages and reports.
     fn source(&self) -> PathBuf;
 
+    /// The name of identity `label`, when the source names its identities (folder names, a
+    /// `.rec`'s `names.json`, the synthetic set's people): how datasets are merged and how
+    /// continual learning recognises people it already knows. `None` by default.
+    fn identity_name(&self, label: usize) -> Option<String> {
+        let _ = label;
+        None
+    }
+
     /// `Err(OutOfRange)` unless `index < len()`.
     fn check_index(&self, index: usize) -> Result<()> {
         if index < self.len() {
@@ -67,6 +75,39 @@ impl<D: FaceDataset + ?Sized> FaceDataset for Box<D> {
     fn source(&self) -> PathBuf {
         (**self).source()
     }
+    fn identity_name(&self, label: usize) -> Option<String> {
+        (**self).identity_name(label)
+    }
+}
+
+/// Each identity's sample indices, in label order (without decoding an image); a label past
+/// `num_identities` is an error naming the sample.
+pub fn by_identity<D: FaceDataset + ?Sized>(data: &D) -> Result<Vec<Vec<usize>>> {
+    let n = data.num_identities();
+    let mut groups = vec![Vec::new(); n];
+    for i in 0..data.len() {
+        let label = data.label(i)?;
+        groups
+            .get_mut(label)
+            .ok_or_else(|| DataError::Config {
+                what: "dataset",
+                reason: format!(
+                    "{}: sample {i} has label {label} >= {n} identities",
+                    data.source().display()
+                ),
+            })?
+            .push(i);
+    }
+    Ok(groups)
+}
+
+/// The images of samples `indices`, decoded on rayon's threads, in order: what embedding a
+/// dataset's faces in batches needs.
+pub fn images<D: FaceDataset + ?Sized>(data: &D, indices: &[usize]) -> Result<Vec<RgbImage>> {
+    use rayon::prelude::*;
+    (indices.par_iter())
+        .map(|&i| data.get(i).map(|s| s.image))
+        .collect()
 }
 
 /// Decodes encoded image bytes (JPEG, PNG, BMP) to RGB, naming the source on failure. A JPEG

@@ -135,4 +135,8 @@ impl FaceDataset for ImageFolder {
     fn source(&self) -> PathBuf {
         self.root.clone()
     }
+
+    fn identity_name(&self, label: usize) -> Option<String> {
+        self.identities.get(label).cloned()
+    }
 }

@@ -9,17 +9,20 @@ mod error;
 mod folder;
 mod lfw;
 mod loader;
+mod merge;
 pub mod recordio;
 pub mod synthetic;
 
 pub use bin::VerificationBin;
-pub use dataset::{decode, encode_png, FaceDataset, FaceSample};
+pub use dataset::{by_identity, decode, encode_png, images, FaceDataset, FaceSample};
 pub use error::{DataError, Result};
 pub use folder::{is_image, write_label_map, ImageFolder};
 pub use lfw::{LfwPair, LfwPairs};
 pub use loader::{Batch, Epoch, Loader, LoaderConfig, Sampling};
+pub use merge::{Merged, Subset};
 pub use recordio::{
-    pack_dataset, pack_folder, unpack_to_folder, IrHeader, RecordDataset, RecordFile, RecordWriter,
+    pack_dataset, pack_folder, read_names, unpack_to_folder, IrHeader, RecordDataset, RecordFile,
+    RecordWriter,
 };
 pub use synthetic::{
     render, verification_pair_indices, verification_pairs, Identity, RenderedFace, SyntheticConfig,

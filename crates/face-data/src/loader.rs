@@ -154,21 +154,7 @@ impl<D: FaceDataset + 'static> Loader<D> {
                         reason: "balanced sampling needs per_identity > 0".into(),
                     });
                 }
-                let mut groups = vec![Vec::new(); dataset.num_identities()];
-                for i in 0..dataset.len() {
-                    let label = dataset.label(i)?;
-                    groups
-                        .get_mut(label)
-                        .ok_or_else(|| DataError::Config {
-                            what: "loader",
-                            reason: format!(
-                                "sample {i} has label {label} >= {} identities",
-                                dataset.num_identities()
-                            ),
-                        })?
-                        .push(i);
-                }
-                groups
+                crate::dataset::by_identity(&dataset)?
             }
         };
         let pool = rayon::ThreadPoolBuilder::new()

@@ -308,6 +308,8 @@ pub struct RecordDataset {
     samples: Vec<(u64, usize)>,
     num_identities: usize,
     insightface_layout: bool,
+    /// Identity names from `names.json` beside the file, when it names every identity.
+    names: Option<Vec<String>>,
 }
 
 /// A label stored as f32 read as a record key or class index: finite, whole, not negative and
@@ -444,11 +446,13 @@ impl RecordDataset {
                 });
             }
         }
+        let names = read_names(&names_path(&file.path)).filter(|n| n.len() == num_identities);
         Ok(Self {
             file,
             samples,
             num_identities,
             insightface_layout: layout.is_some(),
+            names,
         })
     }
 
@@ -500,6 +504,20 @@ impl FaceDataset for RecordDataset {
     fn source(&self) -> PathBuf {
         self.file.path.clone()
     }
+
+    fn identity_name(&self, label: usize) -> Option<String> {
+        self.names.as_ref()?.get(label).cloned()
+    }
+}
+
+/// The identity names of a label map or `names.json` (`{"identities": [...]}`), if the file
+/// is there and holds them.
+pub fn read_names(path: &Path) -> Option<Vec<String>> {
+    let bytes = std::fs::read(path).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    (value["identities"].as_array()?.iter())
+        .map(|v| v.as_str().map(str::to_string))
+        .collect()
 }
 
 /// Writes `.rec` + `.idx` through `atomic_file`, each moved into place by
@@ -652,19 +670,40 @@ pub fn unpack_to_folder(rec: impl AsRef<Path>, out: impl AsRef<Path>) -> Result<
     Ok(data.len())
 }
 
-/// Packs any dataset into `rec` in insightface's layout, each image PNG-encoded (lossless), and
-/// calls `progress` after each image. Used for the synthetic set; `pack_folder` keeps a folder's
-/// original bytes instead.
+/// Packs any dataset into `rec` in insightface's layout, each image PNG-encoded (lossless),
+/// identity by identity (the layout gives each one a key range), and calls `progress` after each
+/// image. When the dataset names every identity, the names go beside it (`names.json`), so the
+/// `.rec` reads back with them. Used for the synthetic set and continual learning's buffers;
+/// `pack_folder` keeps a folder's original bytes instead.
 pub fn pack_dataset<D: FaceDataset + ?Sized>(
     data: &D,
     rec: impl AsRef<Path>,
     mut progress: impl FnMut(usize),
 ) -> Result<usize> {
-    write_insightface_layout(rec.as_ref(), data.len(), data.num_identities(), |i| {
-        let sample = data.get(i)?;
-        let png = crate::dataset::encode_png(&sample.image)?;
-        progress(i + 1);
-        Ok((sample.label, png))
+    let rec = rec.as_ref();
+    let mut order = (0..data.len())
+        .map(|i| Ok((data.label(i)?, i)))
+        .collect::<Result<Vec<_>>>()?;
+    order.sort_unstable();
+    // Decoded and encoded a chunk at a time on rayon's threads, written in order.
+    let (mut chunk, mut start) = (Vec::<(usize, Vec<u8>)>::new(), 0);
+    write_insightface_layout(rec, data.len(), data.num_identities(), |k| {
+        if k >= start + chunk.len() {
+            use rayon::prelude::*;
+            start = k;
+            let end = (k + 256).min(order.len());
+            chunk = (order[k..end].par_iter())
+                .map(|&(label, i)| Ok((label, crate::encode_png(&data.get(i)?.image)?)))
+                .collect::<Result<_>>()?;
+        }
+        progress(k + 1);
+        Ok(std::mem::take(&mut chunk[k - start]))
     })?;
+    let names: Option<Vec<String>> = (0..data.num_identities())
+        .map(|label| data.identity_name(label))
+        .collect();
+    if let Some(names) = names {
+        crate::folder::write_label_map(&names, &names_path(rec))?;
+    }
     Ok(data.len())
 }

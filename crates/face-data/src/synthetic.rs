@@ -41,6 +41,9 @@ pub struct SyntheticConfig {
     pub seed: u64,
     /// Scales every nuisance (pose, lighting, occlusion, blur, noise); 1 is the default mix.
     pub nuisance: f32,
+    /// The first training identity's number: `identities` people from here on. Sets of one seed
+    /// with disjoint ranges hold different people (continual learning adds them in turns).
+    pub first_identity: u64,
 }
 
 impl Default for SyntheticConfig {
@@ -52,6 +55,7 @@ impl Default for SyntheticConfig {
             size: 112,
             seed: 0,
             nuisance: 1.0,
+            first_identity: 0,
         }
     }
 }
@@ -71,6 +75,12 @@ impl SyntheticConfig {
         }
         if !(0.0..=3.0).contains(&self.nuisance) {
             return Err(bad(format!("nuisance {} is outside [0, 3]", self.nuisance)));
+        }
+        if self.first_identity.saturating_add(self.identities as u64) > HELD_OUT_BASE {
+            return Err(bad(format!(
+                "first_identity {} + identities reaches the held-out identities (from {HELD_OUT_BASE})",
+                self.first_identity
+            )));
         }
         Ok(())
     }
@@ -530,22 +540,45 @@ pub fn render(config: &SyntheticConfig, id: u64, index: u64, canvas: Option<u32>
     }
 }
 
-/// A split of the synthetic set as a dataset: sample `i` is image `i % per_identity` of
-/// identity `i / per_identity`.
+/// A split of the synthetic set as a dataset: sample `i` is image `first_image + i % per` of
+/// identity `first_id + i / per`.
 #[derive(Debug, Clone)]
 pub struct SyntheticFaces {
     config: SyntheticConfig,
     first_id: u64,
     identities: usize,
+    first_image: u64,
+    per: usize,
 }
 
 impl SyntheticFaces {
-    /// The training split (`config.identities` identities).
+    /// The training split (`config.identities` identities from `config.first_identity`).
     pub fn train(config: SyntheticConfig) -> Result<Self> {
         config.validate()?;
         Ok(Self {
             identities: config.identities,
-            first_id: 0,
+            first_id: config.first_identity,
+            first_image: 0,
+            per: config.per_identity,
+            config,
+        })
+    }
+
+    /// `images` further images of each training identity, never rendered for training: how
+    /// well the trained people are still recognised (continual learning's old and new identities).
+    pub fn unseen_images(config: SyntheticConfig, images: usize) -> Result<Self> {
+        config.validate()?;
+        if images == 0 {
+            return Err(DataError::Config {
+                what: "synthetic dataset",
+                reason: "0 unseen images per identity".into(),
+            });
+        }
+        Ok(Self {
+            identities: config.identities,
+            first_id: config.first_identity,
+            first_image: config.per_identity as u64,
+            per: images,
             config,
         })
     }
@@ -562,6 +595,8 @@ impl SyntheticFaces {
         Ok(Self {
             identities: config.held_out,
             first_id: HELD_OUT_BASE,
+            first_image: 0,
+            per: config.per_identity,
             config,
         })
     }
@@ -571,14 +606,18 @@ impl SyntheticFaces {
         &self.config
     }
 
+    /// Images per identity in this split.
+    pub fn per_identity(&self) -> usize {
+        self.per
+    }
+
     /// Renders sample `index` with its landmarks (optionally unaligned on a `canvas`).
     pub fn render(&self, index: usize, canvas: Option<u32>) -> Result<RenderedFace> {
         self.check_index(index)?;
-        let per = self.config.per_identity;
         Ok(render(
             &self.config,
-            self.first_id + (index / per) as u64,
-            (index % per) as u64,
+            self.first_id + (index / self.per) as u64,
+            self.first_image + (index % self.per) as u64,
             canvas,
         ))
     }
@@ -586,7 +625,7 @@ impl SyntheticFaces {
 
 impl FaceDataset for SyntheticFaces {
     fn len(&self) -> usize {
-        self.identities * self.config.per_identity
+        self.identities * self.per
     }
 
     fn num_identities(&self) -> usize {
@@ -595,7 +634,7 @@ impl FaceDataset for SyntheticFaces {
 
     fn label(&self, index: usize) -> Result<usize> {
         self.check_index(index)?;
-        Ok(index / self.config.per_identity)
+        Ok(index / self.per)
     }
 
     fn get(&self, index: usize) -> Result<FaceSample> {
@@ -607,6 +646,17 @@ impl FaceDataset for SyntheticFaces {
 
     fn source(&self) -> PathBuf {
         PathBuf::from(format!("synthetic:seed={}", self.config.seed))
+    }
+
+    /// `synthetic-<seed>-<identity number>`: the same person in every split and range of a seed.
+    fn identity_name(&self, label: usize) -> Option<String> {
+        (label < self.identities).then(|| {
+            format!(
+                "synthetic-{}-{}",
+                self.config.seed,
+                self.first_id + label as u64
+            )
+        })
     }
 }
 
@@ -635,7 +685,7 @@ pub fn verification_pair_indices(
     pairs: usize,
     seed: u64,
 ) -> Result<Vec<(usize, usize, bool)>> {
-    let per = split.config.per_identity;
+    let per = split.per;
     let ids = split.num_identities();
     if ids < 2 || per < 2 {
         return Err(DataError::Config {

@@ -79,6 +79,11 @@ pub fn input_value(pixel: u8) -> f32 {
     (pixel as f32 - 127.5) / 127.5
 }
 
+/// The dot product: the cosine of two L2-normalised embeddings, without recomputing norms.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 /// The L2 norm, accumulated in f64.
 pub fn norm(v: &[f32]) -> f64 {
     v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()

@@ -172,6 +172,31 @@ impl BackboneConfig {
         }
     }
 
+    /// The field names of the last `stages` stages (at least one, at most all four) and the
+    /// embedding layers after them: what continual learning's `train = "last_stage"` trains.
+    pub fn last_stages(&self, stages: usize) -> Vec<&'static str> {
+        let (embedding, by_stage): (&[&str], [&[&str]; 4]) = match self {
+            Self::IResNet(_) => (
+                &["bn2", "fc", "features"],
+                [&["layer1"], &["layer2"], &["layer3"], &["layer4"]],
+            ),
+            Self::MobileFaceNet(_) => (
+                &["conv_sep", "gdc", "embed_conv", "fc", "features"],
+                [
+                    &["block0"],
+                    &["down1", "block1"],
+                    &["down2", "block2"],
+                    &["down3", "block3"],
+                ],
+            ),
+        };
+        let first = 4 - stages.clamp(1, 4);
+        (by_stage[first..].iter().flat_map(|s| s.iter()))
+            .chain(embedding)
+            .copied()
+            .collect()
+    }
+
     /// Epsilon of every BatchNorm in the network.
     pub fn bn_eps(&self) -> f64 {
         match self {

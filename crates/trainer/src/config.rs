@@ -86,7 +86,8 @@ impl Default for EvalSettings {
 pub struct TrainConfig {
     /// Seed of initialization, shuffling and augmentation.
     pub seed: u64,
-    /// Training length in epochs (fractions allowed).
+    /// Training length in epochs (fractions allowed; 0 evaluates and exports the starting model,
+    /// e.g. a continual round's imprinted head).
     pub epochs: f64,
     /// Stop after this many seconds of wall time, evaluating and checkpointing as at the end; 0 =
     /// no limit. Per invocation: `--resume` continues such a run with the time again. (A number
@@ -125,6 +126,9 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Knowledge distillation from a teacher (`[distill]`; absent: none).
     pub distill: Option<distill::DistillConfig>,
+    /// Continual learning: continue a trained run on this config's data, its new identities
+    /// added to the head (`[continual]`; absent: a run of its own).
+    pub continual: Option<crate::continual::ContinualConfig>,
 }
 
 impl Default for TrainConfig {
@@ -180,6 +184,7 @@ impl Default for TrainConfig {
             checkpoint: CheckpointSettings::default(),
             log_every: 10,
             distill: None,
+            continual: None,
         }
     }
 }
@@ -224,6 +229,17 @@ impl TrainConfig {
         if let Some(d) = &self.distill {
             d.validate()
                 .map_err(|reason| invalid("distill", &d.teacher, reason))?;
+        }
+        if let Some(c) = &self.continual {
+            c.validate()
+                .map_err(|reason| invalid("continual", c.from.display(), reason))?;
+            if self.distill.is_some() {
+                return Err(invalid(
+                    "distill",
+                    "set",
+                    "a continual round distils from its old run: use [continual.distill]",
+                ));
+            }
         }
         if self.accumulation > 1 && self.head.sample_rate < 1.0 {
             return Err(invalid(

@@ -4,16 +4,13 @@
 
 use std::path::Path;
 
-use burn::module::{AutodiffModule, Module};
-use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::module::AutodiffModule;
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 use distill::{embedding_loss, logit_loss, relational_loss, DistillConfig};
 use iresnet::{AnyBackbone, Backbone, ConvBackend};
 
-use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::hooks::{LossTerm, StepView};
-use crate::model::Model;
 
 /// The teacher, and its head's class centres when it came from a training run.
 pub struct Teacher<B: ConvBackend> {
@@ -36,23 +33,8 @@ pub fn load_teacher<B: ConvBackend>(
             centres: None,
         });
     }
-    let config_path = path.join("config.toml");
-    let text = std::fs::read_to_string(&config_path).map_err(crate::error::io(&config_path))?;
-    let config = TrainConfig::from_toml(&text)?;
-    let classes = crate::run::num_identities(&config)?;
-    let (backbone, head) =
-        crate::run::init_model::<burn::backend::Autodiff<B>>(&config, classes, device)?;
-    let mut checkpoint = crate::Checkpointer::new(path, config.checkpoint.keep_last)?.latest()?;
-    let bytes = checkpoint.take(crate::state::MODEL_FILE)?;
-    let record = BinBytesRecorder::<FullPrecisionSettings>::default()
-        .load(bytes, device)
-        .map_err(|e| {
-            TrainError::Other(format!(
-                "{}: the teacher's model record: {e}",
-                path.display()
-            ))
-        })?;
-    let model = Model::new(backbone, head).load_record(record).valid();
+    let run = crate::source::load_run::<burn::backend::Autodiff<B>>(path, device)?;
+    let model = run.model.valid();
     Ok(Teacher {
         centres: Some(model.head.centres.val()),
         backbone: model.backbone,

@@ -163,6 +163,19 @@ impl Membership {
         &self.frozen
     }
 
+    /// Whether every float parameter of `module` (a part of the model) is frozen.
+    pub fn all_frozen<B: AutodiffBackend, M: AutodiffModule<B>>(&self, module: &M) -> bool {
+        struct All<'a>(&'a HashSet<ParamId>, bool);
+        impl<B: AutodiffBackend> ModuleVisitor<B> for All<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                self.1 &= self.0.contains(&param.id);
+            }
+        }
+        let mut all = All(&self.frozen, true);
+        module.visit(&mut all);
+        all.1
+    }
+
     /// `model` with its frozen parameters marked as needing no gradient.
     pub fn freeze<B: AutodiffBackend, M: AutodiffModule<B>>(&self, model: M) -> M {
         struct Freeze<'a>(&'a HashSet<ParamId>);

@@ -37,6 +37,20 @@ pub trait LossTerm<B: AutodiffBackend, M>: Send + Sync {
     fn loss(&self, view: &StepView<'_, B, M>) -> Result<Tensor<B, 1>, TrainError>;
 }
 
+/// An evaluation of its own at every evaluation of the run, on the inference-mode backbone and
+/// head (`B` is the inner backend): continual learning's old- and new-identity accuracies. Its
+/// values are logged under `evals` in `metrics.jsonl` and end up in the report.
+pub trait EvalHook<B: Backend, M, H>: Send {
+    /// Named values for this evaluation.
+    fn evaluate(
+        &self,
+        backbone: &M,
+        head: &H,
+        step: u64,
+        device: &B::Device,
+    ) -> Result<Vec<(String, f64)>, TrainError>;
+}
+
 /// An update of the head made after each backward pass outside the optimiser, with state
 /// that checkpoints keep.
 pub trait HeadUpdate<B: AutodiffBackend, H>: Send {

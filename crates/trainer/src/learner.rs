@@ -27,7 +27,7 @@ use crate::checkpoint::{BestMarker, Checkpointer};
 use crate::clip::{clip_global_norm, global_norm};
 use crate::error::TrainError;
 use crate::groups::{Membership, ParamGroup};
-use crate::hooks::{HeadUpdate, LossTerm};
+use crate::hooks::{EvalHook, HeadUpdate, LossTerm};
 use crate::metrics::{MetricsLog, StepInfo};
 use crate::model::{materialize, Model};
 use crate::optim::GroupOptimizer;
@@ -40,6 +40,9 @@ use crate::stopping::{observe, Evaluation};
 use crate::verify::{Evaluator, ValidationSet};
 
 type Inner<B, M> = <M as AutodiffModule<B>>::InnerModule;
+/// An evaluation hook of a run of `M` and `H` on `B`.
+type Hook<B, M, H> =
+    Box<dyn EvalHook<<B as AutodiffBackend>::InnerBackend, Inner<B, M>, Inner<B, H>>>;
 /// Writes the trained backbone where users expect it (e.g. an `.arcface` file).
 pub type Export<B, M> = Box<dyn Fn(&Inner<B, M>, &Path) -> Result<PathBuf, TrainError>>;
 
@@ -51,6 +54,7 @@ pub struct Learner<B: AutodiffBackend, M: AutodiffModule<B>, H: AutodiffModule<B
     terms: Vec<Box<dyn LossTerm<B, M>>>,
     head_update: Option<Box<dyn HeadUpdate<B, H>>>,
     evaluator: Evaluator,
+    hooks: Vec<Hook<B, M, H>>,
     export: Option<Export<B, M>>,
     devices: Vec<B::Device>,
     resume: bool,
@@ -90,6 +94,7 @@ where
             settings,
             terms: vec![],
             head_update: None,
+            hooks: vec![],
             export: None,
             devices: devices.to_vec(),
             resume: false,
@@ -123,6 +128,15 @@ where
     /// Computes the margin loss on these unseen samples at every evaluation.
     pub fn with_validation(mut self, set: ValidationSet) -> Self {
         self.evaluator.validation = Some(set);
+        self
+    }
+
+    /// Runs `hook` at every evaluation beside verification.
+    pub fn with_evaluation(
+        mut self,
+        hook: impl EvalHook<B::InnerBackend, Inner<B, M>, Inner<B, H>> + 'static,
+    ) -> Self {
+        self.hooks.push(Box::new(hook));
         self
     }
 
@@ -176,9 +190,12 @@ where
     groups: Vec<ParamGroup>,
     optimizers: Vec<Option<Optim<B, M, H>>>,
     membership: Membership,
+    /// Every backbone parameter is in a frozen group.
+    frozen_backbone: bool,
     terms: Vec<Box<dyn LossTerm<B, M>>>,
     head_update: Option<Box<dyn HeadUpdate<B, H>>>,
     evaluator: Evaluator,
+    hooks: Vec<Hook<B, M, H>>,
     devices: Vec<B::Device>,
     checkpoints: Checkpointer,
     state: TrainState,
@@ -295,7 +312,12 @@ where
             );
         }
         let model = membership.freeze(model);
+        let frozen_backbone = membership.all_frozen(&model.backbone);
+        if frozen_backbone {
+            tracing::info!("the backbone is frozen: it runs in inference mode");
+        }
         let run = Self {
+            frozen_backbone,
             settings: l.settings,
             groups: l.groups,
             optimizers,
@@ -303,6 +325,7 @@ where
             terms: l.terms,
             head_update,
             evaluator: l.evaluator,
+            hooks: l.hooks,
             devices: l.devices,
             checkpoints,
             state,
@@ -329,9 +352,6 @@ where
             elapsed_before: self.state.elapsed_secs,
             images_before: self.state.images,
         };
-        let schedule = settings
-            .schedule
-            .build(steps_per_epoch as usize, settings.epochs);
         let mut summary = RunSummary {
             steps_per_epoch,
             effective_batch: loader.config().batch_size * settings.accumulation,
@@ -349,6 +369,18 @@ where
             clock.total_steps,
         );
         let mut metrics = MetricsLog::open(&summary.metrics, self.state.step)?;
+        if clock.total_steps == 0 {
+            if !self.state.finished {
+                self.untrained(&model, &mut summary)?;
+            }
+            summary.wall_secs = clock.elapsed_before + clock.start.elapsed().as_secs_f64();
+            return Ok((model, summary));
+        }
+        if loader.batches_per_epoch() == 0 {
+            return Err(no_batch(loader, self.devices.len()));
+        }
+        let schedule =
+            (self.settings.schedule).build(steps_per_epoch as usize, self.settings.epochs);
         let mut pending = Pending::new(self.terms.len());
         let epochs = match self.state.finished {
             true => self.state.epoch..self.state.epoch,
@@ -360,11 +392,13 @@ where
             } else {
                 0
             };
+            let mut trained = false;
             for (offset, batch) in loader.epoch_from(epoch, first).enumerate() {
                 let batch = batch?;
                 if batch.labels.len() < 2 * self.devices.len() {
                     continue;
                 }
+                trained = true;
                 self.state.images += batch.labels.len() as u64;
                 let lr = schedule.lr(self.state.step);
                 let applied;
@@ -379,6 +413,11 @@ where
                 if done {
                     break 'epochs;
                 }
+            }
+            if !trained && first == 0 {
+                // Every batch was skipped (too small to split over the devices): the next epoch
+                // would skip them again.
+                return Err(no_batch(loader, self.devices.len()));
             }
         }
         summary.wall_secs = clock.elapsed_before + clock.start.elapsed().as_secs_f64();
@@ -403,6 +442,7 @@ where
             precision: self.settings.precision,
             terms: &self.terms,
             frozen: self.membership.frozen(),
+            frozen_backbone: self.frozen_backbone,
         };
         let shard: StepGrads = if self.devices.len() == 1 {
             let head_lr = lr * head_lr_scale(&self.groups);
@@ -487,21 +527,12 @@ where
             terms: (self.terms.iter().map(|t| t.name().to_string()))
                 .zip(applied.terms)
                 .collect(),
+            evals: Default::default(),
         };
         let mut improved = false;
         if evaluate {
-            let valid = model.valid();
-            let device = &self.devices[0];
-            let e: Evaluation =
-                self.evaluator
-                    .run(&valid.backbone, &valid.head, state.step, device)?;
-            if let Some(a) = e.accuracy {
-                state.last_accuracy = Some(a);
-                state.best_accuracy = Some(state.best_accuracy.unwrap_or(0.0).max(a));
-            }
-            state.last_collapse = e.collapse_share.or(state.last_collapse);
-            (info.accuracy, info.collapse_share, info.validation_loss) =
-                (e.accuracy, e.collapse_share, e.validation_loss);
+            let e = self.evaluate(model, &mut info)?;
+            let state = &mut self.state;
             let verdict = observe(
                 &self.settings.early_stopping,
                 &e,
@@ -519,6 +550,7 @@ where
                 done = true;
             }
         }
+        let state = &mut self.state;
         if done {
             summary.stopped_by_time =
                 out_of_time && state.step < clock.total_steps && !state.stopped_early;
@@ -536,6 +568,57 @@ where
             summary.last_checkpoint = Some(self.checkpoint(model, best)?);
         }
         Ok((info, done))
+    }
+
+    /// Verification and the evaluation hooks on the inference-mode model, recorded in the
+    /// run's state and in `info`.
+    fn evaluate(
+        &mut self,
+        model: &Model<B, M, H>,
+        info: &mut StepInfo,
+    ) -> Result<Evaluation, TrainError> {
+        let state = &mut self.state;
+        let valid = model.valid();
+        let device = &self.devices[0];
+        let e: Evaluation =
+            (self.evaluator).run(&valid.backbone, &valid.head, state.step, device)?;
+        if let Some(a) = e.accuracy {
+            state.last_accuracy = Some(a);
+            state.best_accuracy = Some(state.best_accuracy.unwrap_or(0.0).max(a));
+        }
+        state.last_collapse = e.collapse_share.or(state.last_collapse);
+        (info.accuracy, info.collapse_share, info.validation_loss) =
+            (e.accuracy, e.collapse_share, e.validation_loss);
+        for hook in &self.hooks {
+            let values = hook.evaluate(&valid.backbone, &valid.head, state.step, device)?;
+            info.evals.extend(values);
+        }
+        state.last_evals = info.evals.clone();
+        Ok(e)
+    }
+
+    /// A run of zero steps (`epochs = 0`): the model as given is evaluated and checkpointed,
+    /// e.g. a head grown by weight imprinting, so it can be compared and continued like any run.
+    fn untrained(
+        &mut self,
+        model: &Model<B, M, H>,
+        summary: &mut RunSummary,
+    ) -> Result<(), TrainError> {
+        let mut info = StepInfo {
+            total_steps: 0,
+            ..StepInfo::default()
+        };
+        self.evaluate(model, &mut info)?;
+        tracing::info!(
+            "epochs = 0: evaluated the model as given (accuracy {:?}{})",
+            info.accuracy,
+            (info.evals.iter())
+                .map(|(k, v)| format!(", {k} {v:.4}"))
+                .collect::<String>()
+        );
+        self.state.finished = true;
+        summary.last_checkpoint = Some(self.checkpoint(model, None)?);
+        Ok(())
     }
 
     fn checkpoint(
@@ -575,6 +658,14 @@ where
             checkpoint: saved.display().to_string(),
         })
     }
+}
+
+/// Why an epoch of `loader` gives nothing to train on (instead of looping over empty epochs).
+fn no_batch<D: FaceDataset>(loader: &Loader<D>, devices: usize) -> TrainError {
+    let (n, batch) = (loader.dataset().len(), loader.config().batch_size);
+    TrainError::Other(format!(
+        "{n} images make no batch of {batch} to split over {devices} device(s) (the loader drops a short last batch): give more data or a smaller loader.batch_size"
+    ))
 }
 
 /// The learning-rate scale of the group that holds the head (for the head update).

@@ -10,7 +10,7 @@ use crate::checkpoint::write_atomic;
 use crate::error::{io, TrainError};
 
 /// What the progress callback sees after every optimiser step.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StepInfo {
     /// The optimizer step, from 1.
     pub step: u64,
@@ -37,6 +37,9 @@ pub struct StepInfo {
     /// The extra loss terms' values by name (absent when the run has none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub terms: BTreeMap<String, f64>,
+    /// The evaluation hooks' values by name, on steps that evaluated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evals: BTreeMap<String, f64>,
 }
 
 /// The open metrics file.

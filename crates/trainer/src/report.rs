@@ -49,6 +49,9 @@ pub struct TrainReport {
     pub stopped_by_time_limit: bool,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// The evaluation hooks' values at the last evaluation (continual learning's old- and
+    /// new-identity accuracies).
+    pub evals: std::collections::BTreeMap<String, f64>,
 }
 
 /// What the loop knows at its end besides the run's state.
@@ -96,6 +99,7 @@ pub(crate) fn finish(
         resumed_from_step: summary.resumed_from,
         stopped_by_time_limit: summary.stopped_by_time,
         stopped_early: state.stopped_early,
+        evals: state.last_evals.clone(),
     };
     write_atomic(
         &out.join("report.json"),

@@ -4,20 +4,19 @@
 use std::path::{Path, PathBuf};
 
 use arcface_loss::{MarginFc, SampledSgdConfig};
-use eval::PairSet;
 use face_augment::Pipeline;
-use face_data::{FaceDataset, ImageFolder, Loader, RecordDataset, SyntheticFaces};
+use face_data::{FaceDataset, Loader};
+use iresnet::AnyBackbone;
 use iresnet::ConvAutodiffBackend;
-use iresnet::{AnyBackbone, Backbone};
 
 use crate::checkpoint::write_atomic;
-use crate::config::{DataSource, EvalData, TrainConfig};
+use crate::config::TrainConfig;
 use crate::error::{io, TrainError};
+use crate::groups::ParamGroup;
 use crate::learner::Learner;
 use crate::metrics::StepInfo;
 use crate::report::TrainReport;
-use crate::settings::StopMetric;
-use crate::verify::ValidationSet;
+use crate::source::{data, init_model, names, IDENTITIES_FILE};
 
 /// Trains per `config` on `devices` (one replica each; the first one holds the optimiser),
 /// writing into `out`: `config.toml`, `metrics.jsonl`, `checkpoints/`, `model.arcface`, plots and
@@ -50,42 +49,6 @@ pub fn resume<B: ConvAutodiffBackend>(
     run::<B>(&config, out, devices, true, progress)
 }
 
-/// The training data, its verification pairs and (synthetic data) validation samples.
-type Data = (Box<dyn FaceDataset>, Option<PairSet>, Option<ValidationSet>);
-
-/// The number of identities `config`'s training data holds (what its head was built for).
-pub(crate) fn num_identities(config: &TrainConfig) -> Result<usize, TrainError> {
-    Ok(data(config)?.0.num_identities())
-}
-
-fn data(config: &TrainConfig) -> Result<Data, TrainError> {
-    let pairs = |held: Option<&SyntheticFaces>| -> Result<Option<PairSet>, TrainError> {
-        match (&config.eval.data, held) {
-            (EvalData::HeldOut, Some(held)) => Ok(Some(PairSet::synthetic(
-                held,
-                config.eval.pairs,
-                config.seed,
-            )?)),
-            (EvalData::HeldOut, None) => Ok(None),
-            (EvalData::Bin { path }, _) => Ok(Some(PairSet::bin(path)?)),
-            (EvalData::Lfw { pairs, images }, _) => Ok(Some(PairSet::lfw(pairs, images)?)),
-        }
-    };
-    Ok(match &config.data {
-        DataSource::Synthetic(s) => {
-            let mut s = s.clone();
-            s.seed = s.seed.wrapping_add(config.seed);
-            let held = SyntheticFaces::held_out(s.clone())?;
-            let validation = (config.early_stopping.metric == StopMetric::ValidationLoss)
-                .then(|| ValidationSet::synthetic(&s, 256));
-            let eval = pairs(Some(&held))?;
-            (Box::new(SyntheticFaces::train(s)?), eval, validation)
-        }
-        DataSource::Folder { path } => (Box::new(ImageFolder::open(path)?), pairs(None)?, None),
-        DataSource::Rec { path } => (Box::new(RecordDataset::open(path)?), pairs(None)?, None),
-    })
-}
-
 fn run<B: ConvAutodiffBackend>(
     config: &TrainConfig,
     out: &Path,
@@ -108,10 +71,23 @@ fn run<B: ConvAutodiffBackend>(
     let mut loader_config = config.loader.clone();
     loader_config.seed = config.seed;
     let (dataset, pairs, validation) = data(config)?;
-    let loader = Loader::new(dataset, pipeline, loader_config)?;
-    let (backbone, head) = init_model::<B>(config, loader.dataset().num_identities(), device)?;
-    let mut learner = Learner::new(backbone, head, config.fit_settings(), devices)
+    let setup = setup::<B>(config, dataset, out, resume, device)?;
+    if let (Some(names), false) = (&setup.names, out.join(IDENTITIES_FILE).is_file()) {
+        face_data::write_label_map(names, &out.join(IDENTITIES_FILE))?;
+    }
+    let loader = Loader::new(setup.dataset, pipeline, loader_config)?;
+    let mut learner = Learner::new(setup.backbone, setup.head, config.fit_settings(), devices)
         .with_export(save_backbone::<B::InnerBackend>);
+    if let Some(groups) = setup.groups {
+        learner = learner.with_groups(groups);
+    }
+    if let Some((teacher, d)) = setup.teacher {
+        let dim = config.backbone.embedding_dim();
+        learner = learner.with_loss_term(crate::distill::DistillTerm::new(teacher, d, dim)?);
+    }
+    if let Some(report) = setup.report {
+        learner = learner.with_evaluation(report);
+    }
     if let Some(pairs) = pairs {
         learner = learner.with_verification(pairs);
     }
@@ -149,27 +125,52 @@ fn run<B: ConvAutodiffBackend>(
     Ok(learner.fit(&loader, out, progress)?.report)
 }
 
-/// The config's backbone and a head over `classes` identities, drawn from the seed.
-pub(crate) fn init_model<B: ConvAutodiffBackend>(
+/// What a run trains: the data, the model and, for a continual round, its groups, distillation
+/// and old/new report.
+struct Setup<B: ConvAutodiffBackend> {
+    dataset: Box<dyn FaceDataset>,
+    names: Option<Vec<String>>,
+    backbone: AnyBackbone<B>,
+    head: MarginFc<B>,
+    groups: Option<Vec<ParamGroup>>,
+    teacher: Option<(
+        crate::distill::Teacher<B::InnerBackend>,
+        distill::DistillConfig,
+    )>,
+    report: Option<crate::continual::OldNew>,
+}
+
+/// A fresh model for `dataset`, or (`[continual]`) the old run's grown to this round's data.
+fn setup<B: ConvAutodiffBackend>(
     config: &TrainConfig,
-    classes: usize,
+    dataset: Box<dyn FaceDataset>,
+    out: &Path,
+    resume: bool,
     device: &B::Device,
-) -> Result<(AnyBackbone<B>, MarginFc<B>), TrainError> {
-    // Burn's backend RNG is process-wide: seeding it and drawing the initial weights happen under
-    // one lock, so runs started at the same time in one process (tests, sweeps) still start from
-    // their seed's weights.
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-    B::seed(device, config.seed);
-    let backbone = config.backbone.init::<B>(device)?;
-    let mut head = config.head.clone();
-    head.num_classes = classes;
-    head.embedding_dim = backbone.embedding_dim();
-    head.seed = config.seed;
-    let head = head.init::<B>(device)?;
-    crate::model::materialize(&backbone);
-    crate::model::materialize(&head);
-    Ok((backbone, head))
+) -> Result<Setup<B>, TrainError> {
+    if config.continual.is_none() {
+        let (backbone, head) = init_model::<B>(config, dataset.num_identities(), device)?;
+        return Ok(Setup {
+            names: names(dataset.as_ref()),
+            dataset,
+            backbone,
+            head,
+            groups: None,
+            teacher: None,
+            report: None,
+        });
+    }
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let round = crate::continual::prepare::<B>(config, out, resume, device)?;
+    Ok(Setup {
+        names: Some(round.dataset.names().to_vec()),
+        dataset: Box::new(round.dataset),
+        backbone: round.backbone,
+        head: round.head,
+        groups: Some(round.groups),
+        teacher: round.teacher,
+        report: round.report,
+    })
 }
 
 /// The backbone as an arcface-rs model file (atomic write, verified on load).

@@ -12,7 +12,8 @@ use crate::schedule::ScheduleConfig;
 pub struct FitSettings {
     /// Seed of shuffling, augmentation and sampling.
     pub seed: u64,
-    /// Training length in epochs (fractions allowed).
+    /// Training length in epochs (fractions allowed; 0 evaluates and exports the model as it
+    /// starts, e.g. a head grown by weight imprinting).
     pub epochs: f64,
     /// Stop after this many seconds of wall time per invocation; 0 = no limit.
     pub time_limit_secs: u64,
@@ -45,8 +46,12 @@ pub struct FitSettings {
 impl FitSettings {
     /// Checks every value, naming the config field at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.epochs.is_finite() && self.epochs > 0.0) {
-            return Err(invalid("epochs", self.epochs, "must be > 0"));
+        if !(self.epochs.is_finite() && self.epochs >= 0.0) {
+            return Err(invalid(
+                "epochs",
+                self.epochs,
+                "must be >= 0 (0 evaluates and exports the model as it is)",
+            ));
         }
         if self.accumulation == 0 {
             return Err(invalid("accumulation", 0, "must be >= 1"));

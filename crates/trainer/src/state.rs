@@ -35,6 +35,9 @@ pub(crate) struct TrainState {
     /// model file, plots and report. A run stopped by its time limit is not finished.
     pub finished: bool,
     pub stopped_early: bool,
+    /// The evaluation hooks' last values.
+    #[serde(default)]
+    pub last_evals: std::collections::BTreeMap<String, f64>,
 }
 
 pub(crate) const MODEL_FILE: &str = "model.bin";

@@ -24,6 +24,9 @@ pub(crate) struct StepPlan<'a, B: AutodiffBackend, M> {
     pub terms: &'a [Box<dyn LossTerm<B, M>>],
     /// Frozen parameters (cast with the trainable ones under bf16).
     pub frozen: &'a HashSet<ParamId>,
+    /// Every backbone parameter is frozen: the backbone runs in inference mode (its BatchNorm
+    /// statistics used as they are, not updated), as a frozen PyTorch module in `eval()` does.
+    pub frozen_backbone: bool,
 }
 
 /// A step's (or a shard's) result: the loss (margin head plus terms, batch mean), each term's
@@ -62,7 +65,7 @@ fn shard<B, M, H>(
 where
     B: AutodiffBackend,
     M: Backbone<B> + AutodiffModule<B> + ModuleDisplay,
-    M::InnerModule: ModuleDisplay,
+    M::InnerModule: Backbone<B::InnerBackend> + ModuleDisplay,
     H: MarginHead<B> + AutodiffModule<B> + ModuleDisplay,
     H::InnerModule: ModuleDisplay,
 {
@@ -104,12 +107,19 @@ where
     Ok((loss * weight, terms, Some((grads, out))))
 }
 
-/// The batch's embeddings, f32, computed in the configured precision.
+/// The batch's embeddings, f32, computed in the configured precision (a frozen backbone in
+/// inference mode, outside the autodiff graph).
 fn embed<B: AutodiffBackend, M: Backbone<B> + AutodiffModule<B>>(
     backbone: &M,
     x: Tensor<B, 4>,
     plan: &StepPlan<'_, B, M>,
-) -> Tensor<B, 2> {
+) -> Tensor<B, 2>
+where
+    M::InnerModule: Backbone<B::InnerBackend>,
+{
+    if plan.frozen_backbone {
+        return Tensor::from_inner(backbone.valid().embed(x.inner()));
+    }
     match plan.precision.compute_dtype() {
         None => backbone.embed(x),
         Some(dtype) => compute_copy(backbone, dtype, plan.frozen)
@@ -130,7 +140,7 @@ pub(crate) fn single_device<B, M, H>(
 where
     B: AutodiffBackend,
     M: Backbone<B> + AutodiffModule<B> + ModuleDisplay,
-    M::InnerModule: ModuleDisplay,
+    M::InnerModule: Backbone<B::InnerBackend> + ModuleDisplay,
     H: MarginHead<B> + AutodiffModule<B> + ModuleDisplay,
     H::InnerModule: ModuleDisplay,
 {
@@ -165,7 +175,7 @@ pub(crate) fn data_parallel<B, M, H>(
 where
     B: AutodiffBackend,
     M: Backbone<B> + AutodiffModule<B> + ModuleDisplay,
-    M::InnerModule: ModuleDisplay,
+    M::InnerModule: Backbone<B::InnerBackend> + ModuleDisplay,
     H: MarginHead<B> + AutodiffModule<B> + ModuleDisplay,
     H::InnerModule: ModuleDisplay,
 {
@@ -289,6 +299,7 @@ mod tests {
             precision: Precision::F32,
             terms: &[],
             frozen: &frozen,
+            frozen_backbone: false,
         };
         let dp = data_parallel(&model, &batch, &plan, &[device, device]).unwrap();
         let mut sum = GradientsAccumulator::new();

@@ -56,8 +56,8 @@ impl ValidationSet {
         let ids = config.identities.min(count);
         let faces = (0..ids)
             .map(|id| {
-                face_data::synthetic::render(config, id as u64, config.per_identity as u64, None)
-                    .image
+                let id = config.first_identity + id as u64;
+                face_data::synthetic::render(config, id, config.per_identity as u64, None).image
             })
             .collect();
         Self::new(faces, (0..ids).collect())
