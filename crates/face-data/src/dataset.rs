@@ -2,17 +2,34 @@
 
 use std::path::PathBuf;
 
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 
 use crate::error::{DataError, Result};
 
-/// One sample: a decoded RGB face and its identity.
+/// One sample: a decoded RGB face and its identity, with the near-infrared and depth images of
+/// the same moment when the dataset carries them (`docs/multimodal.md`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaceSample {
     /// The decoded face.
     pub image: RgbImage,
     /// Its identity, `0..num_identities`.
     pub label: usize,
+    /// The near-infrared image, same size.
+    pub nir: Option<GrayImage>,
+    /// The depth map, same size (nearer is brighter, 0 = no reading).
+    pub depth: Option<GrayImage>,
+}
+
+impl FaceSample {
+    /// An RGB-only sample.
+    pub fn new(image: RgbImage, label: usize) -> Self {
+        Self {
+            image,
+            label,
+            nir: None,
+            depth: None,
+        }
+    }
 }
 
 /// A labelled face dataset with random access.

@@ -126,10 +126,10 @@ impl FaceDataset for ImageFolder {
     fn get(&self, index: usize) -> Result<FaceSample> {
         let bytes = self.raw(index)?;
         let path = self.root.join(&self.files[index].0);
-        Ok(FaceSample {
-            image: decode(&bytes, &path, index)?,
-            label: self.files[index].1,
-        })
+        Ok(FaceSample::new(
+            decode(&bytes, &path, index)?,
+            self.files[index].1,
+        ))
     }
 
     fn source(&self) -> PathBuf {

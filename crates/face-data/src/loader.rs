@@ -12,8 +12,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    dataset::FaceDataset,
+    dataset::{FaceDataset, FaceSample},
     error::{DataError, Result},
+    modality::{total_planes, Modality},
 };
 
 /// How an epoch visits the samples.
@@ -51,6 +52,12 @@ pub struct LoaderConfig {
     pub skip_bad: bool,
     /// Decode/augment threads; 0 uses every core.
     pub workers: usize,
+    /// The images of each face a batch stacks, in order (`[rgb]`: 3 planes; `[rgb, nir, depth]`:
+    /// 5). Each goes through the same augmentation draw, so a flip or crop moves all alike.
+    pub modalities: Vec<Modality>,
+    /// Modality dropout: the chance that each modality of a sample is zeroed (never all of
+    /// them), so a model learns to work without any one; 0 keeps all.
+    pub modality_dropout: f32,
 }
 
 impl Default for LoaderConfig {
@@ -64,6 +71,8 @@ impl Default for LoaderConfig {
             sampling: Sampling::Uniform,
             skip_bad: false,
             workers: 0,
+            modalities: vec![Modality::Rgb],
+            modality_dropout: 0.0,
         }
     }
 }
@@ -137,6 +146,16 @@ impl<D: FaceDataset + 'static> Loader<D> {
             return Err(DataError::Config {
                 what: "loader",
                 reason: "batch_size and prefetch must be > 0".into(),
+            });
+        }
+        crate::modality::check_list(&config.modalities)?;
+        if !(0.0..1.0).contains(&config.modality_dropout) {
+            return Err(DataError::Config {
+                what: "loader",
+                reason: format!(
+                    "modality_dropout {} is outside [0, 1)",
+                    config.modality_dropout
+                ),
             });
         }
         if dataset.is_empty() {
@@ -303,25 +322,19 @@ fn make_batch<D: FaceDataset>(
     indices: &[usize],
     skipped_total: &AtomicUsize,
 ) -> Result<Batch> {
-    let samples: Vec<(usize, Result<(face_augment::Chw, usize)>)> = indices
+    let samples: Vec<(usize, Result<(Planes, usize)>)> = indices
         .par_iter()
         .map(|&i| {
             let out = dataset.get(i).and_then(|s| {
-                pipeline
-                    .run_tensor(s.image, config.seed, epoch, i as u64)
-                    .map(|t| (t, s.label))
-                    .map_err(|e| DataError::Decode {
-                        path: dataset.source(),
-                        index: i,
-                        reason: format!("augmentation: {e}"),
-                    })
+                let label = s.label;
+                sample_planes(dataset, s, pipeline, config, epoch, i).map(|t| (t, label))
             });
             (i, out)
         })
         .collect();
     let mut batch = Batch {
         images: Vec::new(),
-        shape: [0, 3, 0, 0],
+        shape: [0, total_planes(&config.modalities), 0, 0],
         labels: Vec::with_capacity(indices.len()),
         indices: Vec::with_capacity(indices.len()),
         skipped: Vec::new(),
@@ -337,7 +350,7 @@ fn make_batch<D: FaceDataset>(
             Err(e) => return Err(e),
         };
         if batch.indices.is_empty() {
-            batch.shape = [0, 3, t.height, t.width];
+            batch.shape[2..].copy_from_slice(&[t.height, t.width]);
             batch.images.reserve(indices.len() * t.data.len());
         } else if [t.height, t.width] != [batch.shape[2], batch.shape[3]] {
             let e = DataError::Decode {
@@ -361,4 +374,100 @@ fn make_batch<D: FaceDataset>(
     }
     batch.shape[0] = batch.indices.len();
     Ok(batch)
+}
+
+/// One sample's planes, `[C, H, W]` row-major.
+struct Planes {
+    height: usize,
+    width: usize,
+    data: Vec<f32>,
+}
+
+/// A sample's input planes after augmentation: each modality through the same pipeline draw
+/// (seed, epoch, index), single-plane images as grey RGB whose first plane is kept; the
+/// modalities modality dropout picked are zeros.
+fn sample_planes<D: FaceDataset>(
+    dataset: &D,
+    sample: FaceSample,
+    pipeline: &Pipeline,
+    config: &LoaderConfig,
+    epoch: u64,
+    index: usize,
+) -> Result<Planes> {
+    let augment = |image: image::RgbImage| {
+        (pipeline.run_tensor(image, config.seed, epoch, index as u64)).map_err(|e| {
+            DataError::Decode {
+                path: dataset.source(),
+                index,
+                reason: format!("augmentation: {e}"),
+            }
+        })
+    };
+    if config.modalities == [Modality::Rgb] {
+        let t = augment(sample.image)?;
+        return Ok(Planes {
+            height: t.height,
+            width: t.width,
+            data: t.data,
+        });
+    }
+    let dropped = dropped_modalities(config, epoch, index);
+    let mut out = Planes {
+        height: 0,
+        width: 0,
+        data: Vec::new(),
+    };
+    for (k, &m) in config.modalities.iter().enumerate() {
+        let t = if m == Modality::Rgb {
+            augment(sample.image.clone())?
+        } else {
+            let g = sample.gray_plane(m, index)?;
+            augment(image::RgbImage::from_fn(g.width(), g.height(), |x, y| {
+                let v = g.get_pixel(x, y).0[0];
+                image::Rgb([v, v, v])
+            }))?
+        };
+        let area = t.height * t.width;
+        if out.data.is_empty() {
+            (out.height, out.width) = (t.height, t.width);
+        } else if (t.height, t.width) != (out.height, out.width) {
+            return Err(DataError::Decode {
+                path: dataset.source(),
+                index,
+                reason: format!(
+                    "the {m} image is {}x{}, the sample's first image {}x{}",
+                    t.width, t.height, out.width, out.height
+                ),
+            });
+        }
+        let planes = m.planes();
+        if dropped[k] {
+            out.data.resize(out.data.len() + planes * area, 0.0);
+        } else {
+            out.data.extend_from_slice(&t.data[..planes * area]);
+        }
+    }
+    Ok(out)
+}
+
+/// Which of the loader's modalities sample `index` loses in `epoch` (each with the dropout
+/// chance, never all: then one is kept at random), from (seed, epoch, index) alone.
+fn dropped_modalities(config: &LoaderConfig, epoch: u64, index: usize) -> Vec<bool> {
+    let n = config.modalities.len();
+    if n < 2 || config.modality_dropout <= 0.0 {
+        return vec![false; n];
+    }
+    let mut rng = StdRng::seed_from_u64(
+        config.seed
+            ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03)
+            ^ (index as u64).wrapping_mul(0x8CB9_2BA7_2F3D_8DD7)
+            ^ 0xd209,
+    );
+    let mut dropped: Vec<bool> = (0..n)
+        .map(|_| rng.random_bool(config.modality_dropout as f64))
+        .collect();
+    if dropped.iter().all(|&d| d) {
+        dropped[rng.random_range(0..n)] = false;
+    }
+    dropped
 }

@@ -495,10 +495,10 @@ impl FaceDataset for RecordDataset {
 
     fn get(&self, index: usize) -> Result<FaceSample> {
         let bytes = self.raw(index)?;
-        Ok(FaceSample {
-            image: decode(&bytes, &self.file.path, index)?,
-            label: self.samples[index].1,
-        })
+        Ok(FaceSample::new(
+            decode(&bytes, &self.file.path, index)?,
+            self.samples[index].1,
+        ))
     }
 
     fn source(&self) -> PathBuf {

@@ -25,10 +25,10 @@ impl FaceDataset for Listed {
         Ok(self.labels[index])
     }
     fn get(&self, index: usize) -> face_data::Result<FaceSample> {
-        Ok(FaceSample {
-            image: image::RgbImage::new(4, 4),
-            label: self.label(index)?,
-        })
+        Ok(FaceSample::new(
+            image::RgbImage::new(4, 4),
+            self.label(index)?,
+        ))
     }
     fn source(&self) -> PathBuf {
         PathBuf::from("listed")

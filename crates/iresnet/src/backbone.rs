@@ -58,6 +58,9 @@ impl<B: ConvBackend> Backbone<B> for IResNet<B> {
     fn embedding_dim(&self) -> usize {
         self.fc.weight.dims()[1]
     }
+    fn input_channels(&self) -> usize {
+        self.conv1.weight.dims()[1]
+    }
 }
 
 impl<B: ConvBackend> Describe<B> for IResNet<B> {
@@ -164,6 +167,14 @@ impl BackboneConfig {
         }
     }
 
+    /// Input planes the stem takes (3 for RGB; MobileFaceNet always takes RGB).
+    pub fn in_channels(&self) -> usize {
+        match self {
+            Self::IResNet(c) => c.in_channels,
+            Self::MobileFaceNet(_) => 3,
+        }
+    }
+
     /// The same architecture with another embedding size.
     pub fn with_embedding_dim(self, embedding_dim: usize) -> Self {
         match self {
@@ -248,6 +259,12 @@ impl<B: ConvBackend> Backbone<B> for AnyBackbone<B> {
             Self::MobileFaceNet(m) => Backbone::embedding_dim(m),
         }
     }
+    fn input_channels(&self) -> usize {
+        match self {
+            Self::IResNet(m) => Backbone::input_channels(m),
+            Self::MobileFaceNet(m) => Backbone::input_channels(m),
+        }
+    }
 }
 
 impl<B: ConvBackend> Describe<B> for AnyBackbone<B> {
@@ -275,7 +292,7 @@ impl<B: ConvBackend> AnyBackbone<B> {
     /// Embeds with a shape check first, for inputs that come from users.
     pub fn try_embed(&self, faces: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
         let dims = faces.dims();
-        if dims[1] != 3 || dims[2] != INPUT_SIZE || dims[3] != INPUT_SIZE {
+        if dims[1] != self.input_channels() || dims[2] != INPUT_SIZE || dims[3] != INPUT_SIZE {
             return Err(BackboneError::BadInput(dims.to_vec()));
         }
         Ok(self.embed(faces))

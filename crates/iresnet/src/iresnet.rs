@@ -34,6 +34,10 @@ pub struct IResNetConfig {
     /// Epsilon of every BatchNorm.
     #[config(default = 1e-5)]
     pub bn_eps: f64,
+    /// Input planes of the stem: 3 for RGB; 1 for a near-infrared or depth image; 5 for early
+    /// fusion of RGB, NIR and depth stacked along the channel axis.
+    #[config(default = 3)]
+    pub in_channels: usize,
 }
 
 impl IResNetConfig {
@@ -73,6 +77,9 @@ impl IResNetConfig {
                 "every stage needs at least one block, got {:?}",
                 self.layers
             ));
+        }
+        if self.in_channels == 0 || self.in_channels > 64 {
+            return Err(format!("in_channels must be in 1..=64, got {}", self.in_channels));
         }
         if self.widths.contains(&0) || self.embedding_dim == 0 {
             return Err("widths and embedding_dim must be positive".into());
@@ -115,7 +122,7 @@ impl IResNetConfig {
         // insightface fixes the embedding BN's scale at 1 and trains only its shift.
         features.gamma = features.gamma.set_require_grad(false);
         IResNet {
-            conv1: ConvSpec::k3(3, stem).init(ConvInit::Normal(0.1), device),
+            conv1: ConvSpec::k3(self.in_channels, stem).init(ConvInit::Normal(0.1), device),
             bn1: batch_norm(stem, eps, device),
             prelu: prelu(stem, device),
             layer1,
@@ -276,7 +283,8 @@ pub struct IResNet<B: Backend> {
 }
 
 impl<B: ConvBackend> IResNet<B> {
-    /// `[N, 3, 112, 112]` normalized RGB to `[N, D]` embeddings (not L2-normalized).
+    /// `[N, C, 112, 112]` normalized faces (`C = in_channels`, 3 for RGB) to `[N, D]`
+    /// embeddings (not L2-normalized).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = apply_prelu(
             &self.prelu,
@@ -318,6 +326,7 @@ impl<B: Backend> IResNet<B> {
             .with_embedding_dim(self.fc.weight.dims()[1])
             .with_dropout(self.dropout.prob)
             .with_bn_eps(self.bn1.epsilon)
+            .with_in_channels(self.conv1.weight.dims()[1])
     }
 
     /// The inference dataflow: the stem, every block, then `bn2`, `fc` and `features`.

@@ -17,6 +17,7 @@ pub mod dataflow;
 /// Why a backbone could not be built, loaded or run.
 pub mod error;
 pub mod export;
+pub mod fusion;
 pub mod import;
 pub mod iresnet;
 mod layers;
@@ -35,6 +36,7 @@ pub use conv::ConvSpec;
 pub use cpu_conv::{ConvAutodiffBackend, ConvBackend};
 pub use dataflow::{Dataflow, Named, Op, Value};
 pub use error::{BackboneError, Result};
+pub use fusion::{Fuse, FusionBranch, LateFusion, LateFusionConfig};
 pub use iresnet::{IResNet, IResNetConfig};
 pub use layers::ConvBnAct;
 pub use mobilefacenet::{MbfHead, MobileFaceNet, MobileFaceNetConfig};

@@ -117,7 +117,7 @@ impl FaceDataset for Stripes {
             let v = |c: u32| (if on { c } else { c / 3 } + shade).min(255) as u8;
             image::Rgb([v(base[0]), v(base[1]), v(base[2])])
         });
-        Ok(FaceSample { image, label })
+        Ok(FaceSample::new(image, label))
     }
     fn source(&self) -> PathBuf {
         PathBuf::from("stripes")
