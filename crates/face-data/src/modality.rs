@@ -121,7 +121,9 @@ impl FaceSample {
         };
         plane.ok_or_else(|| DataError::Config {
             what: "modalities",
-            reason: format!("sample {index} has no {modality} image (the dataset does not carry it)"),
+            reason: format!(
+                "sample {index} has no {modality} image (the dataset does not carry it)"
+            ),
         })
     }
 

@@ -77,7 +77,10 @@ impl LateFusionConfig {
                 a.first_plane < b.first_plane + b.planes && b.first_plane < a.first_plane + a.planes
             });
             if overlaps {
-                return bad(format!("branch {} overlaps an earlier branch's planes", b.name));
+                return bad(format!(
+                    "branch {} overlaps an earlier branch's planes",
+                    b.name
+                ));
             }
             if self.fuse == Fuse::Weighted && b.backbone.embedding_dim() != self.embedding_dim {
                 return bad(format!(
@@ -107,7 +110,11 @@ impl LateFusionConfig {
             .collect::<Result<Vec<_>>>()?;
         let fuser = match self.fuse {
             Fuse::Concat => {
-                let width = self.branches.iter().map(|b| b.backbone.embedding_dim()).sum();
+                let width = self
+                    .branches
+                    .iter()
+                    .map(|b| b.backbone.embedding_dim())
+                    .sum();
                 Fuser::Concat(ConcatFuse {
                     fc: LinearConfig::new(width, self.embedding_dim).init(device),
                     features: batch_norm(self.embedding_dim, 1e-5, device),
@@ -211,7 +218,10 @@ impl<B: ConvBackend> Backbone<B> for LateFusion<B> {
 
 /// `sum_i w_i m_i e_i / |e_i|  /  sum_i w_i m_i` with `w = softmax(logits)`: the modalities
 /// present, weighted, on the unit sphere.
-fn weighted<B: Backend>(parts: Vec<(Tensor<B, 2>, Tensor<B, 2>)>, logits: Tensor<B, 1>) -> Tensor<B, 2> {
+fn weighted<B: Backend>(
+    parts: Vec<(Tensor<B, 2>, Tensor<B, 2>)>,
+    logits: Tensor<B, 1>,
+) -> Tensor<B, 2> {
     let n = parts[0].0.dims()[0];
     let masks = Tensor::cat(parts.iter().map(|(_, m)| m.clone()).collect(), 1);
     let w = masks * softmax(logits, 0).unsqueeze::<2>().expand([n as i64, -1]);

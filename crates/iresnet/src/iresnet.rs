@@ -79,7 +79,10 @@ impl IResNetConfig {
             ));
         }
         if self.in_channels == 0 || self.in_channels > 64 {
-            return Err(format!("in_channels must be in 1..=64, got {}", self.in_channels));
+            return Err(format!(
+                "in_channels must be in 1..=64, got {}",
+                self.in_channels
+            ));
         }
         if self.widths.contains(&0) || self.embedding_dim == 0 {
             return Err("widths and embedding_dim must be positive".into());

@@ -169,7 +169,10 @@ impl Frame {
     /// The template point under pixel (x, y).
     fn to_template(&self, x: u32, y: u32) -> [f32; 2] {
         let det = self.cos * self.cos + self.sin * self.sin;
-        let (dx, dy) = (x as f32 + 0.5 - self.centre[0], y as f32 + 0.5 - self.centre[1]);
+        let (dx, dy) = (
+            x as f32 + 0.5 - self.centre[0],
+            y as f32 + 0.5 - self.centre[1],
+        );
         [
             (self.cos * dx + self.sin * dy) / det,
             (-self.sin * dx + self.cos * dy) / det,
@@ -236,8 +239,11 @@ fn render_rgb(
         *px = Rgb(std::array::from_fn(|i| {
             let mut v = (c[i] * n.temperature[i] + grain).clamp(0.0, 1.0);
             if let Some(s) = night {
-                let read: f32 = night_rng.random_range(-1.0f32..1.0) + night_rng.random_range(-1.0f32..1.0);
-                v = ((v * s.dim * s.tint[i] + read * s.read_noise) * gain).clamp(0.0, 1.0);
+                let read: f32 =
+                    night_rng.random_range(-1.0f32..1.0) + night_rng.random_range(-1.0f32..1.0);
+                // The sensor digitises the dark signal; the gain then spreads its few levels.
+                let dark = ((v * s.dim * s.tint[i] + read * s.read_noise).max(0.0) * 255.0).round();
+                v = (dark / 255.0 * gain).clamp(0.0, 1.0);
             }
             (v * 255.0 + 0.5) as u8
         }));
@@ -262,9 +268,12 @@ fn render_rgb(
 fn render_nir(identity: &Identity, n: &Nuisance, sensors: &Sensors, frame: &Frame) -> GrayImage {
     let mut img = GrayImage::new(frame.side, frame.side);
     let mut rng = StdRng::seed_from_u64(sensors.seed ^ 0x1e);
-    let occluder = n.occlusion.map_or(0.0, |(_, c)| 0.2 + 0.5 * (c[0] + c[1] + c[2]) / 3.0);
+    let occluder = n
+        .occlusion
+        .map_or(0.0, |(_, c)| 0.2 + 0.5 * (c[0] + c[1] + c[2]) / 3.0);
     for (x, y, px) in img.enumerate_pixels_mut() {
-        let mut v = shade_nir(identity, n, frame.to_template(x, y)).unwrap_or(sensors.nir_background);
+        let mut v =
+            shade_nir(identity, n, frame.to_template(x, y)).unwrap_or(sensors.nir_background);
         if frame.occluded(n, x, y) {
             v = occluder;
         }
@@ -302,11 +311,15 @@ fn render_depth(identity: &Identity, n: &Nuisance, sensors: &Sensors, frame: &Fr
             let h = z[y * side + x];
             let value = if h.is_nan() {
                 // The far background: mostly out of range.
-                if rng.random_bool(0.7) { 0.0 } else { 12.0 + rng.random_range(0.0..6.0) }
+                if rng.random_bool(0.7) {
+                    0.0
+                } else {
+                    12.0 + rng.random_range(0.0..6.0)
+                }
             } else {
                 let slope = slope(&z, side, x, y) / scale;
                 let hair = scene::hair_holes(identity, frame.to_template(x as u32, y as u32));
-                if slope > 2.2 || hair || rng.random_bool(0.015) {
+                if slope > 3.5 || hair || rng.random_bool(0.015) {
                     0.0
                 } else {
                     let v = 60.0 + (h + sensors.depth_offset) * 2.4 * n.scale;
@@ -314,7 +327,11 @@ fn render_depth(identity: &Identity, n: &Nuisance, sensors: &Sensors, frame: &Fr
                 }
             };
             // The sensor's depth steps: 2 grey levels.
-            let q = if value == 0.0 { 0 } else { ((value / 2.0).round() * 2.0).clamp(2.0, 254.0) as u8 };
+            let q = if value == 0.0 {
+                0
+            } else {
+                ((value / 2.0).round() * 2.0).clamp(2.0, 254.0) as u8
+            };
             img.put_pixel(x as u32, y as u32, Luma([q]));
         }
     }
@@ -331,11 +348,14 @@ fn slope(z: &[f32], side: usize, x: usize, y: usize) -> f32 {
             continue;
         }
         let other = z[ny as usize * side + nx as usize];
-        worst = worst.max(if other.is_nan() { f32::INFINITY } else { (other - h).abs() });
+        worst = worst.max(if other.is_nan() {
+            f32::INFINITY
+        } else {
+            (other - h).abs()
+        });
     }
     worst
 }
-
 
 /// A split of the synthetic set as a dataset: sample `i` is image `first_image + i % per` of
 /// identity `first_id + i / per`.

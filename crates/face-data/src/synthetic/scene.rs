@@ -159,9 +159,8 @@ impl Identity {
             nir: Look::rgb_defaults([0.0; 3], [0.0; 3], [0.0; 3], [0.0; 3], None),
             shape: Shape::FLAT,
         };
-        let mut extra = StdRng::seed_from_u64(
-            seed ^ id.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x4e1d_ee9f,
-        );
+        let mut extra =
+            StdRng::seed_from_u64(seed ^ id.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x4e1d_ee9f);
         identity.nir = identity.nir_look(&mut extra);
         identity.shape = Shape::draw(&mut extra);
         identity
@@ -282,9 +281,13 @@ impl Sensors {
         let sodium = r.random_range(0.0f32..1.0);
         Self {
             night_draw: r.random(),
-            dim: r.random_range(0.04..0.1),
-            tint: [1.0, 0.8 + 0.15 * (1.0 - sodium), 0.45 + 0.5 * (1.0 - sodium)],
-            read_noise: r.random_range(0.008..0.016),
+            dim: r.random_range(0.03..0.08),
+            tint: [
+                1.0,
+                0.8 + 0.15 * (1.0 - sodium),
+                0.45 + 0.5 * (1.0 - sodium),
+            ],
+            read_noise: r.random_range(0.012..0.024),
             target: r.random_range(0.3..0.45),
             nir_background: r.random_range(0.03..0.15),
             nir_noise: r.random_range(0.01..0.03),
@@ -584,20 +587,35 @@ pub(super) fn height(id: &Identity, n: &Nuisance, p: [f32; 2]) -> Option<f32> {
     let top = id.eye_y + 2.0;
     if y > top - 4.0 && y < id.nose_y + 4.0 {
         let t = ((y - top) / (id.nose_y - top).max(1.0)).clamp(0.0, 1.0);
-        let half = 1.5 + id.nose_width * 0.45 * t;
+        let half = 3.0 + id.nose_width * 0.6 * t;
         let across = (x - s * 1.4) / half;
         let fade = (1.0 - ((y - id.nose_y) / 4.0).max(0.0)).max(0.0);
         z += sh.nose_projection * t.powf(0.8) * (-across * across).exp() * fade;
     }
     for side in [-1.0f32, 1.0] {
         let eye = [side * id.eye_half_spacing + s, id.eye_y];
-        z -= bump(p, eye, [id.eye_size[0] * 1.2, id.eye_size[0]], sh.eye_socket);
-        z += bump(p, [eye[0], eye[1] - id.brow_gap], [id.eye_size[0] * 1.6, 3.0], sh.brow_ridge);
+        z -= bump(
+            p,
+            eye,
+            [id.eye_size[0] * 1.2, id.eye_size[0]],
+            sh.eye_socket,
+        );
+        z += bump(
+            p,
+            [eye[0], eye[1] - id.brow_gap],
+            [id.eye_size[0] * 1.6, 3.0],
+            sh.brow_ridge,
+        );
         let cheek = [side * (id.eye_half_spacing + 5.0) + s, id.eye_y + 12.0];
         z += bump(p, cheek, [7.0, 6.0], sh.cheekbones);
     }
     let mouth = [s, id.mouth_y - n.smile * 1.5];
-    z += bump(p, mouth, [id.mouth_half_width, id.lip_thickness + 1.0], id.lip_thickness * 0.5);
+    z += bump(
+        p,
+        mouth,
+        [id.mouth_half_width, id.lip_thickness + 1.0],
+        id.lip_thickness * 0.5,
+    );
     z += bump(p, [s, id.head[1] * 0.8], [10.0, 6.0], sh.chin);
     if !id.bald && y < id.hairline + 4.0 * (x / id.head[0]).powi(2) {
         z += 2.5;
@@ -605,7 +623,6 @@ pub(super) fn height(id: &Identity, n: &Nuisance, p: [f32; 2]) -> Option<f32> {
     // Turning the head tilts its surface towards one side.
     Some(z - n.yaw * x * 0.5)
 }
-
 
 /// Whether the depth sensor loses its projected pattern at `p`: hair scatters it, in patches.
 pub(super) fn hair_holes(id: &Identity, p: [f32; 2]) -> bool {
