@@ -21,6 +21,7 @@ mod learner;
 mod metrics;
 pub mod mixed;
 mod model;
+pub mod multimodal;
 pub mod optim;
 pub mod plots;
 mod report;
