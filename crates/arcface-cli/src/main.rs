@@ -6,6 +6,7 @@ mod eval_cmd;
 mod export_cmd;
 mod faces;
 mod fetch_cmd;
+mod multimodal_cmd;
 mod quantize_cmd;
 mod serve_cmd;
 mod train_cmd;
@@ -112,6 +113,10 @@ enum Command {
     /// Datasets: render the synthetic set, pack folders into RecordIO, inspect files.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Multimodal fusion (docs/multimodal.md): train one model over RGB, near-infrared and
+    /// depth images of the synthetic identities (early or late fusion, modality dropout) and
+    /// verify it by day, at night and with depth missing: one row of the fusion table.
+    Multimodal(multimodal_cmd::MultimodalArgs),
     /// Embed faces; prints JSON. Already-aligned 112x112 crops by default; with `--detect`,
     /// photos, every face found (detected, aligned and embedded by the pipeline `serve` runs).
     Embed(embed_cmd::EmbedArgs),
@@ -177,6 +182,9 @@ fn run<B: ConvBackend>(command: Command, device: &B::Device) -> Result<()> {
         Command::Quantize(args) => quantize_cmd::run::<B>(&args, device),
         Command::Export(args) => export_cmd::run::<B>(&args, device),
         Command::Serve(args) => serve_cmd::run::<B>(&args, device),
+        Command::Multimodal(args) => {
+            multimodal_cmd::run::<iresnet::burn::backend::Autodiff<B>>(&args, device)
+        }
         Command::Train(args) => {
             train_cmd::run::<iresnet::burn::backend::Autodiff<B>>(&args, device)
         }

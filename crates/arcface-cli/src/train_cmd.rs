@@ -67,25 +67,7 @@ pub fn run<B: ConvAutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Resu
     let devices: Vec<B::Device> = (0..args.devices)
         .map(|i| B::Device::from_id(DeviceId::new(base.type_id, base.index_id + i)))
         .collect();
-    let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}/{eta} {msg}")
-            .expect("valid template"),
-    );
-    let mut accuracy = String::new();
-    let mut show = |s: &StepInfo| {
-        bar.set_length(s.total_steps);
-        bar.set_position(s.step);
-        if let Some(a) = s.accuracy {
-            accuracy = format!(" verification {:.2}%", 100.0 * a);
-            for (name, v) in &s.evals {
-                accuracy += &format!(" {name} {:.2}%", 100.0 * v);
-            }
-        }
-        bar.set_message(format!(
-            "epoch {:.2} loss {:.3} lr {:.4} {:.0} img/s{accuracy}",
-            s.epoch, s.loss, s.lr, s.images_per_sec
-        ));
-    };
+    let (bar, mut show) = progress();
     let (report, out) = match &args.resume {
         Some(dir) => (resume::<B>(dir, &devices, &mut show)?, dir.clone()),
         None => {
@@ -98,6 +80,34 @@ pub fn run<B: ConvAutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Resu
     };
     bar.finish_and_clear();
     print_report(&report, &out, args.json)
+}
+
+/// A progress bar over the run's steps and the callback that moves it (loss, rate, and the
+/// accuracies of each evaluation).
+pub(crate) fn progress() -> (indicatif::ProgressBar, impl FnMut(&StepInfo)) {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}/{eta} {msg}")
+            .expect("valid template"),
+    );
+    let shown = bar.clone();
+    let mut accuracy = String::new();
+    let show = move |s: &StepInfo| {
+        shown.set_length(s.total_steps);
+        shown.set_position(s.step);
+        if s.accuracy.is_some() || !s.evals.is_empty() {
+            accuracy = s
+                .accuracy
+                .map_or(String::new(), |a| format!(" verification {:.2}%", 100.0 * a));
+            for (name, v) in &s.evals {
+                accuracy += &format!(" {name} {:.2}%", 100.0 * v);
+            }
+        }
+        shown.set_message(format!(
+            "epoch {:.2} loss {:.3} lr {:.4} {:.0} img/s{accuracy}",
+            s.epoch, s.loss, s.lr, s.images_per_sec
+        ));
+    };
+    (bar, show)
 }
 
 fn config_from(args: &TrainArgs) -> Result<TrainConfig> {
