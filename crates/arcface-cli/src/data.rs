@@ -67,6 +67,15 @@ pub struct SynthArgs {
     format: Format,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The images of each face, comma-separated: rgb, nir (near-infrared), depth. NIR and depth
+    /// go beside the RGB data where RGB-only readers do not look: `<out>.nir/` next to a folder,
+    /// `train.nir.rec` next to `train.rec` (docs/multimodal.md).
+    #[arg(long, default_value = "rgb")]
+    modalities: String,
+    /// Share of images taken at night (0 to 1): the colour camera dark and noisy, NIR and depth
+    /// unchanged.
+    #[arg(long, default_value_t = 0.0)]
+    night: f32,
 }
 
 fn bar(n: usize, what: &str) -> indicatif::ProgressBar {
@@ -101,6 +110,8 @@ fn synth(args: &SynthArgs) -> Result<()> {
         per_identity: args.per_identity,
         held_out: args.held_out,
         seed: args.seed,
+        modalities: face_data::Modality::parse_list(&args.modalities)?,
+        night: args.night,
         ..SyntheticConfig::default()
     };
     std::fs::create_dir_all(&args.out)
@@ -111,11 +122,10 @@ fn synth(args: &SynthArgs) -> Result<()> {
             let progress = bar(data.len(), "images");
             for i in 0..data.len() {
                 let sample = data.get(i)?;
-                let path = args
-                    .out
-                    .join(format!("id_{:06}", sample.label))
+                let relative = PathBuf::from(format!("id_{:06}", sample.label))
                     .join(format!("{:04}.png", i % args.per_identity));
-                crate::faces::write_png_atomically(&sample.image, &path)?;
+                crate::faces::write_png_atomically(&sample.image, &args.out.join(&relative))?;
+                face_data::write_companions(&args.out, &relative, &sample)?;
                 progress.inc(1);
             }
             progress.finish_and_clear();

@@ -95,9 +95,9 @@ pub(crate) fn progress() -> (indicatif::ProgressBar, impl FnMut(&StepInfo)) {
         shown.set_length(s.total_steps);
         shown.set_position(s.step);
         if s.accuracy.is_some() || !s.evals.is_empty() {
-            accuracy = s
-                .accuracy
-                .map_or(String::new(), |a| format!(" verification {:.2}%", 100.0 * a));
+            accuracy = s.accuracy.map_or(String::new(), |a| {
+                format!(" verification {:.2}%", 100.0 * a)
+            });
             for (name, v) in &s.evals {
                 accuracy += &format!(" {name} {:.2}%", 100.0 * v);
             }

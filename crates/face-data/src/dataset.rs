@@ -153,8 +153,12 @@ pub fn decode(bytes: &[u8], path: &std::path::Path, index: usize) -> Result<RgbI
     })
 }
 
-/// Lossless PNG bytes of an image (what the synthetic set is written and packed as).
-pub fn encode_png(image: &RgbImage) -> Result<Vec<u8>> {
+/// Lossless PNG bytes of an image, RGB or grey (what the synthetic set is written and packed
+/// as).
+pub fn encode_png<P>(image: &image::ImageBuffer<P, Vec<u8>>) -> Result<Vec<u8>>
+where
+    P: image::PixelWithColorType<Subpixel = u8>,
+{
     let mut out = std::io::Cursor::new(Vec::new());
     image
         .write_to(&mut out, image::ImageFormat::Png)

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::{
     dataset::{decode, FaceDataset, FaceSample},
     error::{io, DataError, Result},
+    modality::{companion, companions_present, decode_plane, Modality},
 };
 
 /// Whether a file name is an image this crate reads.
@@ -27,11 +28,15 @@ pub struct ImageFolder {
     identities: Vec<String>,
     /// (relative path, label), sorted by identity then file name.
     files: Vec<(PathBuf, usize)>,
+    /// NIR and depth images in companion folders beside the root (`faces.nir/`, same relative
+    /// paths as PNG).
+    extra: Vec<Modality>,
 }
 
 impl ImageFolder {
     /// Lists `root`. An identity folder without images is an error (it would be a label with
-    /// no samples), as is a root without identity folders.
+    /// no samples), as is a root without identity folders. NIR and depth images are read from
+    /// companion folders beside it when they exist (`root.nir/`, `root.depth/`).
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
@@ -72,6 +77,7 @@ impl ImageFolder {
             identities.push(name);
         }
         Ok(Self {
+            extra: companions_present(&root),
             root,
             identities,
             files,
@@ -125,11 +131,17 @@ impl FaceDataset for ImageFolder {
 
     fn get(&self, index: usize) -> Result<FaceSample> {
         let bytes = self.raw(index)?;
-        let path = self.root.join(&self.files[index].0);
-        Ok(FaceSample::new(
-            decode(&bytes, &path, index)?,
-            self.files[index].1,
-        ))
+        let (relative, label) = &self.files[index];
+        let path = self.root.join(relative);
+        let mut sample = FaceSample::new(decode(&bytes, &path, index)?, *label);
+        for &m in &self.extra {
+            let path = companion(&self.root, m)
+                .join(relative)
+                .with_extension("png");
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            sample.set_plane(m, decode_plane(&bytes, &path, index)?);
+        }
+        Ok(sample)
     }
 
     fn source(&self) -> PathBuf {

@@ -21,7 +21,7 @@ pub use folder::{is_image, write_label_map, ImageFolder};
 pub use lfw::{LfwPair, LfwPairs};
 pub use loader::{Batch, Epoch, Loader, LoaderConfig, Sampling};
 pub use merge::{Merged, Subset};
-pub use modality::{check_list, plane_ranges, total_planes, Modality};
+pub use modality::{check_list, companion, plane_ranges, total_planes, write_companions, Modality};
 pub use recordio::{
     pack_dataset, pack_folder, read_names, unpack_to_folder, IrHeader, RecordDataset, RecordFile,
     RecordWriter,

@@ -6,13 +6,14 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use image::GrayImage;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::FaceSample;
-use crate::error::{DataError, Result};
+use crate::dataset::{decode, encode_png, FaceSample};
+use crate::error::{io, DataError, Result};
 
 /// One kind of image of a face.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -29,6 +30,9 @@ pub enum Modality {
 impl Modality {
     /// Every modality, in the canonical order.
     pub const ALL: [Modality; 3] = [Modality::Rgb, Modality::Nir, Modality::Depth];
+
+    /// The single-plane modalities a dataset may carry beside its RGB images.
+    pub const EXTRA: [Modality; 2] = [Modality::Nir, Modality::Depth];
 
     /// Planes it adds to a batch.
     pub fn planes(self) -> usize {
@@ -93,6 +97,51 @@ impl FromStr for Modality {
     }
 }
 
+/// Where the `modality` images of the dataset at `path` live, beside it, so readers that know
+/// only RGB read the dataset unchanged: an image folder `faces/` has `faces.nir/` (same
+/// relative paths, PNG), a record file `train.rec` has `train.nir.rec` (+ `.idx`, same keys).
+pub fn companion(path: &Path, modality: Modality) -> PathBuf {
+    let is_rec = path.extension().is_some_and(|e| e == "rec");
+    if is_rec {
+        path.with_extension(format!("{modality}.rec"))
+    } else {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{modality}"));
+        path.with_file_name(name)
+    }
+}
+
+/// The single-plane modalities whose companion exists beside `path`.
+pub(crate) fn companions_present(path: &Path) -> Vec<Modality> {
+    (Modality::EXTRA.into_iter())
+        .filter(|&m| companion(path, m).exists())
+        .collect()
+}
+
+/// Decodes a stored NIR or depth image (a grey PNG; of any other image, the first channel).
+pub(crate) fn decode_plane(bytes: &[u8], path: &Path, index: usize) -> Result<GrayImage> {
+    let rgb = decode(bytes, path, index)?;
+    Ok(GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+        image::Luma([rgb.get_pixel(x, y).0[0]])
+    }))
+}
+
+/// Writes the NIR and depth images `sample` carries into the companion folders of `root`, at
+/// `relative` with a `.png` extension, each atomically.
+pub fn write_companions(root: &Path, relative: &Path, sample: &FaceSample) -> Result<()> {
+    for m in Modality::EXTRA {
+        let Ok(plane) = sample.gray_plane(m, 0) else {
+            continue;
+        };
+        let path = companion(root, m).join(relative).with_extension("png");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        atomic_file::write(&path, &encode_png(plane)?).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
 /// Planes of a batch of `modalities`, stacked in order.
 pub fn total_planes(modalities: &[Modality]) -> usize {
     modalities.iter().map(|m| m.planes()).sum()
@@ -125,6 +174,15 @@ impl FaceSample {
                 "sample {index} has no {modality} image (the dataset does not carry it)"
             ),
         })
+    }
+
+    /// Sets the NIR or depth image (RGB is `image`).
+    pub fn set_plane(&mut self, modality: Modality, plane: GrayImage) {
+        match modality {
+            Modality::Nir => self.nir = Some(plane),
+            Modality::Depth => self.depth = Some(plane),
+            Modality::Rgb => {}
+        }
     }
 
     /// The sample as a network's input planes (no augmentation): `modalities` stacked in order,
@@ -179,6 +237,20 @@ mod tests {
         assert!(Modality::parse_list("rgb,rgb").is_err());
         assert!(Modality::parse_list("rgb,thermal").is_err());
         assert!(Modality::parse_list("").is_err());
+    }
+
+    #[test]
+    fn companions_sit_beside_folders_and_record_files() {
+        let c = |p: &str, m| companion(Path::new(p), m);
+        assert_eq!(c("data/faces", Modality::Nir), Path::new("data/faces.nir"));
+        assert_eq!(
+            c("data/faces/", Modality::Depth),
+            Path::new("data/faces.depth")
+        );
+        assert_eq!(
+            c("out/train.rec", Modality::Nir),
+            Path::new("out/train.nir.rec")
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::{
     dataset::{decode, FaceDataset, FaceSample},
     error::{io, DataError, Result},
     folder::ImageFolder,
+    modality::{companion, companions_present, decode_plane, Modality},
 };
 
 /// dmlc-core's record magic.
@@ -310,6 +311,8 @@ pub struct RecordDataset {
     insightface_layout: bool,
     /// Identity names from `names.json` beside the file, when it names every identity.
     names: Option<Vec<String>>,
+    /// NIR and depth images in companion files beside it (`train.nir.rec`, same keys).
+    extra: Vec<(Modality, RecordFile)>,
 }
 
 /// A label stored as f32 read as a record key or class index: finite, whole, not negative and
@@ -447,12 +450,16 @@ impl RecordDataset {
             }
         }
         let names = read_names(&names_path(&file.path)).filter(|n| n.len() == num_identities);
+        let extra = (companions_present(&file.path).into_iter())
+            .map(|m| Ok((m, RecordFile::open(companion(&file.path, m))?)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             file,
             samples,
             num_identities,
             insightface_layout: layout.is_some(),
             names,
+            extra,
         })
     }
 
@@ -495,10 +502,13 @@ impl FaceDataset for RecordDataset {
 
     fn get(&self, index: usize) -> Result<FaceSample> {
         let bytes = self.raw(index)?;
-        Ok(FaceSample::new(
-            decode(&bytes, &self.file.path, index)?,
-            self.samples[index].1,
-        ))
+        let (key, label) = self.samples[index];
+        let mut sample = FaceSample::new(decode(&bytes, &self.file.path, index)?, label);
+        for (m, file) in &self.extra {
+            let bytes = file.read_unpacked(key)?.1;
+            sample.set_plane(*m, decode_plane(&bytes, &file.path, index)?);
+        }
+        Ok(sample)
     }
 
     fn source(&self) -> PathBuf {
@@ -673,32 +683,35 @@ pub fn unpack_to_folder(rec: impl AsRef<Path>, out: impl AsRef<Path>) -> Result<
 /// Packs any dataset into `rec` in insightface's layout, each image PNG-encoded (lossless),
 /// identity by identity (the layout gives each one a key range), and calls `progress` after each
 /// image. When the dataset names every identity, the names go beside it (`names.json`), so the
-/// `.rec` reads back with them. Used for the synthetic set and continual learning's buffers;
-/// `pack_folder` keeps a folder's original bytes instead.
+/// `.rec` reads back with them; NIR and depth images, when the samples carry them, go into
+/// companion files (`train.nir.rec`, same keys). Used for the synthetic set and continual
+/// learning's buffers; `pack_folder` keeps a folder's original bytes instead.
 pub fn pack_dataset<D: FaceDataset + ?Sized>(
     data: &D,
     rec: impl AsRef<Path>,
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize),
 ) -> Result<usize> {
     let rec = rec.as_ref();
     let mut order = (0..data.len())
         .map(|i| Ok((data.label(i)?, i)))
         .collect::<Result<Vec<_>>>()?;
     order.sort_unstable();
-    // Decoded and encoded a chunk at a time on rayon's threads, written in order.
-    let (mut chunk, mut start) = (Vec::<(usize, Vec<u8>)>::new(), 0);
-    write_insightface_layout(rec, data.len(), data.num_identities(), |k| {
-        if k >= start + chunk.len() {
-            use rayon::prelude::*;
-            start = k;
-            let end = (k + 256).min(order.len());
-            chunk = (order[k..end].par_iter())
-                .map(|&(label, i)| Ok((label, crate::encode_png(&data.get(i)?.image)?)))
-                .collect::<Result<_>>()?;
-        }
-        progress(k + 1);
-        Ok(std::mem::take(&mut chunk[k - start]))
-    })?;
+    write_encoded(
+        data,
+        &order,
+        rec,
+        |s, _| crate::encode_png(&s.image),
+        progress,
+    )?;
+    // NIR and depth, when the samples carry them, in companion files with the same keys.
+    let first = data.get(order.first().map_or(0, |o| o.1))?;
+    for m in Modality::EXTRA
+        .into_iter()
+        .filter(|&m| first.gray_plane(m, 0).is_ok())
+    {
+        let encode = |s: &FaceSample, i| crate::encode_png(s.gray_plane(m, i)?);
+        write_encoded(data, &order, &companion(rec, m), encode, |_| {})?;
+    }
     let names: Option<Vec<String>> = (0..data.num_identities())
         .map(|label| data.identity_name(label))
         .collect();
@@ -706,4 +719,29 @@ pub fn pack_dataset<D: FaceDataset + ?Sized>(
         crate::folder::write_label_map(&names, &names_path(rec))?;
     }
     Ok(data.len())
+}
+
+/// Writes the samples of `data` in `order` (`(label, index)`) into `rec` in insightface's
+/// layout, each record `encode`d from its sample, decoded and encoded a chunk at a time on
+/// rayon's threads and written in order.
+fn write_encoded<D: FaceDataset + ?Sized>(
+    data: &D,
+    order: &[(usize, usize)],
+    rec: &Path,
+    encode: impl Fn(&FaceSample, usize) -> Result<Vec<u8>> + Sync,
+    mut progress: impl FnMut(usize),
+) -> Result<()> {
+    let (mut chunk, mut start) = (Vec::<(usize, Vec<u8>)>::new(), 0);
+    write_insightface_layout(rec, data.len(), data.num_identities(), |k| {
+        if k >= start + chunk.len() {
+            use rayon::prelude::*;
+            start = k;
+            let end = (k + 256).min(order.len());
+            chunk = (order[k..end].par_iter())
+                .map(|&(label, i)| Ok((label, encode(&data.get(i)?, i)?)))
+                .collect::<Result<_>>()?;
+        }
+        progress(k + 1);
+        Ok(std::mem::take(&mut chunk[k - start]))
+    })
 }

@@ -259,3 +259,64 @@ fn batches_stack_the_modalities_with_one_augmentation_draw_and_drop_some() {
         .unwrap_err();
     assert!(err.to_string().contains("nir"), "{err}");
 }
+
+#[test]
+fn folders_and_record_files_carry_nir_and_depth_beside_the_rgb_data() {
+    use face_data::{
+        companion, pack_dataset, write_companions, FaceDataset, ImageFolder, RecordDataset,
+        SyntheticFaces,
+    };
+    let data = SyntheticFaces::train(SyntheticConfig {
+        identities: 3,
+        per_identity: 2,
+        ..config(0.5)
+    })
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // An image folder: RGB as always, NIR and depth in `faces.nir/` and `faces.depth/`.
+    let root = tmp.path().join("faces");
+    for i in 0..data.len() {
+        let sample = data.get(i).unwrap();
+        let relative =
+            std::path::PathBuf::from(format!("p{}", sample.label)).join(format!("{i}.png"));
+        std::fs::create_dir_all(root.join(&relative).parent().unwrap()).unwrap();
+        std::fs::write(
+            root.join(&relative),
+            face_data::encode_png(&sample.image).unwrap(),
+        )
+        .unwrap();
+        write_companions(&root, &relative, &sample).unwrap();
+    }
+    assert!(companion(&root, Modality::Nir).is_dir() && companion(&root, Modality::Depth).is_dir());
+    let folder = ImageFolder::open(&root).unwrap();
+    // A record file: `train.rec` RGB, `train.nir.rec` and `train.depth.rec` with the same keys.
+    let rec = tmp.path().join("train.rec");
+    pack_dataset(&data, &rec, |_| {}).unwrap();
+    let records = RecordDataset::open(&rec).unwrap();
+    for i in 0..data.len() {
+        let want = data.get(i).unwrap();
+        for (name, got) in [
+            ("folder", folder.get(i).unwrap()),
+            ("rec", records.get(i).unwrap()),
+        ] {
+            assert_eq!(got.image, want.image, "{name} {i}");
+            assert_eq!(got.nir, want.nir, "{name} {i}");
+            assert_eq!(got.depth, want.depth, "{name} {i}");
+        }
+    }
+    // RGB-only readers see the same files: without the companions, the data is plain RGB.
+    std::fs::rename(
+        companion(&root, Modality::Nir),
+        tmp.path().join("elsewhere"),
+    )
+    .unwrap();
+    let rgb_only = ImageFolder::open(&root).unwrap().get(0).unwrap();
+    assert!(rgb_only.nir.is_none() && rgb_only.depth.is_some());
+    assert_eq!(rgb_only.image, data.get(0).unwrap().image);
+    assert_eq!(
+        face_data::RecordFile::open(&rec).unwrap().keys(),
+        face_data::RecordFile::open(companion(&rec, Modality::Depth))
+            .unwrap()
+            .keys()
+    );
+}
