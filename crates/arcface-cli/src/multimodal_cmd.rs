@@ -32,6 +32,10 @@ pub struct MultimodalArgs {
     /// so the model still works when a camera lacks one.
     #[arg(long, default_value_t = 0.0)]
     dropout: f32,
+    /// The modalities dropout may blank, comma-separated (default: any); `depth` trains for
+    /// cameras without depth while RGB and NIR are always there.
+    #[arg(long)]
+    drop: Option<String>,
     /// Training length in epochs (the table's budget: 2).
     #[arg(long)]
     epochs: Option<f64>,
@@ -74,6 +78,10 @@ pub fn run<B: ConvAutodiffBackend>(args: &MultimodalArgs, device: &B::Device) ->
         };
         run.modalities = Modality::parse_list(&args.modalities)?;
         run.modality_dropout = args.dropout;
+        run.dropout_modalities = match &args.drop {
+            Some(list) => Modality::parse_list(list)?,
+            None => Vec::new(),
+        };
         run.epochs = args.epochs.unwrap_or(run.epochs);
         run.data.night = args.night.unwrap_or(run.data.night);
         std::fs::create_dir_all(&args.out)
@@ -92,11 +100,17 @@ pub fn run<B: ConvAutodiffBackend>(args: &MultimodalArgs, device: &B::Device) ->
         return Ok(());
     }
     let names: Vec<&str> = run.modalities.iter().map(|m| m.name()).collect();
+    let droppable: Vec<&str> = run.dropout_modalities.iter().map(|m| m.name()).collect();
     println!(
-        "{:?} over {} (dropout {}): {} steps in {:.0} s",
+        "{:?} over {} (dropout {} of {}): {} steps in {:.0} s",
         run.model,
         names.join("+"),
         run.modality_dropout,
+        if droppable.is_empty() {
+            "any".into()
+        } else {
+            droppable.join("+")
+        },
         report.train.steps,
         report.train.wall_secs
     );

@@ -58,6 +58,9 @@ pub struct LoaderConfig {
     /// Modality dropout: the chance that each modality of a sample is zeroed (never all of
     /// them), so a model learns to work without any one; 0 keeps all.
     pub modality_dropout: f32,
+    /// The modalities dropout may blank (empty: any): `["depth"]` trains for cameras without
+    /// depth while RGB and NIR are always there.
+    pub dropout_modalities: Vec<Modality>,
 }
 
 impl Default for LoaderConfig {
@@ -73,6 +76,7 @@ impl Default for LoaderConfig {
             workers: 0,
             modalities: vec![Modality::Rgb],
             modality_dropout: 0.0,
+            dropout_modalities: Vec::new(),
         }
     }
 }
@@ -450,8 +454,8 @@ fn sample_planes<D: FaceDataset>(
     Ok(out)
 }
 
-/// Which of the loader's modalities sample `index` loses in `epoch` (each with the dropout
-/// chance, never all: then one is kept at random), from (seed, epoch, index) alone.
+/// Which of the loader's modalities sample `index` loses in `epoch` (each droppable one with
+/// the dropout chance, never all: then one is kept at random), from (seed, epoch, index) alone.
 fn dropped_modalities(config: &LoaderConfig, epoch: u64, index: usize) -> Vec<bool> {
     let n = config.modalities.len();
     if n < 2 || config.modality_dropout <= 0.0 {
@@ -463,8 +467,11 @@ fn dropped_modalities(config: &LoaderConfig, epoch: u64, index: usize) -> Vec<bo
             ^ (index as u64).wrapping_mul(0x8CB9_2BA7_2F3D_8DD7)
             ^ 0xd209,
     );
-    let mut dropped: Vec<bool> = (0..n)
-        .map(|_| rng.random_bool(config.modality_dropout as f64))
+    let droppable = |m: &Modality| {
+        config.dropout_modalities.is_empty() || config.dropout_modalities.contains(m)
+    };
+    let mut dropped: Vec<bool> = (config.modalities.iter())
+        .map(|m| rng.random_bool(config.modality_dropout as f64) && droppable(m))
         .collect();
     if dropped.iter().all(|&d| d) {
         dropped[rng.random_range(0..n)] = false;

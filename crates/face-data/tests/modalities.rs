@@ -239,6 +239,26 @@ fn batches_stack_the_modalities_with_one_augmentation_draw_and_drop_some() {
         (8..=40).contains(&zeroed),
         "{zeroed} of 48 modalities dropped at 0.5"
     );
+    // Dropout limited to depth blanks depth alone.
+    let config = LoaderConfig {
+        batch_size: 16,
+        modalities: all.clone(),
+        modality_dropout: 0.9,
+        dropout_modalities: vec![Modality::Depth],
+        ..Default::default()
+    };
+    let only_depth = Loader::new(data.clone(), Pipeline::insightface_minimal(), config).unwrap();
+    let batch = only_depth.epoch(0).next().unwrap().unwrap();
+    let mut depth_gone = 0;
+    for k in 0..16 {
+        let got = &batch.images[k * 5 * 112 * 112..(k + 1) * 5 * 112 * 112];
+        let zero = |p: std::ops::Range<usize>| {
+            got[p.start * 12544..p.end * 12544].iter().all(|&v| v == 0.0)
+        };
+        assert!(!zero(0..3) && !zero(3..4), "sample {k} lost RGB or NIR");
+        depth_gone += usize::from(zero(4..5));
+    }
+    assert!(depth_gone >= 10, "depth dropped in {depth_gone}/16 at 0.9");
     // A dataset without a modality the loader wants fails, naming it.
     let rgb_only = SyntheticFaces::train(SyntheticConfig {
         identities: 2,

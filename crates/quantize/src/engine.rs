@@ -90,16 +90,19 @@ pub enum EngineError {
         /// Values in the graph.
         values: usize,
     },
-    /// A face is not 112x112 RGB.
-    #[error("face {index} has {got} bytes, a 112x112 RGB face has {expected}")]
+    /// A face is not 112x112 with the model's planes.
+    #[error("face {index} has {got} bytes, the model takes {expected} (112x112 faces, its planes interleaved)")]
     Face {
         /// Its position in the batch.
         index: usize,
         /// Its bytes.
         got: usize,
-        /// A 112x112 RGB face's bytes.
+        /// A 112x112 face's bytes.
         expected: usize,
     },
+    /// A fusion model's inputs do not fit its branches.
+    #[error("fusion: {0}")]
+    Fusion(String),
 }
 
 #[derive(Debug)]
@@ -141,6 +144,8 @@ pub struct Engine {
     quantized: Vec<bool>,
     readers: Vec<usize>,
     embedding_dim: usize,
+    /// Planes of the input image (interleaved bytes per pixel).
+    input_channels: usize,
     kernel: Kernel,
     int8_weights: usize,
 }
@@ -274,6 +279,7 @@ impl Engine {
             quantized,
             readers: graph.readers(),
             embedding_dim: graph.embedding_dim(),
+            input_channels: graph.input_channels(),
             kernel: Kernel::detect(),
             int8_weights,
         })
@@ -300,7 +306,13 @@ impl Engine {
         self.int8_weights
     }
 
-    /// Embeds aligned 112x112 RGB faces (interleaved bytes); embeddings are not normalized.
+    /// Planes of each input face: 3 for RGB (1 for a near-infrared or depth branch).
+    pub fn input_channels(&self) -> usize {
+        self.input_channels
+    }
+
+    /// Embeds aligned 112x112 RGB faces (interleaved bytes; `input_channels` per pixel);
+    /// embeddings are not normalized.
     pub fn embed(&self, faces: &[&[u8]]) -> Result<Vec<Vec<f32>>, EngineError> {
         self.run(faces, &mut |_, _| ())
     }
@@ -348,7 +360,7 @@ impl Engine {
         mut observe: Option<&mut Observe<'_>>,
         timing: &mut dyn FnMut(usize, f64),
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        let expected = INPUT_SIZE * INPUT_SIZE * 3;
+        let expected = INPUT_SIZE * INPUT_SIZE * self.input_channels;
         for (index, face) in faces.iter().enumerate() {
             if face.len() != expected {
                 return Err(EngineError::Face {
@@ -361,7 +373,7 @@ impl Engine {
         if faces.is_empty() {
             return Ok(Vec::new());
         }
-        let shape = [faces.len(), INPUT_SIZE, INPUT_SIZE, 3];
+        let shape = [faces.len(), INPUT_SIZE, INPUT_SIZE, self.input_channels];
         let pixels: Vec<u8> = faces.concat();
         let image = if self.quantized[0] {
             Activation::U8(QTensor {

@@ -192,3 +192,52 @@ impl Builder {
         }))
     }
 }
+
+impl crate::fusion::FusionEngine {
+    /// A late-fusion model with every branch quantised on `calibration[i]` (branch `i`'s
+    /// modality images, 112x112 with its planes interleaved), or in f32 where `options` is
+    /// `None` (the reference the int8 one is measured against).
+    pub fn from_late_fusion<B: iresnet::ConvBackend>(
+        model: &iresnet::LateFusion<B>,
+        calibration: &[Vec<&[u8]>],
+        options: Option<crate::model::QuantizeOptions>,
+    ) -> Result<Self, crate::model::ModelError> {
+        use crate::engine::Engine;
+        use crate::fusion::FuseLayer;
+        let specs = &model.config().branches;
+        if options.is_some() && calibration.len() != specs.len() {
+            return Err(crate::model::ModelError::NoCalibration);
+        }
+        let mut branches = Vec::with_capacity(specs.len());
+        for (k, (net, spec)) in model.branches.iter().zip(specs).enumerate() {
+            let graph = Graph::from_backbone(net)?;
+            let engine = match options {
+                None => Engine::float(&graph)?,
+                Some(o) => crate::model::quantize(&graph, &calibration[k], o)?.engine()?,
+            };
+            branches.push((spec.name.clone(), engine));
+        }
+        let fuse = match &model.fuser {
+            iresnet::fusion::Fuser::Concat(c) => {
+                let (scale, shift) = bn_affine(&c.features).map_err(GraphError::from)?;
+                FuseLayer::Concat {
+                    weight: param_values(&c.fc.weight),
+                    bias: (c.fc.bias.as_ref().map(param_values))
+                        .unwrap_or_else(|| vec![0.0; scale.len()]),
+                    scale,
+                    shift,
+                }
+            }
+            iresnet::fusion::Fuser::Weighted(w) => {
+                let logits = param_values(&w.logits);
+                let top = logits.iter().cloned().fold(f32::MIN, f32::max);
+                let exp: Vec<f32> = logits.iter().map(|l| (l - top).exp()).collect();
+                let sum: f32 = exp.iter().sum();
+                FuseLayer::Weighted {
+                    weights: exp.iter().map(|e| e / sum).collect(),
+                }
+            }
+        };
+        Ok(Self { branches, fuse })
+    }
+}

@@ -139,13 +139,26 @@ pub enum GraphError {
     },
 }
 
-/// `[h, w, c]` of every value, value 0 being the `[112, 112, 3]` image.
+/// `[h, w, c]` of every value, value 0 being the `[112, 112, c]` image (`c` = 3 for RGB).
 pub type Shapes = Vec<[usize; 3]>;
 
 impl<W: WeightData> Graph<W> {
+    /// Planes of the input image, read off the first node that reads it: 3 for RGB, 1 for a
+    /// near-infrared or depth branch, more for early fusion.
+    pub fn input_channels(&self) -> usize {
+        let first = self.nodes.iter().find_map(|node| match node {
+            Node::Conv { input: 0, conv } => Some(conv.groups * conv.shape[1]),
+            Node::Affine {
+                input: 0, scale, ..
+            } => Some(scale.len()),
+            _ => None,
+        });
+        first.unwrap_or(3)
+    }
+
     /// Checks every node against its inputs and returns the value shapes.
     pub fn shapes(&self) -> Result<Shapes, GraphError> {
-        let mut shapes = vec![[INPUT_SIZE, INPUT_SIZE, 3]];
+        let mut shapes = vec![[INPUT_SIZE, INPUT_SIZE, self.input_channels()]];
         for (i, node) in self.nodes.iter().enumerate() {
             let bad = |reason: String| GraphError::Invalid { node: i, reason };
             let get = |v: usize| {

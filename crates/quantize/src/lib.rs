@@ -11,6 +11,9 @@
 //!   entropy; `calibrate`) and quantises weights per output channel; [`QuantizedModel`] is the
 //!   checksummed `.aq8` file. The engine implements `face_embed::Embedder`.
 //!
+//! - [`FusionEngine`] runs a late-fusion model (one backbone per modality: RGB, near-infrared,
+//!   depth): each branch an engine of its own, the fusion in f32.
+//!
 //! Measured against Burn and ONNX Runtime in docs/performance.md.
 
 pub mod calibrate;
@@ -21,6 +24,7 @@ mod epilogue;
 pub mod fold;
 #[cfg(feature = "burn")]
 mod from_burn;
+pub mod fusion;
 pub mod gemm;
 pub mod graph;
 mod grouped;
@@ -31,6 +35,7 @@ pub use conv::{quantize_per_channel, Activation, ConvError, Output, QConv2d, QTe
 pub use elementwise::{add, ElementwiseError};
 pub use engine::{Engine, EngineError, Weights, IMAGE_PARAMS};
 pub use fold::{fold_batch_norm, BatchNormStats, FoldError};
+pub use fusion::{FuseLayer, FusionEngine};
 pub use gemm::{gemm_u8i8, Kernel, PackedWeights};
 pub use graph::{ConvLayer, Graph, GraphError, Node};
 pub use model::{quantize, ModelError, QuantizeOptions, QuantizedModel, FORMAT_VERSION, MAGIC};

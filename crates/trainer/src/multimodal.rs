@@ -195,6 +195,8 @@ pub struct FusionRun {
     pub modalities: Vec<Modality>,
     /// The chance that each modality of a training sample is zeroed (never all).
     pub modality_dropout: f32,
+    /// The modalities dropout may zero (empty: any).
+    pub dropout_modalities: Vec<Modality>,
     /// The training and held-out identities (`night` is the training share of night images).
     pub data: SyntheticConfig,
     /// Stage widths of each IResNet (blocks [1, 1, 1, 1]).
@@ -220,6 +222,7 @@ impl Default for FusionRun {
             model: FusionModel::Early,
             modalities: vec![Modality::Rgb],
             modality_dropout: 0.0,
+            dropout_modalities: Vec::new(),
             data: SyntheticConfig {
                 identities: 250,
                 per_identity: 20,
@@ -315,6 +318,7 @@ impl FusionRun {
                 seed: self.seed,
                 modalities: self.modalities.clone(),
                 modality_dropout: self.modality_dropout,
+                dropout_modalities: self.dropout_modalities.clone(),
                 ..Default::default()
             },
         )?;
