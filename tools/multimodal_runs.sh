@@ -17,8 +17,11 @@ declare -A args=(
   [late]="--model late --modalities rgb,nir,depth --dropout 0.25"
   [late-weighted]="--model late-weighted --modalities rgb,nir,depth --dropout 0.25"
   [rgb-nir]="--model late --modalities rgb,nir"
+  [early-drop-depth]="--model early --modalities rgb,nir,depth --dropout 0.5 --drop depth"
+  [late-drop-depth]="--model late --modalities rgb,nir,depth --dropout 0.5 --drop depth"
+  [late-weighted-drop-depth]="--model late-weighted --modalities rgb,nir,depth --dropout 0.5 --drop depth"
 )
-order=(rgb nir depth early late rgb-nir late-weighted)
+order=(rgb nir depth early late rgb-nir late-weighted early-drop-depth late-drop-depth late-weighted-drop-depth)
 for row in "${@:-${order[@]}}"; do
   out=runs/multimodal/$row
   rm -rf "$out"

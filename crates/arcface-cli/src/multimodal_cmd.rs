@@ -42,6 +42,10 @@ pub struct MultimodalArgs {
     /// Share of training images taken at night (the table's: 0.5).
     #[arg(long)]
     night: Option<f32>,
+    /// Seed of initialisation, order, augmentation and pairs (another seed measures how much a
+    /// row varies from run to run).
+    #[arg(long)]
+    seed: Option<u64>,
     /// The whole run as TOML (every field of `--print-default-config`); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -84,6 +88,7 @@ pub fn run<B: ConvAutodiffBackend>(args: &MultimodalArgs, device: &B::Device) ->
         };
         run.epochs = args.epochs.unwrap_or(run.epochs);
         run.data.night = args.night.unwrap_or(run.data.night);
+        run.seed = args.seed.unwrap_or(run.seed);
         std::fs::create_dir_all(&args.out)
             .with_context(|| format!("creating {}", args.out.display()))?;
         atomic_file::write(&saved, toml::to_string_pretty(&run)?.as_bytes())?;

@@ -253,7 +253,9 @@ fn batches_stack_the_modalities_with_one_augmentation_draw_and_drop_some() {
     for k in 0..16 {
         let got = &batch.images[k * 5 * 112 * 112..(k + 1) * 5 * 112 * 112];
         let zero = |p: std::ops::Range<usize>| {
-            got[p.start * 12544..p.end * 12544].iter().all(|&v| v == 0.0)
+            got[p.start * 12544..p.end * 12544]
+                .iter()
+                .all(|&v| v == 0.0)
         };
         assert!(!zero(0..3) && !zero(3..4), "sample {k} lost RGB or NIR");
         depth_gone += usize::from(zero(4..5));

@@ -149,6 +149,8 @@ pub struct WeightedFuse<B: Backend> {
 }
 
 /// The fusing layer of either kind.
+// Built once and read every forward pass, as `AnyBackbone` is: boxing would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Fuser<B: Backend> {
     /// [`Fuse::Concat`].
