@@ -4,7 +4,8 @@ use burn::tensor::backend::Backend;
 use image::RgbImage;
 use iresnet::{AnyBackbone, Backbone};
 
-use face_embed::{EmbedError, Embedder};
+use face_data::{total_planes, FaceSample, Modality};
+use face_embed::{EmbedError, Embedder, FaceImages, MultimodalEmbedder};
 
 /// A Burn backbone (any [`Backbone`], ours by default) in inference mode, run in batches.
 pub struct BurnEmbedder<B: Backend, M = AnyBackbone<B>> {
@@ -62,6 +63,94 @@ impl<B: Backend, M: Backbone<B>> BurnEmbedder<B, M> {
                 .convert::<f32>()
                 .to_vec::<f32>()
                 .map_err(|e| EmbedError::Model(format!("embeddings: {e:?}")))?;
+            out.extend(values.chunks(dim).map(<[f32]>::to_vec));
+        }
+        Ok(out)
+    }
+}
+
+/// A multimodal Burn backbone (early or late fusion, or one modality alone) reading the planes
+/// of `modalities` stacked in order, in inference mode. A modality a face lacks is fed as zeros,
+/// what modality dropout trained the model with.
+pub struct MultimodalBurnEmbedder<B: Backend, M> {
+    backbone: M,
+    modalities: Vec<Modality>,
+    device: B::Device,
+}
+
+impl<B: Backend, M: Backbone<B>> MultimodalBurnEmbedder<B, M> {
+    /// Embeds with `backbone`, whose input is the planes of `modalities` in that order.
+    pub fn new(
+        backbone: M,
+        modalities: &[Modality],
+        device: B::Device,
+    ) -> Result<Self, EmbedError> {
+        let planes = total_planes(modalities);
+        if backbone.input_channels() != planes {
+            return Err(EmbedError::Input(format!(
+                "the model reads {} planes, {modalities:?} give {planes}",
+                backbone.input_channels()
+            )));
+        }
+        Ok(Self {
+            backbone,
+            modalities: modalities.to_vec(),
+            device,
+        })
+    }
+}
+
+impl<B: Backend, M: Backbone<B>> MultimodalEmbedder for MultimodalBurnEmbedder<B, M> {
+    fn embedding_dim(&self) -> usize {
+        self.backbone.embedding_dim()
+    }
+
+    fn embed_images(&self, faces: &[FaceImages]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let side = iresnet::INPUT_SIZE as u32;
+        let planes = total_planes(&self.modalities);
+        let dim = self.embedding_dim();
+        let mut out = Vec::with_capacity(faces.len());
+        for (k, chunk) in faces.chunks(64).enumerate() {
+            let mut data = Vec::with_capacity(chunk.len() * planes * (side * side) as usize);
+            for (j, face) in chunk.iter().enumerate() {
+                let missing: Vec<Modality> = (self.modalities.iter().copied())
+                    .filter(|m| match m {
+                        Modality::Rgb => face.rgb.is_none(),
+                        Modality::Nir => face.nir.is_none(),
+                        Modality::Depth => face.depth.is_none(),
+                    })
+                    .collect();
+                let sample = FaceSample {
+                    image: face
+                        .rgb
+                        .clone()
+                        .unwrap_or_else(|| RgbImage::new(side, side)),
+                    label: 0,
+                    nir: face.nir.clone(),
+                    depth: face.depth.clone(),
+                };
+                let index = k * 64 + j;
+                let values = (sample.planes(&self.modalities, &missing, index))
+                    .map_err(|e| EmbedError::Input(e.to_string()))?;
+                if values.len() != planes * (side * side) as usize {
+                    return Err(EmbedError::Input(format!(
+                        "face {index} is not {side}x{side}"
+                    )));
+                }
+                data.extend(values);
+            }
+            let shape = [chunk.len(), planes, side as usize, side as usize];
+            let x = burn::tensor::Tensor::<B, 4>::from_data(
+                burn::tensor::TensorData::new(data, shape),
+                &self.device,
+            );
+            let values = (self
+                .backbone
+                .embed(x)
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>())
+            .map_err(|e| EmbedError::Model(format!("embeddings: {e:?}")))?;
             out.extend(values.chunks(dim).map(<[f32]>::to_vec));
         }
         Ok(out)

@@ -8,8 +8,10 @@ pub mod pairs;
 pub mod report;
 pub mod verification;
 
-pub use embedder::BurnEmbedder;
-pub use face_embed::{cosine, embed_normalized, normalize, EmbedError, Embedder};
+pub use embedder::{BurnEmbedder, MultimodalBurnEmbedder};
+pub use face_embed::{
+    cosine, embed_normalized, normalize, EmbedError, Embedder, FaceImages, MultimodalEmbedder,
+};
 pub use identification::{
     closed_set, open_set, rank1_with_distractors, search, ClosedSet, Labelled, OpenSetPoint,
     ProbeResult,

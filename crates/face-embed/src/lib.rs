@@ -1,9 +1,10 @@
 //! What turns aligned faces into embeddings, and what is done with embeddings everywhere, in a
 //! crate without Burn, so an int8 runtime, a search service or a user's own model can share it:
 //! the [`Embedder`] trait, L2 normalisation ([`normalize`], [`normalized`]), [`cosine`], and
-//! insightface's input scaling ([`input_value`]).
+//! insightface's input scaling ([`input_value`]); and for models that see a face with more than
+//! one camera, [`FaceImages`] and the [`MultimodalEmbedder`] trait.
 
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 
 /// Why faces could not be embedded.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,29 @@ pub trait Embedder {
         }
         Ok(sum)
     }
+}
+
+/// The images of one face taken at the same moment by a colour camera and, where the device has
+/// them, a near-infrared camera and a depth sensor (aligned 112x112 each; depth: nearer is
+/// brighter, 0 = no reading). A camera the device lacks is `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaceImages {
+    /// The colour image.
+    pub rgb: Option<RgbImage>,
+    /// The near-infrared image.
+    pub nir: Option<GrayImage>,
+    /// The depth map.
+    pub depth: Option<GrayImage>,
+}
+
+/// Faces seen by several cameras in, one embedding each out: multimodal fusion models
+/// (`eval::MultimodalBurnEmbedder`, `quantize::FusionEngine`). A modality a face lacks is left
+/// out the way the model was trained to do without it.
+pub trait MultimodalEmbedder {
+    /// The size of every embedding.
+    fn embedding_dim(&self) -> usize;
+    /// One embedding per face, in order.
+    fn embed_images(&self, faces: &[FaceImages]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }
 
 /// A boxed embedder (what loaders return) is an embedder, so it plugs into generic code.

@@ -106,3 +106,58 @@ impl FusionEngine {
         }
     }
 }
+
+/// Branches are named by their modality (`rgb`, `nir`, `depth`), which picks their image.
+impl face_embed::MultimodalEmbedder for FusionEngine {
+    fn embedding_dim(&self) -> usize {
+        match &self.fuse {
+            FuseLayer::Concat { bias, .. } => bias.len(),
+            FuseLayer::Weighted { .. } => {
+                self.branches.first().map_or(0, |(_, e)| e.embedding_dim())
+            }
+        }
+    }
+
+    fn embed_images(
+        &self,
+        faces: &[face_embed::FaceImages],
+    ) -> Result<Vec<Vec<f32>>, face_embed::EmbedError> {
+        let bytes = |face: &'_ face_embed::FaceImages, name: &str| -> Option<Vec<u8>> {
+            match name {
+                "rgb" => face.rgb.as_ref().map(|i| i.as_raw().clone()),
+                "nir" => face.nir.as_ref().map(|i| i.as_raw().clone()),
+                "depth" => face.depth.as_ref().map(|i| i.as_raw().clone()),
+                _ => None,
+            }
+        };
+        // Faces with the same modalities present run as one batch.
+        let mut groups: std::collections::BTreeMap<Vec<bool>, Vec<usize>> = Default::default();
+        let inputs: Vec<Vec<Option<Vec<u8>>>> = (faces.iter())
+            .map(|f| self.branches.iter().map(|(n, _)| bytes(f, n)).collect())
+            .collect();
+        for (k, input) in inputs.iter().enumerate() {
+            let present = input.iter().map(Option::is_some).collect();
+            groups.entry(present).or_default().push(k);
+        }
+        let mut out = vec![Vec::new(); faces.len()];
+        for (present, members) in groups {
+            let columns: Vec<Vec<&[u8]>> = (0..self.branches.len())
+                .map(|b| {
+                    (members.iter())
+                        .filter_map(|&k| inputs[k][b].as_deref())
+                        .collect()
+                })
+                .collect();
+            let batch: Vec<Option<&[&[u8]]>> = (columns.iter().zip(&present))
+                .map(|(c, &p)| p.then_some(c.as_slice()))
+                .collect();
+            let embeddings = self
+                .embed(&batch)
+                .map_err(|e| face_embed::EmbedError::Input(e.to_string()))?;
+            for (k, e) in members.into_iter().zip(embeddings) {
+                out[k] = e;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -114,3 +114,38 @@ fn late_fusion_runs_on_the_engine_in_f32_and_int8_with_a_modality_missing() {
             .is_err());
     }
 }
+
+#[test]
+fn the_burn_model_and_the_engine_embed_paired_images_alike() {
+    use eval::{MultimodalBurnEmbedder, MultimodalEmbedder};
+    use face_embed::FaceImages;
+    let faces = faces(6);
+    let net = model(Fuse::Concat);
+    let engine = FusionEngine::from_late_fusion(&net, &[], None).unwrap();
+    let burn =
+        MultimodalBurnEmbedder::<Flex, _>::new(net, &Modality::ALL, Default::default()).unwrap();
+    // Faces from devices with and without a depth sensor, mixed in one call.
+    let images: Vec<FaceImages> = (faces.iter().enumerate())
+        .map(|(k, f)| FaceImages {
+            rgb: Some(f.image.clone()),
+            nir: f.nir.clone(),
+            depth: if k % 2 == 0 { f.depth.clone() } else { None },
+        })
+        .collect();
+    let a = burn.embed_images(&images).unwrap();
+    let b = engine.embed_images(&images).unwrap();
+    assert_eq!(engine.embedding_dim(), 32);
+    for k in 0..faces.len() {
+        assert!(
+            cosine(&a[k], &b[k]) > 0.9999,
+            "face {k}: {}",
+            cosine(&a[k], &b[k])
+        );
+    }
+    // A model over other planes is refused up front.
+    let wrong = model(Fuse::Concat);
+    assert!(
+        MultimodalBurnEmbedder::<Flex, _>::new(wrong, &[Modality::Rgb], Default::default())
+            .is_err()
+    );
+}

@@ -226,6 +226,22 @@ impl TrainConfig {
     /// Checks every value, naming the config field at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.fit_settings().validate()?;
+        // Verification, model files and the tools after training read RGB: multimodal models
+        // train through `arcface multimodal` (trainer::multimodal).
+        if self.loader.modalities != [face_data::Modality::Rgb] {
+            return Err(invalid(
+                "loader.modalities",
+                format!("{:?}", self.loader.modalities),
+                "arcface train trains RGB models; multimodal ones train with `arcface multimodal` (docs/multimodal.md)",
+            ));
+        }
+        if self.backbone.in_channels() != 3 {
+            return Err(invalid(
+                "backbone.in_channels",
+                self.backbone.in_channels(),
+                "arcface train trains RGB models (3 planes); multimodal ones train with `arcface multimodal` (docs/multimodal.md)",
+            ));
+        }
         if let Some(d) = &self.distill {
             d.validate()
                 .map_err(|reason| invalid("distill", &d.teacher, reason))?;

@@ -128,3 +128,17 @@ fn late_fusion_leaves_a_missing_modality_out() {
         }
     }
 }
+
+#[test]
+fn arcface_train_refuses_multimodal_settings_and_says_where_they_go() {
+    let mut config = trainer::TrainConfig::default();
+    config.loader.modalities = vec![Modality::Rgb, Modality::Nir];
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("arcface multimodal"), "{err}");
+    let mut config = trainer::TrainConfig::default();
+    config.backbone = iresnet::BackboneConfig::IResNet(
+        iresnet::IResNetConfig::new([1, 1, 1, 1]).with_in_channels(5),
+    );
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("in_channels"), "{err}");
+}
