@@ -135,10 +135,12 @@ fn arcface_train_refuses_multimodal_settings_and_says_where_they_go() {
     config.loader.modalities = vec![Modality::Rgb, Modality::Nir];
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("arcface multimodal"), "{err}");
-    let mut config = trainer::TrainConfig::default();
-    config.backbone = iresnet::BackboneConfig::IResNet(
-        iresnet::IResNetConfig::new([1, 1, 1, 1]).with_in_channels(5),
-    );
+    let config = trainer::TrainConfig {
+        backbone: iresnet::BackboneConfig::IResNet(
+            iresnet::IResNetConfig::new([1, 1, 1, 1]).with_in_channels(5),
+        ),
+        ..Default::default()
+    };
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("in_channels"), "{err}");
 }
