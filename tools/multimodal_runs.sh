@@ -22,6 +22,13 @@ declare -A args=(
   [late-weighted-drop-depth]="--model late-weighted --modalities rgb,nir,depth --dropout 0.5 --drop depth"
 )
 order=(rgb nir depth early late rgb-nir late-weighted early-drop-depth late-drop-depth late-weighted-drop-depth)
+# The seed table's rows: the same runs with other seeds.
+for seed in 1 2; do
+  args[rgb-seed$seed]="${args[rgb]} --seed $seed"
+  args[rgb-nir-seed$seed]="${args[rgb-nir]} --seed $seed"
+  args[late-drop-depth-seed$seed]="${args[late-drop-depth]} --seed $seed"
+  order+=(rgb-seed$seed rgb-nir-seed$seed late-drop-depth-seed$seed)
+done
 for row in "${@:-${order[@]}}"; do
   out=runs/multimodal/$row
   rm -rf "$out"
