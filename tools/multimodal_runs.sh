@@ -20,8 +20,9 @@ declare -A args=(
   [early-drop-depth]="--model early --modalities rgb,nir,depth --dropout 0.5 --drop depth"
   [late-drop-depth]="--model late --modalities rgb,nir,depth --dropout 0.5 --drop depth"
   [late-weighted-drop-depth]="--model late-weighted --modalities rgb,nir,depth --dropout 0.5 --drop depth"
+  [late-drop-depth-75]="--model late --modalities rgb,nir,depth --dropout 0.75 --drop depth"
 )
-order=(rgb nir depth early late rgb-nir late-weighted early-drop-depth late-drop-depth late-weighted-drop-depth)
+order=(rgb nir depth early late rgb-nir late-weighted early-drop-depth late-drop-depth late-weighted-drop-depth late-drop-depth-75)
 # The seed table's rows: the same runs with other seeds.
 for seed in 1 2; do
   args[rgb-seed$seed]="${args[rgb]} --seed $seed"

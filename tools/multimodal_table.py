@@ -13,6 +13,7 @@ ROWS = [
     ("early-drop-depth", "early fusion, dropout 0.5 (depth)"),
     ("late", "late fusion (concat), dropout 0.25 (any)"),
     ("late-drop-depth", "late fusion (concat), dropout 0.5 (depth)"),
+    ("late-drop-depth-75", "late fusion (concat), dropout 0.75 (depth)"),
     ("late-weighted", "late fusion (weighted), dropout 0.25 (any)"),
     ("late-weighted-drop-depth", "late fusion (weighted), dropout 0.5 (depth)"),
 ]
