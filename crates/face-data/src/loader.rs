@@ -407,15 +407,8 @@ fn sample_planes<D: FaceDataset>(
             }
         })
     };
-    if config.modalities == [Modality::Rgb] {
-        let t = augment(sample.image)?;
-        return Ok(Planes {
-            height: t.height,
-            width: t.width,
-            data: t.data,
-        });
-    }
     let dropped = dropped_modalities(config, epoch, index);
+    let mut sample = sample;
     let mut out = Planes {
         height: 0,
         width: 0,
@@ -423,16 +416,13 @@ fn sample_planes<D: FaceDataset>(
     };
     for (k, &m) in config.modalities.iter().enumerate() {
         let t = if m == Modality::Rgb {
-            augment(sample.image.clone())?
+            // Listed once (checked), so the image moves instead of being copied.
+            augment(std::mem::take(&mut sample.image))?
         } else {
             let g = sample.gray_plane(m, index)?;
-            augment(image::RgbImage::from_fn(g.width(), g.height(), |x, y| {
-                let v = g.get_pixel(x, y).0[0];
-                image::Rgb([v, v, v])
-            }))?
+            augment(image::DynamicImage::ImageLuma8(g.clone()).to_rgb8())?
         };
-        let area = t.height * t.width;
-        if out.data.is_empty() {
+        if k == 0 {
             (out.height, out.width) = (t.height, t.width);
         } else if (t.height, t.width) != (out.height, out.width) {
             return Err(DataError::Decode {
@@ -444,11 +434,13 @@ fn sample_planes<D: FaceDataset>(
                 ),
             });
         }
-        let planes = m.planes();
+        let keep = m.planes() * t.height * t.width;
         if dropped[k] {
-            out.data.resize(out.data.len() + planes * area, 0.0);
+            out.data.resize(out.data.len() + keep, 0.0);
+        } else if out.data.is_empty() && t.data.len() == keep {
+            out.data = t.data; // all of it (RGB first): moved, not copied
         } else {
-            out.data.extend_from_slice(&t.data[..planes * area]);
+            out.data.extend_from_slice(&t.data[..keep]);
         }
     }
     Ok(out)

@@ -122,17 +122,17 @@ impl face_embed::MultimodalEmbedder for FusionEngine {
         &self,
         faces: &[face_embed::FaceImages],
     ) -> Result<Vec<Vec<f32>>, face_embed::EmbedError> {
-        let bytes = |face: &'_ face_embed::FaceImages, name: &str| -> Option<Vec<u8>> {
+        fn bytes<'a>(face: &'a face_embed::FaceImages, name: &str) -> Option<&'a [u8]> {
             match name {
-                "rgb" => face.rgb.as_ref().map(|i| i.as_raw().clone()),
-                "nir" => face.nir.as_ref().map(|i| i.as_raw().clone()),
-                "depth" => face.depth.as_ref().map(|i| i.as_raw().clone()),
+                "rgb" => face.rgb.as_ref().map(|i| i.as_raw().as_slice()),
+                "nir" => face.nir.as_ref().map(|i| i.as_raw().as_slice()),
+                "depth" => face.depth.as_ref().map(|i| i.as_raw().as_slice()),
                 _ => None,
             }
-        };
+        }
         // Faces with the same modalities present run as one batch.
         let mut groups: std::collections::BTreeMap<Vec<bool>, Vec<usize>> = Default::default();
-        let inputs: Vec<Vec<Option<Vec<u8>>>> = (faces.iter())
+        let inputs: Vec<Vec<Option<&[u8]>>> = (faces.iter())
             .map(|f| self.branches.iter().map(|(n, _)| bytes(f, n)).collect())
             .collect();
         for (k, input) in inputs.iter().enumerate() {
@@ -142,11 +142,7 @@ impl face_embed::MultimodalEmbedder for FusionEngine {
         let mut out = vec![Vec::new(); faces.len()];
         for (present, members) in groups {
             let columns: Vec<Vec<&[u8]>> = (0..self.branches.len())
-                .map(|b| {
-                    (members.iter())
-                        .filter_map(|&k| inputs[k][b].as_deref())
-                        .collect()
-                })
+                .map(|b| (members.iter()).filter_map(|&k| inputs[k][b]).collect())
                 .collect();
             let batch: Vec<Option<&[&[u8]]>> = (columns.iter().zip(&present))
                 .map(|(c, &p)| p.then_some(c.as_slice()))
