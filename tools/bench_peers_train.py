@@ -3,7 +3,8 @@
 (tools/bench_train.sh): IResNet-18/50 and MobileFaceNet (insightface's "mbf", GDC head), batch 32,
 forward + ArcFace (s 64, m 0.5, insightface's form) over 1000 classes + backward + SGD (lr 0.1,
 momentum 0.9, weight decay 5e-4) on backbone and head; 2 threads; median of N steps after one
-warm-up step (two for torch.compile, which compiles in them; PEER_MODES=eager,compile picks). The ArcFace head is ../shared/peers/bench_torch_train.py's.
+warm-up step (two for torch.compile, which compiles in them; PEER_MODES=eager,compile picks), then the
+trained network's batch-1 embedding in evaluation mode. The ArcFace head is ../shared/peers/bench_torch_train.py's.
 
 Needs torch (the version is printed). Usage: bench_peers_train.py [models] [steps]
 """
@@ -64,6 +65,19 @@ def time_step(name, mode, batch, steps):
         opt.step()
         if step >= warmup:
             times.append(time.perf_counter() - t0)
+    return statistics.median(times), embed_latency(fnet.eval(), max(steps, 5))
+
+
+def embed_latency(net, runs):
+    """Median seconds of a batch-1 embedding in evaluation mode (one warm-up call)."""
+    x = torch.rand(1, 3, 112, 112) * 2 - 1
+    times = []
+    with torch.no_grad():
+        net(x)
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
@@ -75,10 +89,11 @@ def main():
     modes = os.environ.get("PEER_MODES", "eager,compile").split(",")
     for mode in modes:
         for name in models:
-            med = time_step(name, mode, batch, steps)
-            out["results"][f"{name}/{mode}"] = {"step_ms": med * 1e3, "img_per_s": batch / med}
-            print(f"torch {mode:7} {name:5} batch {batch} {med * 1e3:8.0f} ms/step {batch / med:6.2f} img/s",
-                  flush=True)
+            med, embed = time_step(name, mode, batch, steps)
+            out["results"][f"{name}/{mode}"] = {"step_ms": med * 1e3, "img_per_s": batch / med,
+                                                "embed_b1_ms": embed * 1e3}
+            print(f"torch {mode:7} {name:5} batch {batch} {med * 1e3:8.0f} ms/step {batch / med:6.2f} img/s"
+                  f"  embed batch 1 {embed * 1e3:7.2f} ms", flush=True)
     print(json.dumps(out))
 
 

@@ -35,7 +35,8 @@ struct Cli {
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
-    /// Where to run: the CPU (Burn's flex backend) or, when built with `--features cuda`, a GPU.
+    /// Where to run: the CPU (Burn's flex backend); with `--features cuda`, a GPU; with
+    /// `--features tch`, LibTorch's kernels on the CPU or a CUDA GPU (README: LibTorch).
     #[arg(long, value_enum, default_value_t = Device::Cpu, global = true)]
     device: Device,
     #[command(subcommand)]
@@ -47,6 +48,12 @@ enum Device {
     Cpu,
     #[cfg(feature = "cuda")]
     Cuda,
+    /// LibTorch on the CPU (`--features tch`).
+    #[cfg(feature = "tch")]
+    TchCpu,
+    /// LibTorch on the first CUDA GPU (`--features tch` with a CUDA build of LibTorch).
+    #[cfg(feature = "tch")]
+    TchCuda,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +142,16 @@ fn main() -> Result<()> {
         Device::Cpu => run::<iresnet::CpuBackend>(cli.command, &Default::default()),
         #[cfg(feature = "cuda")]
         Device::Cuda => run::<iresnet::burn::backend::Cuda>(cli.command, &Default::default()),
+        #[cfg(feature = "tch")]
+        Device::TchCpu => run::<iresnet::burn::backend::LibTorch>(
+            cli.command,
+            &iresnet::burn::backend::libtorch::LibTorchDevice::Cpu,
+        ),
+        #[cfg(feature = "tch")]
+        Device::TchCuda => run::<iresnet::burn::backend::LibTorch>(
+            cli.command,
+            &iresnet::burn::backend::libtorch::LibTorchDevice::Cuda(0),
+        ),
     }
 }
 

@@ -53,6 +53,33 @@ pub trait ConvBackend: Backend {
     ) -> FloatTensor<Self> {
         Self::conv2d_weight_backward(x, weight, grad, options)
     }
+
+    /// Both gradients at once, each only when `need` asks for it (`[input, weights]`): the
+    /// autodiff node calls this. Defaults to the two methods above; a backend whose native
+    /// backward computes both in one call (LibTorch) overrides it.
+    fn conv2d_grads(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        need: [bool; 2],
+    ) -> [Option<FloatTensor<Self>>; 2] {
+        separate_grads::<Self>(x, weight, grad, options, need)
+    }
+}
+
+/// [`ConvBackend::conv2d_grads`] as two calls, for backends that override it but fall back.
+pub(crate) fn separate_grads<B: ConvBackend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    options: ConvOptions<2>,
+    need: [bool; 2],
+) -> [Option<FloatTensor<B>>; 2] {
+    let gx =
+        need[0].then(|| B::conv2d_grad_x(x.clone(), weight.clone(), grad.clone(), options.clone()));
+    let gw = need[1].then(|| B::conv2d_grad_w(x, weight, grad, options));
+    [gx, gw]
 }
 
 /// An autodiff backend whose forward and inner (evaluation) backend both convolve through
@@ -93,7 +120,7 @@ fn dims4(t: &impl TensorMetadata) -> Option<[usize; 4]> {
 
 /// `CPU_CONV_KERNELS=burn` hands every convolution back to Burn's own: the same binary then
 /// times (or checks) one against the other.
-fn kernels_enabled() -> bool {
+pub(crate) fn kernels_enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| std::env::var("CPU_CONV_KERNELS").map_or(true, |v| v != "burn"))
 }
@@ -181,9 +208,6 @@ impl ConvBackend for Flex {
 #[cfg(feature = "cuda")]
 impl ConvBackend for burn::backend::Cuda {}
 
-#[cfg(feature = "tch")]
-impl ConvBackend for burn::backend::LibTorch {}
-
 /// The backward node: the inner backend's [`ConvBackend`] gradients for the input and weights,
 /// Burn's bias gradient. Its state is the checkpointed input and weights (and bias, if any).
 #[derive(Debug)]
@@ -209,13 +233,12 @@ impl<B: ConvBackend, const N: usize> Backward<B, N> for ConvNode<N> {
         };
         let bias = inputs.next();
         let parents = ops.parents;
-        if let Some(node) = &parents[0] {
-            let g = B::conv2d_grad_x(x.clone(), weight.clone(), grad.clone(), options.clone());
-            grads.register::<B>(node.id, g);
-        }
-        if let Some(node) = &parents[1] {
-            let g = B::conv2d_grad_w(x.clone(), weight, grad.clone(), options.clone());
-            grads.register::<B>(node.id, g);
+        let need = [parents[0].is_some(), parents[1].is_some()];
+        let [gx, gw] = B::conv2d_grads(x.clone(), weight, grad.clone(), options, need);
+        for (parent, g) in parents.iter().zip([gx, gw]) {
+            if let (Some(node), Some(g)) = (parent, g) {
+                grads.register::<B>(node.id, g);
+            }
         }
         if let (Some(Some(node)), Some(bias)) = (parents.get(2), bias) {
             grads.register::<B>(node.id, B::conv2d_bias_backward(x, bias, grad));

@@ -13,8 +13,9 @@
 //! - hand-written loops compiled for AVX-512, AVX2 + FMA and portably, chosen at run time ([`Isa`]).
 //!
 //! [`ConvBackend`] is the Burn seam: a backend extension trait whose methods default to Burn's own
-//! convolution (CUDA and LibTorch keep their kernels), implemented with these kernels for `Flex`
-//! and with a backward node of its own for `Autodiff<B>`. Models call [`conv2d`] with their
+//! convolution (CUDA keeps its kernels), implemented with these kernels for `Flex`, with
+//! LibTorch's native backward for `LibTorch` (feature `tch`), and with a backward node of its own
+//! for `Autodiff<B>`. Models call [`conv2d`] with their
 //! `burn::nn::conv::Conv2d` module and stay generic over the backend.
 
 #[cfg(feature = "burn")]
@@ -25,6 +26,8 @@ mod geom;
 mod isa;
 mod matmul;
 pub mod reference;
+#[cfg(feature = "tch")]
+mod tch_ext;
 
 #[cfg(feature = "burn")]
 pub use burn_ext::{conv2d, ConvAutodiffBackend, ConvBackend};
