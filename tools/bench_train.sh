@@ -30,3 +30,8 @@ else
 fi
 echo "== PyTorch"
 "${PEER_PYTHON:-python3}" tools/bench_peers_train.py "$models" "$steps"
+# The allocator policy our binaries set for LibTorch (iresnet::keep_freed_memory), given to
+# PyTorch too: its tensors come from the same glibc malloc.
+echo "== PyTorch, glibc keeping freed memory (as our binaries set it)"
+GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647 \
+    "${PEER_PYTHON:-python3}" tools/bench_peers_train.py "$models" "$steps"

@@ -1,11 +1,15 @@
-//! LibTorch's own convolution backward under Burn's autodiff.
+//! LibTorch's own convolution backward under Burn's autodiff, where it pays.
 //!
 //! burn-tch 0.21 runs a convolution's forward on LibTorch but leaves its two gradients to Burn's
-//! generic decomposition (a transposed convolution, and a convolution over permuted tensors, one
-//! per group for depthwise layers). tch 0.22 binds no `convolution_backward`, so the gradients
-//! come from LibTorch's autograd on a re-run of the forward: `d/d(x, w) sum(conv(x, w) * grad)`
-//! is exactly the pair of convolution gradients, computed by LibTorch's native backward (oneDNN
-//! on the CPU, cuDNN on CUDA). `CPU_CONV_KERNELS=burn` switches back to Burn's decomposition.
+//! generic decomposition: a transposed convolution for the input and a convolution over permuted
+//! tensors for the weights, both native LibTorch calls for a dense layer, but one convolution per
+//! group for a grouped one (512 for a 512-channel depthwise layer). tch 0.22 binds no
+//! `convolution_backward`, so grouped layers get their gradients from LibTorch's autograd on a
+//! re-run of the forward: `d/d(x, w) sum(conv(x, w) * grad)` is exactly the pair of convolution
+//! gradients, computed by LibTorch's native backward (oneDNN on the CPU, cuDNN on CUDA). Dense
+//! layers keep the decomposition, which needs no re-run: measured on 2 cores, the re-run made
+//! IResNet-50's step slower and MobileFaceNet's 1.17-1.25x faster (docs/performance.md).
+//! `CPU_CONV_KERNELS=burn` sends grouped layers back to the decomposition too.
 
 use burn::backend::libtorch::{LibTorch, TchElement, TchTensor};
 use burn::tensor::ops::ConvOptions;
@@ -21,7 +25,7 @@ impl<E: TchElement> ConvBackend for LibTorch<E> {
         options: ConvOptions<2>,
         need: [bool; 2],
     ) -> [Option<TchTensor>; 2] {
-        if !kernels_enabled() || need == [false, false] {
+        if !kernels_enabled() || options.groups == 1 || need == [false, false] {
             return separate_grads::<Self>(x, weight, grad, options, need);
         }
         let [gx, gw] = native_grads(&x.tensor, &weight.tensor, &grad.tensor, &options, need);
