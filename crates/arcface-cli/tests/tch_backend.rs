@@ -279,7 +279,7 @@ fn a_training_step_gives_flex_loss_and_gradients() {
         let head = MarginFcConfig {
             num_classes: 5,
             embedding_dim: spec.embedding_dim(),
-            margin: margin.clone(),
+            margin: *margin,
             label_smoothing: 0.1,
             ..MarginFcConfig::default()
         };
