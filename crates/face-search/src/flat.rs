@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use half::f16;
 use rayon::prelude::*;
 
-use crate::kernels::{dot_f16, dot_f32, dot_i8, dot_i8_quad, quantize, Kernels, Query};
+use crate::kernels::{
+    dot_f16, dot_f32, dot_i8, dot_i8_quad, dot_i8_tiles, quantize, row_sum, Kernels, Query,
+};
 use crate::topk::{Hit, TopK};
 use crate::SearchError;
 
@@ -38,8 +40,9 @@ impl std::str::FromStr for Precision {
 enum Rows {
     F32(Vec<f32>),
     F16(Vec<f16>),
-    /// Rows padded to a multiple of 64 bytes, and each row's scale.
-    Int8(Vec<i8>, Vec<f32>),
+    /// Rows padded to a multiple of 64 bytes, each row's scale, and each row's value sum (for
+    /// the blocked kernel of batched search).
+    Int8(Vec<i8>, Vec<f32>, Vec<i32>),
 }
 
 /// Rows scored per rayon task: 4096 rows of 512 int8 values are 2 MiB, enough to amortise a
@@ -69,7 +72,7 @@ impl FlatIndex {
         let rows = match precision {
             Precision::F32 => Rows::F32(Vec::new()),
             Precision::F16 => Rows::F16(Vec::new()),
-            Precision::Int8 => Rows::Int8(Vec::new(), Vec::new()),
+            Precision::Int8 => Rows::Int8(Vec::new(), Vec::new(), Vec::new()),
         };
         Self {
             dim,
@@ -124,7 +127,7 @@ impl FlatIndex {
         match &self.rows {
             Rows::F32(v) => v.len() * 4,
             Rows::F16(v) => v.len() * 2,
-            Rows::Int8(v, s) => v.len() + s.len() * 4,
+            Rows::Int8(v, s, sums) => v.len() + s.len() * 4 + sums.len() * 4,
         }
     }
 
@@ -133,9 +136,10 @@ impl FlatIndex {
         match &mut self.rows {
             Rows::F32(v) => v.reserve(rows * self.stride),
             Rows::F16(v) => v.reserve(rows * self.stride),
-            Rows::Int8(v, s) => {
+            Rows::Int8(v, s, sums) => {
                 v.reserve(rows * self.stride);
                 s.reserve(rows);
+                sums.reserve(rows);
             }
         }
         self.ids.reserve(rows);
@@ -151,11 +155,12 @@ impl FlatIndex {
         match &mut self.rows {
             Rows::F32(rows) => rows.extend_from_slice(&v),
             Rows::F16(rows) => rows.extend(v.iter().map(|&x| f16::from_f32(x))),
-            Rows::Int8(rows, scales) => {
+            Rows::Int8(rows, scales, sums) => {
                 let (q, scale) = quantize(&v);
                 rows.extend_from_slice(&q);
                 rows.resize(rows.len() + self.stride - self.dim, 0);
                 scales.push(scale);
+                sums.push(row_sum(&q));
             }
         }
         self.slot_of.insert(id, self.ids.len());
@@ -173,9 +178,10 @@ impl FlatIndex {
         match &mut self.rows {
             Rows::F32(rows) => swap_remove_row(rows, slot, last, s),
             Rows::F16(rows) => swap_remove_row(rows, slot, last, s),
-            Rows::Int8(rows, scales) => {
+            Rows::Int8(rows, scales, sums) => {
                 swap_remove_row(rows, slot, last, s);
                 scales.swap_remove(slot);
+                sums.swap_remove(slot);
             }
         }
         self.ids.swap_remove(slot);
@@ -231,42 +237,33 @@ impl FlatIndex {
 
     fn score_rows(&self, range: std::ops::Range<usize>, queries: &[Query], tops: &mut [TopK]) {
         let (s, kernels) = (self.stride, self.kernels);
-        let keep = |top: &mut TopK, id, score| {
-            if score > top.threshold() {
-                top.push(Hit { id, score });
+        match &self.rows {
+            Rows::F32(rows) => {
+                for slot in range {
+                    let row = &rows[slot * s..][..s];
+                    for (q, top) in queries.iter().zip(tops.iter_mut()) {
+                        keep(top, self.ids[slot], dot_f32(kernels, &q.f32, row));
+                    }
+                }
             }
-        };
-        for slot in range {
-            let id = self.ids[slot];
-            match &self.rows {
-                Rows::F32(rows) => {
+            Rows::F16(rows) => {
+                for slot in range {
                     let row = &rows[slot * s..][..s];
                     for (q, top) in queries.iter().zip(tops.iter_mut()) {
-                        keep(top, id, dot_f32(kernels, &q.f32, row));
+                        keep(top, self.ids[slot], dot_f16(kernels, &q.f32, row));
                     }
                 }
-                Rows::F16(rows) => {
-                    let row = &rows[slot * s..][..s];
-                    for (q, top) in queries.iter().zip(tops.iter_mut()) {
-                        keep(top, id, dot_f16(kernels, &q.f32, row));
-                    }
-                }
-                Rows::Int8(rows, scales) => {
-                    let row = &rows[slot * s..][..s];
-                    let score = |dot: i32, q: &Query| dot as f32 * q.scale * scales[slot];
-                    // Four queries per pass over the row, then the rest one by one.
-                    let mut quads = queries.chunks_exact(4);
-                    let mut top_quads = tops.chunks_exact_mut(4);
-                    for (q, t) in quads.by_ref().zip(top_quads.by_ref()) {
-                        let dots = dot_i8_quad(kernels, [&q[0], &q[1], &q[2], &q[3]], row);
-                        for ((dot, q), top) in dots.into_iter().zip(q).zip(t) {
-                            keep(top, id, score(dot, q));
-                        }
-                    }
-                    for (q, top) in quads.remainder().iter().zip(top_quads.into_remainder()) {
-                        keep(top, id, score(dot_i8(kernels, q, row), q));
-                    }
-                }
+            }
+            Rows::Int8(rows, scales, sums) => {
+                let int8 = Int8Rows {
+                    ids: &self.ids,
+                    rows,
+                    scales,
+                    sums,
+                    stride: s,
+                    kernels,
+                };
+                int8.score(range, queries, tops);
             }
         }
     }
@@ -274,6 +271,92 @@ impl FlatIndex {
     /// Ids in storage order.
     pub fn ids(&self) -> &[i64] {
         &self.ids
+    }
+}
+
+#[inline]
+fn keep(top: &mut TopK, id: i64, score: f32) {
+    if score > top.threshold() {
+        top.push(Hit { id, score });
+    }
+}
+
+/// The int8 rows of one scan, borrowed.
+struct Int8Rows<'a> {
+    ids: &'a [i64],
+    rows: &'a [i8],
+    scales: &'a [f32],
+    sums: &'a [i32],
+    stride: usize,
+    kernels: Kernels,
+}
+
+impl Int8Rows<'_> {
+    fn row(&self, slot: usize) -> &[i8] {
+        &self.rows[slot * self.stride..][..self.stride]
+    }
+
+    fn keep(&self, top: &mut TopK, slot: usize, q: &Query, dot: i32) {
+        keep(
+            top,
+            self.ids[slot],
+            dot as f32 * q.scale * self.scales[slot],
+        );
+    }
+
+    /// Batches of four queries or more go through the four-by-four register tile (each row
+    /// and query chunk loaded once per sixteen pairs); the rest four queries per row load, then
+    /// one by one. Every query still sees the rows in order, so results equal one-by-one search.
+    fn score(&self, range: std::ops::Range<usize>, queries: &[Query], tops: &mut [TopK]) {
+        let tiled = if queries.len() >= 4 {
+            range.start..range.start + range.len() / 4 * 4
+        } else {
+            range.start..range.start
+        };
+        let whole = queries.len() / 4 * 4;
+        // Each query's bar, refreshed only when a hit gets in (most tiles change nothing).
+        let mut bars: Vec<f32> = tops.iter().map(TopK::threshold).collect();
+        let mut dots = vec![[0i32; 4]; whole];
+        for first in tiled.clone().step_by(4) {
+            let slots = [first, first + 1, first + 2, first + 3];
+            let rows = slots.map(|slot| self.row(slot));
+            let sums = slots.map(|slot| self.sums[slot]);
+            dot_i8_tiles(self.kernels, &queries[..whole], rows, sums, &mut dots);
+            for (i, (dots, q)) in dots.iter().zip(queries).enumerate() {
+                for (&slot, &dot) in slots.iter().zip(dots) {
+                    let score = dot as f32 * q.scale * self.scales[slot];
+                    if score > bars[i] {
+                        let id = self.ids[slot];
+                        tops[i].push(Hit { id, score });
+                        bars[i] = tops[i].threshold();
+                    }
+                }
+            }
+            for slot in slots {
+                for (q, top) in queries[whole..].iter().zip(&mut tops[whole..]) {
+                    self.keep(top, slot, q, dot_i8(self.kernels, q, self.row(slot)));
+                }
+            }
+        }
+        for slot in tiled.end..range.end {
+            self.score_row(slot, queries, tops);
+        }
+    }
+
+    /// One row against every query, four queries per pass over the row.
+    fn score_row(&self, slot: usize, queries: &[Query], tops: &mut [TopK]) {
+        let row = self.row(slot);
+        let mut quads = queries.chunks_exact(4);
+        let mut top_quads = tops.chunks_exact_mut(4);
+        for (q, t) in quads.by_ref().zip(top_quads.by_ref()) {
+            let dots = dot_i8_quad(self.kernels, [&q[0], &q[1], &q[2], &q[3]], row);
+            for ((dot, q), top) in dots.into_iter().zip(q).zip(t) {
+                self.keep(top, slot, q, dot);
+            }
+        }
+        for (q, top) in quads.remainder().iter().zip(top_quads.into_remainder()) {
+            self.keep(top, slot, q, dot_i8(self.kernels, q, row));
+        }
     }
 }
 

@@ -60,6 +60,9 @@ pub struct Query {
     /// a bit mask of the negative ones.
     magnitude: Vec<u8>,
     negative: Vec<u64>,
+    /// The blocked VNNI form: `i8 + 128` as u8 (`vpdpbusd` takes one unsigned operand; the
+    /// row's sum times 128 is subtracted afterwards).
+    offset: Vec<u8>,
 }
 
 impl Query {
@@ -86,12 +89,14 @@ impl Query {
                     .fold(0u64, |m, (j, &x)| m | (((x < 0) as u64) << j))
             })
             .collect();
+        let offset = i8.iter().map(|&x| (x as i16 + 128) as u8).collect();
         Self {
             f32,
             i8,
             scale,
             magnitude,
             negative,
+            offset,
         }
     }
 }
@@ -153,6 +158,34 @@ pub fn dot_i8(kernels: Kernels, q: &Query, row: &[i8]) -> i32 {
 /// [`dot_i8`] of four queries against one row: the row is read once for all four.
 pub fn dot_i8_quad(kernels: Kernels, q: [&Query; 4], row: &[i8]) -> [i32; 4] {
     dot_i8_many(kernels, q, row)
+}
+
+/// The int8 dot products of every query in `q` (a multiple of four of them) with four rows:
+/// `out[j][k]` is query `j` with row `k`. On VNNI, four-by-four register tiles that read each row
+/// and query chunk once for sixteen pairs. `sums` are the rows' value sums ([`row_sum`]), which
+/// the VNNI form needs.
+pub fn dot_i8_tiles(
+    kernels: Kernels,
+    q: &[Query],
+    rows: [&[i8]; 4],
+    sums: [i32; 4],
+    out: &mut [[i32; 4]],
+) {
+    assert!(q.len().is_multiple_of(4) && out.len() == q.len());
+    #[cfg(target_arch = "x86_64")]
+    if runnable(kernels) == Kernels::Avx512Vnni {
+        // SAFETY: the CPU features are present (checked by `runnable`); the kernel reads only
+        // the common length of the queries and the rows, and writes `out`, one per query.
+        return unsafe { x86::dot_i8_tiles_vnni(q, rows, sums, out) };
+    }
+    for (q, out) in q.iter().zip(out) {
+        *out = rows.map(|row| dot_i8_many(kernels, [q], row)[0]);
+    }
+}
+
+/// `sum row[i]`: what the blocked VNNI kernel subtracts 128 times.
+pub fn row_sum(row: &[i8]) -> i32 {
+    row.iter().map(|&v| v as i32).sum()
 }
 
 fn dot_i8_many<const N: usize>(kernels: Kernels, q: [&Query; N], row: &[i8]) -> [i32; N] {
@@ -272,6 +305,86 @@ mod x86 {
                 .sum::<i32>();
         }
         out
+    }
+
+    /// Sixteen i32 vectors to their sixteen lane sums, in order: halves added, then three
+    /// levels of `vphaddd` and a cross-lane add per eight.
+    #[target_feature(enable = "avx512f,avx2")]
+    fn lane_sums16(v: &[__m512i; 16]) -> [i32; 16] {
+        let mut h = [_mm256_setzero_si256(); 16];
+        for (h, v) in h.iter_mut().zip(v) {
+            *h = _mm256_add_epi32(_mm512_castsi512_si256(*v), _mm512_extracti64x4_epi64(*v, 1));
+        }
+        let mut out = [0i32; 16];
+        for (half, out) in h.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
+            let ab = _mm256_hadd_epi32(half[0], half[1]);
+            let cd = _mm256_hadd_epi32(half[2], half[3]);
+            let ef = _mm256_hadd_epi32(half[4], half[5]);
+            let gh = _mm256_hadd_epi32(half[6], half[7]);
+            let abcd = _mm256_hadd_epi32(ab, cd);
+            let efgh = _mm256_hadd_epi32(ef, gh);
+            let sums = _mm256_add_epi32(
+                _mm256_permute2x128_si256(abcd, efgh, 0x20),
+                _mm256_permute2x128_si256(abcd, efgh, 0x31),
+            );
+            // SAFETY: 8 i32 are 32 bytes.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), sums) };
+        }
+        out
+    }
+
+    /// Four rows by four queries at a time: per 64 bytes, 4 row loads, 4 query loads and 16
+    /// `vpdpbusd` of `q + 128` (unsigned) by the row (signed); then `128 * sum(row)` comes off,
+    /// exact. One call covers every query, so its setup is paid once per four rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+    pub(super) unsafe fn dot_i8_tiles_vnni(
+        q: &[super::Query],
+        rows: [&[i8]; 4],
+        sums: [i32; 4],
+        out: &mut [[i32; 4]],
+    ) {
+        let n = q
+            .iter()
+            .map(|q| q.offset.len())
+            .chain(rows.iter().map(|r| r.len()))
+            .min()
+            .unwrap_or(0);
+        let whole = n / 64 * 64;
+        // The part of each row sum the offset multiplied, and the tail it did not reach.
+        let mut head = sums;
+        for (h, row) in head.iter_mut().zip(&rows) {
+            *h -= super::row_sum(&row[whole..n]);
+        }
+        for (q, out) in q.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
+            let mut acc = [_mm512_setzero_si512(); 16];
+            let mut i = 0;
+            while i < whole {
+                let mut r = [_mm512_setzero_si512(); 4];
+                for (r, row) in r.iter_mut().zip(&rows) {
+                    // SAFETY: i + 64 <= whole <= every row's length.
+                    *r = unsafe { _mm512_loadu_si512(row.as_ptr().add(i).cast()) };
+                }
+                for (j, q) in q.iter().enumerate() {
+                    // SAFETY: i + 64 <= whole <= every query's length.
+                    let m = unsafe { _mm512_loadu_si512(q.offset.as_ptr().add(i).cast()) };
+                    for (k, r) in r.iter().enumerate() {
+                        acc[4 * k + j] = _mm512_dpbusd_epi32(acc[4 * k + j], m, *r);
+                    }
+                }
+                i += 64;
+            }
+            let lanes = lane_sums16(&acc);
+            for (j, (out, q)) in out.iter_mut().zip(q).enumerate() {
+                for (k, (o, row)) in out.iter_mut().zip(&rows).enumerate() {
+                    let tail: i32 = q.i8[whole..n]
+                        .iter()
+                        .zip(&row[whole..n])
+                        .map(|(&a, &b)| a as i32 * b as i32)
+                        .sum();
+                    *o = lanes[4 * k + j] - 128 * head[k] + tail;
+                }
+            }
+        }
     }
 
     /// `vpmaddubsw(|q|, sign(row, q))` (pairs of products, at most 2 * 127 * 127 < 2^15: no

@@ -164,7 +164,8 @@ fn compact_formats_keep_recall_against_f32() {
         let bytes_per_row = index.bytes() as f64 / n as f64;
         let expected = match precision {
             Precision::F16 => 2.0 * dim as f64,
-            _ => dim as f64 + 4.0,
+            // The values, an f32 scale and an i32 value sum (for batched search's tiles).
+            _ => dim as f64 + 8.0,
         };
         assert_eq!(bytes_per_row, expected);
     }
@@ -173,9 +174,11 @@ fn compact_formats_keep_recall_against_f32() {
 #[test]
 fn batches_equal_single_queries_and_every_kernel_agrees() {
     let mut rng = StdRng::seed_from_u64(4);
-    let (dim, n) = (100, 9_000);
+    // 9 queries and 9,003 rows: int8 batches run four-by-four tiles, then the rows and
+    // queries left over (one of each kind per 4,096-row task).
+    let (dim, n) = (100, 9_003);
     let rows: Vec<Vec<f32>> = (0..n).map(|_| unit(&mut rng, dim)).collect();
-    let queries: Vec<Vec<f32>> = (0..7).map(|_| unit(&mut rng, dim)).collect();
+    let queries: Vec<Vec<f32>> = (0..9).map(|_| unit(&mut rng, dim)).collect();
     for precision in [Precision::F32, Precision::F16, Precision::Int8] {
         let mut results: Vec<Vec<Vec<Hit>>> = Vec::new();
         for k in kernels() {
