@@ -188,7 +188,18 @@ fn batches_equal_single_queries_and_every_kernel_agrees() {
             }
             let batch = index.search_batch(&queries, 5).unwrap();
             for (q, b) in queries.iter().zip(&batch) {
-                assert_eq!(&index.search(q, 5).unwrap(), b);
+                let single = index.search(q, 5).unwrap();
+                if precision == Precision::Int8 {
+                    assert_eq!(&single, b);
+                } else {
+                    // A matrix product sums in another order than one dot product: same hits,
+                    // scores equal up to rounding.
+                    assert_eq!(single.len(), b.len());
+                    for (s, h) in single.iter().zip(b) {
+                        assert_eq!(s.id, h.id, "{precision:?} {k:?}");
+                        assert!((s.score - h.score).abs() < 1e-5, "{precision:?} {k:?}");
+                    }
+                }
             }
             results.push(batch);
         }
