@@ -99,7 +99,12 @@ fn main() {
     let mut results = serde_json::Map::new();
     // Exact f32 results for the random queries and the probes, from the first (f32) pass.
     let mut truth: Option<[Vec<Vec<Hit>>; 2]> = None;
-    for precision in [Precision::F32, Precision::F16, Precision::Int8] {
+    for precision in [
+        Precision::F32,
+        Precision::F16,
+        Precision::Int8,
+        Precision::Sq4,
+    ] {
         let mut index = FlatIndex::new(dim, precision);
         index.reserve(n);
         let t = Instant::now();

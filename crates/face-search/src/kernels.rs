@@ -60,6 +60,8 @@ pub struct Query {
     /// a bit mask of the negative ones.
     magnitude: Vec<u8>,
     negative: Vec<u64>,
+    /// `sum i8`: the 4-bit codes carry an offset of 8, taken off as `8 * i8_sum`.
+    pub i8_sum: i32,
     /// The blocked VNNI form: `i8 + 128` as u8 (`vpdpbusd` takes one unsigned operand; the
     /// row's sum times 128 is subtracted afterwards).
     offset: Vec<u8>,
@@ -92,6 +94,7 @@ impl Query {
         let offset = i8.iter().map(|&x| (x as i16 + 128) as u8).collect();
         Self {
             f32,
+            i8_sum: row_sum(&i8),
             i8,
             scale,
             magnitude,
@@ -113,6 +116,76 @@ pub fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
         .map(|x| (x * inv).round().clamp(-127.0, 127.0) as i8)
         .collect();
     (q, max / 127.0)
+}
+
+/// Values per group of 4-bit codes: a group is 64 bytes, value `b` in byte `b`'s low nibble and
+/// value `64 + b` in its high nibble, so unpacking takes a mask and a shift, no shuffle.
+pub const U4_GROUP: usize = 128;
+
+/// 4-bit codes of `v`: `v ~ scale * (code - 8)`, codes in 1..=15 (symmetric, like
+/// [`quantize`]), padded with 8 (zero) to a multiple of [`U4_GROUP`] values; half a byte each.
+pub fn quantize_u4(v: &[f32]) -> (Vec<u8>, f32) {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let groups = v.len().div_ceil(U4_GROUP);
+    let mut codes = vec![0x88u8; groups * U4_GROUP / 2];
+    if max == 0.0 || !max.is_finite() {
+        return (codes, 0.0);
+    }
+    let inv = 7.0 / max;
+    for (i, x) in v.iter().enumerate() {
+        let code = ((x * inv).round().clamp(-7.0, 7.0) as i8 + 8) as u8;
+        let (group, at) = (i / U4_GROUP, i % U4_GROUP);
+        let byte = &mut codes[group * U4_GROUP / 2 + at % 64];
+        *byte = if at < 64 {
+            (*byte & 0xF0) | code
+        } else {
+            (*byte & 0x0F) | (code << 4)
+        };
+    }
+    (codes, max / 7.0)
+}
+
+/// `sum q.i8[i] * (code[i] - 8)` over a row of 4-bit codes ([`quantize_u4`]), exact in i32.
+pub fn dot_u4(kernels: Kernels, q: &Query, codes: &[u8]) -> i32 {
+    dot_u4_many(kernels, q, [codes])[0]
+}
+
+/// [`dot_u4`] of one query with four rows: the query is loaded once per group for all four.
+pub fn dot_u4_quad(kernels: Kernels, q: &Query, rows: [&[u8]; 4]) -> [i32; 4] {
+    dot_u4_many(kernels, q, rows)
+}
+
+fn dot_u4_many<const N: usize>(kernels: Kernels, q: &Query, rows: [&[u8]; N]) -> [i32; N] {
+    #[cfg(target_arch = "x86_64")]
+    if runnable(kernels) == Kernels::Avx512Vnni
+        && rows.iter().all(|r| {
+            r.len() == rows[0].len() && r.len().is_multiple_of(64) && q.i8.len() >= 2 * r.len()
+        })
+    {
+        // SAFETY: the CPU features are present; the kernel reads whole groups of each row and
+        // twice as many query values, which the condition guarantees (the values past the
+        // codes are the query's zero padding, so `i8_sum` covers exactly the paired ones).
+        return unsafe { x86::dot_u4_vnni(q, rows) };
+    }
+    let _ = kernels;
+    let value = |i: usize| q.i8.get(i).map_or(0, |&v| v as i32);
+    rows.map(|codes| {
+        codes
+            .chunks(U4_GROUP / 2)
+            .enumerate()
+            .map(|(g, bytes)| {
+                let base = g * U4_GROUP;
+                bytes
+                    .iter()
+                    .enumerate()
+                    .map(|(b, &c)| {
+                        value(base + b) * ((c & 0x0F) as i32 - 8)
+                            + value(base + 64 + b) * ((c >> 4) as i32 - 8)
+                    })
+                    .sum::<i32>()
+            })
+            .sum()
+    })
 }
 
 /// `kernels` if this CPU runs them, else the portable code (every entry point checks: a
@@ -385,6 +458,36 @@ mod x86 {
                 }
             }
         }
+    }
+
+    /// Per 64 code bytes (128 values): the low nibbles against the group's first 64 query
+    /// values and the high nibbles against the next 64, `vpdpbusd` of the codes (unsigned,
+    /// 0..15) by the query (signed); the codes' offset of 8 comes off as `8 * sum(q)`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn dot_u4_vnni<const N: usize>(
+        q: &super::Query,
+        rows: [&[u8]; N],
+    ) -> [i32; N] {
+        let nibble = _mm512_set1_epi8(0x0F);
+        let mut acc = [_mm512_setzero_si512(); N];
+        for g in 0..rows[0].len() / 64 {
+            // SAFETY: 128 (g + 1) <= 2 rows[0].len() <= the query's length (the caller checks).
+            let (q0, q1) = unsafe {
+                (
+                    _mm512_loadu_si512(q.i8.as_ptr().add(128 * g).cast()),
+                    _mm512_loadu_si512(q.i8.as_ptr().add(128 * g + 64).cast()),
+                )
+            };
+            for (acc, row) in acc.iter_mut().zip(&rows) {
+                // SAFETY: 64 (g + 1) <= every row's length (all equal, checked by the caller).
+                let c = unsafe { _mm512_loadu_si512(row.as_ptr().add(64 * g).cast()) };
+                let lo = _mm512_and_si512(c, nibble);
+                let hi = _mm512_and_si512(_mm512_srli_epi16(c, 4), nibble);
+                *acc = _mm512_dpbusd_epi32(*acc, lo, q0);
+                *acc = _mm512_dpbusd_epi32(*acc, hi, q1);
+            }
+        }
+        acc.map(|a| _mm512_reduce_add_epi32(a) - 8 * q.i8_sum)
     }
 
     /// `vpmaddubsw(|q|, sign(row, q))` (pairs of products, at most 2 * 127 * 127 < 2^15: no

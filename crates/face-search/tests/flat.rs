@@ -1,7 +1,10 @@
 //! Exact search: kernels against the scalar code, rankings against an f64 brute force, the
 //! compact formats' recall against f32, batches against single queries, add/remove, bad input.
 
-use face_search::kernels::{dot_f16, dot_f32, dot_i8, dot_i8_quad, quantize, Query};
+use face_search::kernels::{
+    dot_f16, dot_f32, dot_i8, dot_i8_quad, dot_u4, dot_u4_quad, quantize, quantize_u4, Query,
+    U4_GROUP,
+};
 use face_search::{FlatIndex, Hit, Kernels, Precision, SearchError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -26,6 +29,56 @@ fn kernels() -> Vec<Kernels> {
         .into_iter()
         .filter(|k| k.available())
         .collect()
+}
+
+/// Value `i` of a row of 4-bit codes, as the layout says: in each group of 128 values, byte `b`
+/// holds value `b` (low nibble) and value `64 + b` (high nibble); codes carry an offset of 8.
+fn decode_u4(codes: &[u8], i: usize) -> i32 {
+    let (group, at) = (i / U4_GROUP, i % U4_GROUP);
+    let byte = codes[group * U4_GROUP / 2 + at % 64];
+    let code = if at < 64 { byte & 0x0F } else { byte >> 4 };
+    code as i32 - 8
+}
+
+#[test]
+fn four_bit_codes_round_trip_and_every_kernel_sums_them_exactly() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for dim in [1usize, 63, 100, 128, 130, 256, 512] {
+        let v = unit(&mut rng, dim);
+        let (codes, scale) = quantize_u4(&v);
+        assert_eq!(
+            codes.len(),
+            dim.div_ceil(U4_GROUP) * U4_GROUP / 2,
+            "dim {dim}"
+        );
+        for (i, x) in v.iter().enumerate() {
+            let back = decode_u4(&codes, i) as f32 * scale;
+            assert!(
+                (back - x).abs() <= scale / 2.0 + 1e-6,
+                "dim {dim} value {i}"
+            );
+        }
+        // Padding decodes to zero.
+        for i in dim..codes.len() * 2 {
+            assert_eq!(decode_u4(&codes, i), 0, "dim {dim} padding {i}");
+        }
+        let queries: Vec<Query> = (0..4).map(|_| Query::new(&unit(&mut rng, dim))).collect();
+        let expected: Vec<i32> = queries
+            .iter()
+            .map(|q| {
+                (0..dim)
+                    .map(|i| q.i8[i] as i32 * decode_u4(&codes, i))
+                    .sum()
+            })
+            .collect();
+        for k in kernels() {
+            for (q, e) in queries.iter().zip(&expected) {
+                assert_eq!(dot_u4(k, q, &codes), *e, "{k:?} dim {dim}");
+                let rows = [codes.as_slice(); 4];
+                assert_eq!(dot_u4_quad(k, q, rows), [*e; 4], "{k:?} dim {dim}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -143,7 +196,7 @@ fn compact_formats_keep_recall_against_f32() {
         .map(|i| probe(&mut rng, &rows[i * 97 % n]))
         .collect();
     let truth = exact.search_batch(&probes, 10).unwrap();
-    for precision in [Precision::F16, Precision::Int8] {
+    for precision in [Precision::F16, Precision::Int8, Precision::Sq4] {
         let index = build(precision);
         assert_eq!(index.len(), n);
         let found = index.search_batch(&probes, 10).unwrap();
@@ -164,6 +217,8 @@ fn compact_formats_keep_recall_against_f32() {
         let bytes_per_row = index.bytes() as f64 / n as f64;
         let expected = match precision {
             Precision::F16 => 2.0 * dim as f64,
+            // Codes (half a byte a value), a scale, and the f16 rows of the rerank.
+            Precision::Sq4 => dim as f64 / 2.0 + 4.0 + 2.0 * dim as f64,
             // The values, an f32 scale and an i32 value sum (for batched search's tiles).
             _ => dim as f64 + 8.0,
         };
@@ -179,7 +234,12 @@ fn batches_equal_single_queries_and_every_kernel_agrees() {
     let (dim, n) = (100, 9_003);
     let rows: Vec<Vec<f32>> = (0..n).map(|_| unit(&mut rng, dim)).collect();
     let queries: Vec<Vec<f32>> = (0..9).map(|_| unit(&mut rng, dim)).collect();
-    for precision in [Precision::F32, Precision::F16, Precision::Int8] {
+    for precision in [
+        Precision::F32,
+        Precision::F16,
+        Precision::Int8,
+        Precision::Sq4,
+    ] {
         let mut results: Vec<Vec<Vec<Hit>>> = Vec::new();
         for k in kernels() {
             let mut index = FlatIndex::new(dim, precision).with_kernels(k).unwrap();
@@ -189,7 +249,8 @@ fn batches_equal_single_queries_and_every_kernel_agrees() {
             let batch = index.search_batch(&queries, 5).unwrap();
             for (q, b) in queries.iter().zip(&batch) {
                 let single = index.search(q, 5).unwrap();
-                if precision == Precision::Int8 {
+                // int8 sums are integers; sq4's batch and single query take the same path.
+                if matches!(precision, Precision::Int8 | Precision::Sq4) {
                     assert_eq!(&single, b);
                 } else {
                     // A matrix product sums in another order than one dot product: same hits,
@@ -221,7 +282,12 @@ fn batches_equal_single_queries_and_every_kernel_agrees() {
 fn removal_moves_the_last_row_and_keeps_ids_straight() {
     let mut rng = StdRng::seed_from_u64(5);
     let dim = 16;
-    for precision in [Precision::F32, Precision::F16, Precision::Int8] {
+    for precision in [
+        Precision::F32,
+        Precision::F16,
+        Precision::Int8,
+        Precision::Sq4,
+    ] {
         let rows: Vec<Vec<f32>> = (0..50).map(|_| unit(&mut rng, dim)).collect();
         let mut index = FlatIndex::new(dim, precision);
         for (i, r) in rows.iter().enumerate() {

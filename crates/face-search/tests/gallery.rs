@@ -26,7 +26,12 @@ fn enrol_search_delete_and_reopen() {
     let path = dir.path().join("g.db");
     let mut rng = StdRng::seed_from_u64(1);
     let faces: Vec<Vec<f32>> = (0..30).map(|_| unit(&mut rng, 32)).collect();
-    for precision in [Precision::F32, Precision::F16, Precision::Int8] {
+    for precision in [
+        Precision::F32,
+        Precision::F16,
+        Precision::Int8,
+        Precision::Sq4,
+    ] {
         let _ = std::fs::remove_file(&path);
         let config = GalleryConfig {
             precision,
