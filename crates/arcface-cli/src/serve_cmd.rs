@@ -33,7 +33,8 @@ pub struct ServeArgs {
     /// Cosine similarity at and above which `Verify` answers "same person".
     #[arg(long, default_value_t = 0.3)]
     threshold: f32,
-    /// How the in-memory search index stores embeddings: f32, f16 or int8.
+    /// How the in-memory search index stores embeddings: f32, f16, int8, or sq4 (a 4-bit
+    /// first pass, then the best candidates rescored on f16 rows: the fastest single query).
     #[arg(long, default_value = "f32")]
     precision: Precision,
     /// Search through IVF cells (approximate; for galleries past a few million) with this many

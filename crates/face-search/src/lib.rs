@@ -1,8 +1,9 @@
 //! 1:N face search.
 //!
 //! - [`FlatIndex`]: exact top-k by inner product over normalized embeddings stored as f32, f16
-//!   or int8 ([`Precision`]); SIMD kernels chosen at run time ([`Kernels`]), rayon threads,
-//!   batched queries sharing one pass over the gallery.
+//!   or int8, or 4-bit codes with an exact f16 rerank ([`Precision`]); SIMD kernels chosen at run
+//!   time ([`Kernels`]), rayon threads, batched queries sharing one pass over the gallery as
+//!   matrix products (f32/f16) or register tiles (int8).
 //! - [`IvfIndex`]: approximate search over k-means cells, for galleries past a few million.
 //! - [`Gallery`]: identities and metadata in SQLite, durable enrolment and deletion, the index
 //!   rebuilt at open; concurrent searches during writes.
