@@ -29,13 +29,6 @@ fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
-}
-
 /// `module` (any backend) rebuilt on `B` with the same weights, through Burn's record.
 fn transfer<A: Backend, B: Backend, M: Module<A>, N: Module<B>>(
     module: &M,
@@ -91,7 +84,7 @@ fn embeddings<B: ConvBackend>(
 fn worst_cosine(a: &[f32], b: &[f32], dim: usize) -> f64 {
     a.chunks(dim)
         .zip(b.chunks(dim))
-        .map(|(x, y)| cosine(x, y))
+        .map(|(x, y)| face_embed::cosine(x, y))
         .fold(1.0, f64::min)
 }
 
