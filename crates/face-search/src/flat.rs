@@ -340,7 +340,6 @@ impl FlatIndex {
         let (d, nq) = (self.dim, tops.len());
         let mut scores = vec![0f32; GEMM_ROWS * nq];
         let mut widened = Vec::new();
-        let mut bars: Vec<f32> = tops.iter().map(TopK::threshold).collect();
         for first in range.clone().step_by(GEMM_ROWS) {
             let m = GEMM_ROWS.min(range.end - first);
             let block: &[f32] = match &self.rows {
@@ -358,14 +357,8 @@ impl FlatIndex {
             let scores = &mut scores[..m * nq];
             cpu_conv::matmul_rows(block, m, d, qt, nq, scores, false);
             for (slot, row) in (first..first + m).zip(scores.chunks_exact(nq)) {
-                for (i, &score) in row.iter().enumerate() {
-                    if score > bars[i] {
-                        tops[i].push(Hit {
-                            id: self.ids[slot],
-                            score,
-                        });
-                        bars[i] = tops[i].threshold();
-                    }
+                for (top, &score) in tops.iter_mut().zip(row) {
+                    keep(top, self.ids[slot], score);
                 }
             }
         }
@@ -405,17 +398,8 @@ impl FlatIndex {
             Rows::Sq4(codes, scales, _) => {
                 let row = |slot: usize| &codes[slot * s..][..s];
                 for (q, top) in queries.iter().zip(tops.iter_mut()) {
-                    // The bar, refreshed only when a candidate gets in.
-                    let mut bar = top.threshold();
                     let mut offer = |slot: usize, dot: i32| {
-                        let score = dot as f32 * q.scale * scales[slot];
-                        if score > bar {
-                            top.push(Hit {
-                                id: self.ids[slot],
-                                score,
-                            });
-                            bar = top.threshold();
-                        }
+                        keep(top, self.ids[slot], dot as f32 * q.scale * scales[slot]);
                     };
                     let quads = range.start..range.start + range.len() / 4 * 4;
                     for first in quads.clone().step_by(4) {
@@ -451,6 +435,7 @@ fn transpose(queries: &[Query], dim: usize) -> Vec<f32> {
     qt
 }
 
+/// Offers a hit to `top` when it beats the current bar (most scores of a scan do not).
 #[inline]
 fn keep(top: &mut TopK, id: i64, score: f32) {
     if score > top.threshold() {
@@ -491,22 +476,15 @@ impl Int8Rows<'_> {
             range.start..range.start
         };
         let whole = queries.len() / 4 * 4;
-        // Each query's bar, refreshed only when a hit gets in (most tiles change nothing).
-        let mut bars: Vec<f32> = tops.iter().map(TopK::threshold).collect();
         let mut dots = vec![[0i32; 4]; whole];
         for first in tiled.clone().step_by(4) {
             let slots = [first, first + 1, first + 2, first + 3];
             let rows = slots.map(|slot| self.row(slot));
             let sums = slots.map(|slot| self.sums[slot]);
             dot_i8_tiles(self.kernels, &queries[..whole], rows, sums, &mut dots);
-            for (i, (dots, q)) in dots.iter().zip(queries).enumerate() {
+            for ((dots, q), top) in dots.iter().zip(queries).zip(tops.iter_mut()) {
                 for (&slot, &dot) in slots.iter().zip(dots) {
-                    let score = dot as f32 * q.scale * self.scales[slot];
-                    if score > bars[i] {
-                        let id = self.ids[slot];
-                        tops[i].push(Hit { id, score });
-                        bars[i] = tops[i].threshold();
-                    }
+                    self.keep(top, slot, q, dot);
                 }
             }
             for slot in slots {

@@ -61,7 +61,7 @@ pub struct Query {
     magnitude: Vec<u8>,
     negative: Vec<u64>,
     /// `sum i8`: the 4-bit codes carry an offset of 8, taken off as `8 * i8_sum`.
-    pub i8_sum: i32,
+    i8_sum: i32,
     /// The blocked VNNI form: `i8 + 128` as u8 (`vpdpbusd` takes one unsigned operand; the
     /// row's sum times 128 is subtracted afterwards).
     offset: Vec<u8>,

@@ -44,6 +44,9 @@ impl Ord for Worst {
 pub struct TopK {
     k: usize,
     heap: BinaryHeap<Worst>,
+    /// [`TopK::threshold`], kept current by `push`: scans compare every score with it, and
+    /// almost none get in.
+    bar: f32,
 }
 
 impl TopK {
@@ -52,17 +55,14 @@ impl TopK {
         Self {
             k,
             heap: BinaryHeap::with_capacity(k + 1),
+            bar: f32::NEG_INFINITY,
         }
     }
 
     /// The score a new hit must beat once the collector is full (`-inf` before).
     #[inline]
     pub fn threshold(&self) -> f32 {
-        if self.heap.len() < self.k {
-            f32::NEG_INFINITY
-        } else {
-            self.heap.peek().map_or(f32::NEG_INFINITY, |w| w.0.score)
-        }
+        self.bar
     }
 
     /// Offers a hit; it stays if it is among the best `k`.
@@ -77,6 +77,9 @@ impl TopK {
             if Worst(hit) < *top {
                 *top = Worst(hit);
             }
+        }
+        if self.heap.len() == self.k {
+            self.bar = self.heap.peek().map_or(f32::NEG_INFINITY, |w| w.0.score);
         }
     }
 
