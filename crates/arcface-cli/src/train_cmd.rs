@@ -27,6 +27,29 @@ pub struct TrainArgs {
     /// rate stay the config's: the gradient is the whole batch's mean either way.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     devices: u16,
+    /// Train across N processes (on this host or several; docs/training.md "Several
+    /// machines"): every process runs this command with the same config, --nodes and
+    /// --coordinator, and its own --node-rank. Each trains on its part of every batch and the
+    /// gradients are summed over all of them after each backward pass (burn-collective), so
+    /// the batch and learning rate stay the config's. tools/launch_nodes.sh starts N on one host.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    nodes: u16,
+    /// This process's rank, 0..N-1. Rank 0 runs the orchestrator at --coordinator and writes
+    /// into --out; rank R > 0 writes into OUT/node-R (its checkpoints, metrics and report).
+    #[arg(long, default_value_t = 0, requires = "coordinator")]
+    node_rank: u16,
+    /// HOST:PORT of rank 0's orchestrator, which every node connects to (e.g. 10.0.0.1:29500).
+    #[arg(long, value_name = "HOST:PORT")]
+    coordinator: Option<String>,
+    /// HOST:PORT where this node serves its tensors to the others (default: the coordinator's
+    /// host and its port + 1 + rank, right for nodes on one host; give this machine's own
+    /// address when the nodes are on several).
+    #[arg(long, value_name = "HOST:PORT", requires = "coordinator")]
+    node_address: Option<String>,
+    /// Seconds any exchange between nodes may wait for the others (joining included) before
+    /// this node stops with an error: more than the slowest node's step plus an evaluation.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    node_timeout: u64,
     /// Print the default config as TOML and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -67,6 +90,9 @@ pub fn run<B: ConvAutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Resu
     let devices: Vec<B::Device> = (0..args.devices)
         .map(|i| B::Device::from_id(DeviceId::new(base.type_id, base.index_id + i)))
         .collect();
+    if let Some(cluster) = cluster(args)? {
+        return run_node::<B>(args, &cluster, &devices);
+    }
     let (bar, mut show) = progress();
     let (report, out) = match &args.resume {
         Some(dir) => (resume::<B>(dir, &devices, &mut show)?, dir.clone()),
@@ -78,6 +104,65 @@ pub fn run<B: ConvAutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Resu
             )
         }
     };
+    bar.finish_and_clear();
+    print_report(&report, &out, args.json)
+}
+
+/// The multi-node settings, when --nodes or --coordinator asks for them.
+fn cluster(args: &TrainArgs) -> Result<Option<trainer::ClusterConfig>> {
+    let Some(coordinator) = &args.coordinator else {
+        if args.nodes > 1 {
+            anyhow::bail!("--nodes {} needs --coordinator HOST:PORT (rank 0's address, which every node connects to)", args.nodes);
+        }
+        return Ok(None);
+    };
+    let resolve = |flag: &str, text: &str| -> Result<std::net::SocketAddr> {
+        use std::net::ToSocketAddrs;
+        text.to_socket_addrs()
+            .with_context(|| format!("{flag} {text}: not a HOST:PORT address"))?
+            .next()
+            .with_context(|| format!("{flag} {text}: the host has no address"))
+    };
+    let coordinator = resolve("--coordinator", coordinator)?;
+    let (nodes, rank) = (args.nodes as usize, args.node_rank as usize);
+    if rank >= nodes {
+        anyhow::bail!(
+            "--node-rank {rank} with --nodes {nodes}: ranks run from 0 to {}",
+            nodes - 1
+        );
+    }
+    let mut cluster = trainer::ClusterConfig::local(nodes, rank, coordinator);
+    if let Some(addr) = &args.node_address {
+        cluster.node_address = resolve("--node-address", addr)?;
+    }
+    cluster.timeout = std::time::Duration::from_secs(args.node_timeout.max(1));
+    Ok(Some(cluster))
+}
+
+/// One node of a multi-node run: rank 0 in --out (or the --resume folder), rank R in its node-R.
+fn run_node<B: ConvAutodiffBackend>(
+    args: &TrainArgs,
+    cluster: &trainer::ClusterConfig,
+    devices: &[B::Device],
+) -> Result<()> {
+    let base = args.resume.as_ref().unwrap_or(&args.out);
+    let out = match cluster.rank {
+        0 => base.clone(),
+        r => base.join(format!("node-{r}")),
+    };
+    let config = match args.resume {
+        Some(_) => TrainConfig::default(),
+        None => config_from(args)?,
+    };
+    let (bar, mut show) = progress();
+    let report = trainer::train_nodes::<B>(
+        &config,
+        &out,
+        devices,
+        cluster,
+        args.resume.is_some(),
+        &mut show,
+    )?;
     bar.finish_and_clear();
     print_report(&report, &out, args.json)
 }

@@ -19,7 +19,7 @@ pub use dataset::{by_identity, decode, encode_png, images, FaceDataset, FaceSamp
 pub use error::{DataError, Result};
 pub use folder::{is_image, write_label_map, ImageFolder};
 pub use lfw::{LfwPair, LfwPairs};
-pub use loader::{Batch, Epoch, Loader, LoaderConfig, Sampling};
+pub use loader::{shard_range, Batch, Epoch, Loader, LoaderConfig, Sampling};
 pub use merge::{Merged, Subset};
 pub use modality::{check_list, companion, plane_ranges, total_planes, write_companions, Modality};
 pub use recordio::{

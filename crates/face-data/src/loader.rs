@@ -112,24 +112,29 @@ impl Batch {
         let parts = parts.max(1);
         let per_sample = self.shape[1] * self.shape[2] * self.shape[3];
         let mut shards = Vec::with_capacity(parts);
-        let mut start = 0;
         for k in 0..parts {
-            let len = n / parts + usize::from(k < n % parts);
-            if len == 0 {
+            let range = shard_range(n, parts, k);
+            if range.is_empty() {
                 continue;
             }
-            let range = start..start + len;
             shards.push(Batch {
                 images: self.images[range.start * per_sample..range.end * per_sample].to_vec(),
-                shape: [len, self.shape[1], self.shape[2], self.shape[3]],
+                shape: [range.len(), self.shape[1], self.shape[2], self.shape[3]],
                 labels: self.labels[range.clone()].to_vec(),
                 indices: self.indices[range.clone()].to_vec(),
                 skipped: Vec::new(),
             });
-            start = range.end;
         }
         shards
     }
+}
+
+/// Shard `k` of `parts` contiguous shards of `n` items, as even as possible (the first
+/// `n % parts` one item larger): how a batch is split over devices and over nodes alike.
+pub fn shard_range(n: usize, parts: usize, k: usize) -> std::ops::Range<usize> {
+    let parts = parts.max(1);
+    let start = k * (n / parts) + k.min(n % parts);
+    start..start + n / parts + usize::from(k < n % parts)
 }
 
 /// A dataset, an augmentation pipeline and the batching around them.
@@ -141,6 +146,8 @@ pub struct Loader<D: FaceDataset + 'static> {
     by_identity: Arc<Vec<Vec<usize>>>,
     skipped: Arc<AtomicUsize>,
     pool: Arc<rayon::ThreadPool>,
+    /// This process's part of each batch (rank, of how many), in a multi-node run.
+    shard: (usize, usize),
 }
 
 impl<D: FaceDataset + 'static> Loader<D> {
@@ -195,6 +202,7 @@ impl<D: FaceDataset + 'static> Loader<D> {
             by_identity: Arc::new(by_identity),
             skipped: Arc::new(AtomicUsize::new(0)),
             pool: Arc::new(pool),
+            shard: (0, 1),
         })
     }
 
@@ -206,6 +214,20 @@ impl<D: FaceDataset + 'static> Loader<D> {
     /// The batch size, sampling, workers and seed it was built with.
     pub fn config(&self) -> &LoaderConfig {
         &self.config
+    }
+
+    /// Gives only part `rank` of `count` of each batch ([`shard_range`]): the samples (and their
+    /// augmentation draws) that node `rank` of a multi-node run trains on, the others neither
+    /// read nor augmented here. Epochs, order and batch count stay those of the whole run.
+    pub fn with_shard(mut self, rank: usize, count: usize) -> Result<Self> {
+        if count == 0 || rank >= count {
+            return Err(DataError::Config {
+                what: "loader",
+                reason: format!("shard {rank} of {count}: shards run from 0 to count - 1"),
+            });
+        }
+        self.shard = (rank, count);
+        Ok(self)
     }
 
     /// Samples skipped so far (all epochs).
@@ -287,6 +309,7 @@ impl<D: FaceDataset + 'static> Loader<D> {
             self.skipped.clone(),
         );
         let pool = self.pool.clone();
+        let (rank, nodes) = self.shard;
         let config = self.config.clone();
         std::thread::spawn(move || {
             let mut chunks: Vec<&[usize]> = order.chunks(config.batch_size).collect();
@@ -294,8 +317,10 @@ impl<D: FaceDataset + 'static> Loader<D> {
                 chunks.pop();
             }
             for chunk in chunks.into_iter().skip(first) {
-                let batch = pool
-                    .install(|| make_batch(&*dataset, &pipeline, &config, epoch, chunk, &skipped));
+                let batch = pool.install(|| {
+                    let part = &chunk[shard_range(chunk.len(), nodes, rank)];
+                    make_batch(&*dataset, &pipeline, &config, epoch, part, &skipped)
+                });
                 let stop = batch.is_err();
                 if tx.send(batch).is_err() || stop {
                     return;

@@ -47,6 +47,9 @@ pub enum TrainError {
         /// The checkpoint to resume from.
         checkpoint: String,
     },
+    /// Another node of a multi-node run did not answer, or the nodes could not agree.
+    #[error("multi-node run: {0}")]
+    Collective(String),
     /// Anything else, in words.
     #[error("{0}")]
     Other(String),

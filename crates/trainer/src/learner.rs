@@ -25,6 +25,7 @@ use iresnet::Backbone;
 
 use crate::checkpoint::{BestMarker, Checkpointer};
 use crate::clip::{clip_global_norm, global_norm};
+use crate::collective::Collective;
 use crate::error::TrainError;
 use crate::groups::{Membership, ParamGroup};
 use crate::hooks::{EvalHook, HeadUpdate, LossTerm};
@@ -37,12 +38,15 @@ use crate::settings::FitSettings;
 use crate::state::{restore, write_checkpoint, Snapshot, TrainState};
 use crate::step::{data_parallel, single_device, step_seed, StepGrads, StepPlan};
 use crate::stopping::{observe, Evaluation};
+use crate::sync::{any, broadcast_model, common_step, reduce_loss, sync_step};
 use crate::verify::{Evaluator, ValidationSet};
 
 type Inner<B, M> = <M as AutodiffModule<B>>::InnerModule;
 /// An evaluation hook of a run of `M` and `H` on `B`.
 type Hook<B, M, H> =
     Box<dyn EvalHook<<B as AutodiffBackend>::InnerBackend, Inner<B, M>, Inner<B, H>>>;
+/// The other processes of a multi-node run, as the loop sees them.
+type Nodes<B> = Box<dyn Collective<<B as AutodiffBackend>::InnerBackend>>;
 /// Writes the trained backbone where users expect it (e.g. an `.arcface` file).
 pub type Export<B, M> = Box<dyn Fn(&Inner<B, M>, &Path) -> Result<PathBuf, TrainError>>;
 
@@ -57,6 +61,7 @@ pub struct Learner<B: AutodiffBackend, M: AutodiffModule<B>, H: AutodiffModule<B
     hooks: Vec<Hook<B, M, H>>,
     export: Option<Export<B, M>>,
     devices: Vec<B::Device>,
+    collective: Option<Nodes<B>>,
     resume: bool,
 }
 
@@ -97,6 +102,7 @@ where
             hooks: vec![],
             export: None,
             devices: devices.to_vec(),
+            collective: None,
             resume: false,
         }
     }
@@ -149,6 +155,20 @@ where
         self
     }
 
+    /// Trains as one node of a multi-node run: the loader gives this node's part of each batch
+    /// ([`Loader::with_shard`]), and after each backward pass the gradients are summed over the
+    /// nodes (each weighted by its node's share of the global batch: the global batch's mean
+    /// gradient), BatchNorm running statistics averaged, the loss and the decisions to stop
+    /// shared, so every node takes the same step. The global batch and the learning rate are
+    /// the config's, as with several devices in one process.
+    pub fn with_collective(
+        mut self,
+        collective: impl Collective<B::InnerBackend> + 'static,
+    ) -> Self {
+        self.collective = Some(Box::new(collective));
+        self
+    }
+
     /// Continues the run in `out` from its newest intact checkpoint instead of starting one.
     pub fn resuming(mut self) -> Self {
         self.resume = true;
@@ -197,6 +217,7 @@ where
     evaluator: Evaluator,
     hooks: Vec<Hook<B, M, H>>,
     devices: Vec<B::Device>,
+    collective: Option<Nodes<B>>,
     checkpoints: Checkpointer,
     state: TrainState,
     resumed_from: Option<u64>,
@@ -213,6 +234,8 @@ struct Pending<Mo> {
     batches: usize,
     loss: f64,
     terms: Vec<f64>,
+    /// Images this node and all nodes trained on (multi-node runs).
+    images: (usize, usize),
 }
 
 impl<Mo> Pending<Mo> {
@@ -220,6 +243,7 @@ impl<Mo> Pending<Mo> {
         Self {
             grads: GradientsAccumulator::new(),
             batches: 0,
+            images: (0, 0),
             loss: 0.0,
             terms: vec![0.0; terms],
         }
@@ -258,16 +282,27 @@ where
         let Some(device) = l.devices.first().cloned() else {
             return Err(TrainError::Other("no device to train on".into()));
         };
-        if l.devices.len() > 1 && l.head_update.is_some() {
+        if (l.devices.len() > 1 || l.collective.is_some()) && l.head_update.is_some() {
             return Err(TrainError::Other(
                 "a head update outside the optimiser (Partial FC) runs on one device; use the full head for data-parallel training".into(),
             ));
         }
         std::fs::create_dir_all(out).map_err(crate::error::io(out))?;
         let checkpoints = Checkpointer::new(out, l.settings.checkpoint.keep_last)?;
-        let checkpoint = match l.resume {
-            true => Some(checkpoints.latest()?),
-            false => match checkpoints.steps()?.last() {
+        let checkpoint = match (l.resume, &l.collective) {
+            (true, Some(c)) => Some(common_checkpoint(&**c, &checkpoints, &device)?),
+            (false, Some(c)) => {
+                let steps = checkpoints.steps()?;
+                if any(&**c, !steps.is_empty(), "checking for old checkpoints", &device)? {
+                    return Err(TrainError::Other(format!(
+                        "a node's run folder already holds checkpoints (this node's {}: {steps:?}): continue the run with --resume on every node, or give every node a new --out",
+                        out.display()
+                    )));
+                }
+                None
+            }
+            (true, None) => Some(checkpoints.latest()?),
+            (false, None) => match checkpoints.steps()?.last() {
                 Some(step) => return Err(TrainError::Other(format!(
                     "{} already holds checkpoints (up to step {step}): continue that run with `arcface train --resume {}`, or choose another --out",
                     out.display(),
@@ -311,6 +346,10 @@ where
                 g.weight_decay,
             );
         }
+        let model = match &l.collective {
+            Some(c) => broadcast_model(&**c, model, &device)?,
+            None => model,
+        };
         let model = membership.freeze(model);
         let frozen_backbone = membership.all_frozen(&model.backbone);
         if frozen_backbone {
@@ -327,6 +366,7 @@ where
             evaluator: l.evaluator,
             hooks: l.hooks,
             devices: l.devices,
+            collective: l.collective,
             checkpoints,
             state,
             resumed_from,
@@ -395,7 +435,9 @@ where
             let mut trained = false;
             for (offset, batch) in loader.epoch_from(epoch, first).enumerate() {
                 let batch = batch?;
-                if batch.labels.len() < 2 * self.devices.len() {
+                // Too small to split over the devices: skipped (on every node alike, through
+                // the loss they share, in a multi-node run).
+                if batch.labels.len() < 2 * self.devices.len() && self.collective.is_none() {
                     continue;
                 }
                 trained = true;
@@ -434,7 +476,10 @@ where
         pending: &mut Pending<Model<B, M, H>>,
     ) -> Result<Stepped<B, M, H>, TrainError> {
         let device = self.devices[0].clone();
-        B::seed(&device, step_seed(self.settings.seed, self.state.step));
+        // Shards are numbered over the whole run: node r's first device trains shard r x devices.
+        let first_shard = self.collective.as_ref().map_or(0, |c| c.rank()) * self.devices.len();
+        let seed = step_seed(self.settings.seed, self.state.step);
+        B::seed(&device, seed ^ first_shard as u64);
         let plan = StepPlan {
             seed: self.settings.seed,
             step: self.state.step,
@@ -443,14 +488,26 @@ where
             terms: &self.terms,
             frozen: self.membership.frozen(),
             frozen_backbone: self.frozen_backbone,
+            first_shard,
         };
-        let shard: StepGrads = if self.devices.len() == 1 {
+        let too_small = batch.labels.len() < 2 * self.devices.len();
+        let mut shard: StepGrads = if too_small {
+            StepGrads::non_finite(f64::NAN, vec![f64::NAN; self.terms.len()])
+        } else if self.devices.len() == 1 {
             let head_lr = lr * head_lr_scale(&self.groups);
             let update = self.head_update.as_deref_mut().map(|u| (u, head_lr));
             single_device(&mut model, batch, &plan, update, &device)?
         } else {
             data_parallel(&model, batch, &plan, &self.devices)?
         };
+        if let Some(c) = &self.collective {
+            let n = batch.labels.len();
+            let local = (!too_small).then_some((n, shard.loss, shard.terms.as_slice()));
+            let global = reduce_loss(&**c, local, self.terms.len(), &device)?;
+            (shard.loss, shard.terms) = (global.loss, global.terms);
+            pending.images.0 += n;
+            pending.images.1 += global.images;
+        }
         // A non-finite loss is caught before a backward pass is spent on it.
         if !shard.loss.is_finite() {
             self.guard(&model, &format!("non-finite loss {}", shard.loss))?;
@@ -466,6 +523,11 @@ where
         }
         let mut full = std::mem::replace(pending, Pending::new(self.terms.len()));
         let mut grads = full.grads.grads();
+        if let Some(c) = &self.collective {
+            let share = full.images.0 as f64 / full.images.1.max(1) as f64;
+            let frozen = self.membership.frozen();
+            (model, grads) = sync_step(&**c, model, grads, share, frozen, &device)?;
+        }
         // The norm is computed whether or not it clips, so the guard sees every gradient.
         let grad_norm = match self.settings.clip_norm {
             Some(max) => clip_global_norm::<B, _>(&model.backbone, &mut grads, max),
@@ -508,7 +570,12 @@ where
         state.elapsed_secs = clock.elapsed_before + session;
         // The limit is per invocation: a resumed run gets its time again.
         let limit = self.settings.time_limit_secs;
-        let out_of_time = limit > 0 && session >= limit as f64;
+        let mut out_of_time = limit > 0 && session >= limit as f64;
+        if let Some(c) = &self.collective {
+            // Each node's clock is its own: all stop at the step the first runs out of time.
+            out_of_time = any(&**c, out_of_time, "the time limit", &self.devices[0])?;
+        }
+        let state = &mut self.state;
         let mut done = state.step >= clock.total_steps || out_of_time;
         let every = self.settings.eval_every_steps;
         let evaluate = done || (every > 0 && state.step.is_multiple_of(every));
@@ -540,7 +607,12 @@ where
                 &mut state.evals_since_best,
             );
             improved = verdict.improved;
-            if verdict.stop {
+            let stop = match &self.collective {
+                Some(c) => any(&**c, verdict.stop, "early stopping", &self.devices[0])?,
+                None => verdict.stop,
+            };
+            let state = &mut self.state;
+            if stop {
                 tracing::info!(
                     "step {}: no improvement in {} evaluations: stopping early",
                     state.step,
@@ -673,4 +745,24 @@ fn head_lr_scale(groups: &[ParamGroup]) -> f64 {
     (groups.iter())
         .find(|g| g.prefixes.iter().any(|p| p == "head"))
         .map_or(1.0, |g| g.lr_scale)
+}
+
+/// The newest checkpoint every node of the run holds, loaded (and verified) from this node's.
+fn common_checkpoint<B: burn::tensor::backend::Backend>(
+    collective: &dyn Collective<B>,
+    checkpoints: &Checkpointer,
+    device: &B::Device,
+) -> Result<crate::checkpoint::Checkpoint, TrainError> {
+    let steps = checkpoints.steps()?;
+    match common_step(collective, &steps, device)? {
+        Some(step) => {
+            tracing::info!("node {}: the nodes' last common checkpoint is step {step}", collective.rank());
+            Ok(checkpoints.load(step)?)
+        }
+        None => Err(TrainError::Collective(format!(
+            "no checkpoint is held by every node (this node, rank {}, holds steps {steps:?} in {}): the run cannot resume in step; start it again with a new --out",
+            collective.rank(),
+            checkpoints.dir().display()
+        ))),
+    }
 }

@@ -10,6 +10,7 @@ use iresnet::AnyBackbone;
 use iresnet::ConvAutodiffBackend;
 
 use crate::checkpoint::write_atomic;
+use crate::collective::{ClusterConfig, RingCollective};
 use crate::config::TrainConfig;
 use crate::error::{io, TrainError};
 use crate::groups::ParamGroup;
@@ -33,7 +34,31 @@ pub fn train<B: ConvAutodiffBackend>(
     if existing.is_empty() {
         write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
     }
-    run::<B>(config, out, devices, false, progress)
+    run::<B>(config, out, devices, None, false, progress)
+}
+
+/// Trains as node `cluster.rank` of a run over `cluster.nodes` processes (each with its own
+/// `devices`): this node trains on its part of each global batch, and the nodes sum their
+/// gradients after every backward pass (see [`Learner::with_collective`]). With `resume`, every
+/// node continues from the newest checkpoint all of them hold in their own `out`.
+pub fn train_nodes<B: ConvAutodiffBackend>(
+    config: &TrainConfig,
+    out: &Path,
+    devices: &[B::Device],
+    cluster: &ClusterConfig,
+    resume: bool,
+    progress: impl FnMut(&StepInfo),
+) -> Result<TrainReport, TrainError> {
+    if resume {
+        let path = out.join("config.toml");
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let config = TrainConfig::from_toml(&text)?;
+        return run::<B>(&config, out, devices, Some(cluster), true, progress);
+    }
+    config.validate()?;
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    write_atomic(&out.join("config.toml"), config.to_toml().as_bytes())?;
+    run::<B>(config, out, devices, Some(cluster), false, progress)
 }
 
 /// Continues the run in `out` from its newest intact checkpoint, with the config it was
@@ -46,13 +71,14 @@ pub fn resume<B: ConvAutodiffBackend>(
     let path = out.join("config.toml");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
     let config = TrainConfig::from_toml(&text)?;
-    run::<B>(&config, out, devices, true, progress)
+    run::<B>(&config, out, devices, None, true, progress)
 }
 
 fn run<B: ConvAutodiffBackend>(
     config: &TrainConfig,
     out: &Path,
     devices: &[B::Device],
+    cluster: Option<&ClusterConfig>,
     resume: bool,
     progress: impl FnMut(&StepInfo),
 ) -> Result<TrainReport, TrainError> {
@@ -66,6 +92,13 @@ fn run<B: ConvAutodiffBackend>(
             config.loader.batch_size
         )));
     }
+    let shards = devices.len() * cluster.map_or(1, |c| c.nodes);
+    if cluster.is_some() && (!config.loader.drop_last || config.loader.batch_size < 2 * shards) {
+        return Err(TrainError::Other(format!(
+            "a multi-node run splits every batch over {shards} devices in all: it needs loader.drop_last = true and loader.batch_size >= {} (2 images per device for BatchNorm)",
+            2 * shards
+        )));
+    }
     let pipeline = Pipeline::from_config(&config.augmentation)
         .map_err(|e| TrainError::Other(e.to_string()))?;
     let mut loader_config = config.loader.clone();
@@ -75,9 +108,13 @@ fn run<B: ConvAutodiffBackend>(
     if let (Some(names), false) = (&setup.names, out.join(IDENTITIES_FILE).is_file()) {
         face_data::write_label_map(names, &out.join(IDENTITIES_FILE))?;
     }
-    let loader = Loader::new(setup.dataset, pipeline, loader_config)?;
+    let mut loader = Loader::new(setup.dataset, pipeline, loader_config)?;
     let mut learner = Learner::new(setup.backbone, setup.head, config.fit_settings(), devices)
         .with_export(save_backbone::<B::InnerBackend>);
+    if let Some(cluster) = cluster {
+        loader = loader.with_shard(cluster.rank, cluster.nodes)?;
+        learner = learner.with_collective(RingCollective::join(cluster)?);
+    }
     if let Some(groups) = setup.groups {
         learner = learner.with_groups(groups);
     }

@@ -27,6 +27,9 @@ pub(crate) struct StepPlan<'a, B: AutodiffBackend, M> {
     /// Every backbone parameter is frozen: the backbone runs in inference mode (its BatchNorm
     /// statistics used as they are, not updated), as a frozen PyTorch module in `eval()` does.
     pub frozen_backbone: bool,
+    /// The run-wide number of this process's first shard (multi-node runs: rank x devices),
+    /// which seeds each shard's backend RNG as one process with every device would.
+    pub first_shard: usize,
 }
 
 /// A step's (or a shard's) result: the loss (margin head plus terms, batch mean), each term's
@@ -38,7 +41,7 @@ pub(crate) struct StepGrads {
 }
 
 impl StepGrads {
-    fn non_finite(loss: f64, terms: Vec<f64>) -> Self {
+    pub(crate) fn non_finite(loss: f64, terms: Vec<f64>) -> Self {
         Self {
             loss,
             terms,
@@ -190,7 +193,10 @@ where
             .map(|(k, (shard_batch, device))| {
                 let replica = model.clone().fork(device);
                 scope.spawn(move || -> Result<StepGrads, TrainError> {
-                    B::seed(device, step_seed(plan.seed, plan.step) ^ k as u64);
+                    B::seed(
+                        device,
+                        step_seed(plan.seed, plan.step) ^ (plan.first_shard + k) as u64,
+                    );
                     let weight = shard_batch.labels.len() as f64 / total;
                     let (loss, terms, outcome) =
                         shard(&replica, &shard_batch, plan, weight, device)?;
@@ -226,6 +232,10 @@ where
         grads.accumulate(model, shard.grads);
     }
     sum.grads = grads.grads();
+    // Each replica's BatchNorm updated the shared running statistics from its own thread; Burn
+    // merges them (their mean) only when asked, and a replica thread of the next step would
+    // otherwise start from the statistics of the last merge.
+    let _ = model.valid();
     Ok(sum)
 }
 
@@ -300,6 +310,7 @@ mod tests {
             terms: &[],
             frozen: &frozen,
             frozen_backbone: false,
+            first_shard: 0,
         };
         let dp = data_parallel(&model, &batch, &plan, &[device, device]).unwrap();
         let mut sum = GradientsAccumulator::new();
