@@ -24,9 +24,11 @@ pub struct ServeArgs {
     /// (`arcface quantize`) [default: insightface's w600k_mbf as `arcface fetch` imports it].
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Gallery database (SQLite; created when missing).
-    #[arg(long)]
-    gallery: PathBuf,
+    /// Gallery: a SQLite file (created when missing), or a PostgreSQL database that several
+    /// replicas share, `postgres://USER@HOST:PORT/DB` (each keeps its own in-memory index and
+    /// follows the enrolments and deletions made through the others; docs/scaling.md).
+    #[arg(long, value_name = "FILE_OR_URL")]
+    gallery: String,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: SocketAddr,
@@ -83,7 +85,7 @@ pub fn run<B: ConvBackend>(args: &ServeArgs, device: &B::Device) -> Result<()> {
         }),
         None => IndexKind::Exact,
     };
-    let gallery = Gallery::open(
+    let gallery = Gallery::open_location(
         &args.gallery,
         GalleryConfig {
             dim,
@@ -91,10 +93,10 @@ pub fn run<B: ConvBackend>(args: &ServeArgs, device: &B::Device) -> Result<()> {
             index,
         },
     )
-    .with_context(|| format!("opening the gallery {}", args.gallery.display()))?;
+    .with_context(|| format!("opening the gallery {}", args.gallery))?;
     eprintln!(
         "gallery {}: {} faces; model {} (D={dim}); listening on {}",
-        args.gallery.display(),
+        gallery.location(),
         gallery.len(),
         model.display(),
         args.addr

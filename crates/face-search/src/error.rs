@@ -24,6 +24,15 @@ pub enum SearchError {
     /// The SQLite gallery failed.
     #[error("gallery database: {0}")]
     Database(#[from] rusqlite::Error),
+    /// The PostgreSQL gallery failed (or its server could not be reached).
+    #[error("gallery database {location}: {source}")]
+    Postgres {
+        /// The database's URL, without its password.
+        location: String,
+        /// The cause.
+        #[source]
+        source: postgres::Error,
+    },
     /// The database holds what a gallery cannot (wrong schema, bad rows).
     #[error("gallery database {path}: {reason}")]
     Corrupt {

@@ -1,17 +1,19 @@
-//! A persistent gallery: (identity, optional metadata, embedding) rows in SQLite, searched
-//! through an in-memory index rebuilt from the database when the gallery is opened.
+//! A persistent gallery: (identity, optional metadata, embedding) rows in a [`GalleryStore`],
+//! searched through an in-memory index built from the store when the gallery is opened.
 //!
-//! Every enrolment and deletion is one SQLite transaction in WAL mode with `synchronous=FULL`:
-//! once `enroll` returns, the row is on disk and survives the process being killed (tested
-//! with SIGKILL). Searches take a read lock on the index only, so they continue while other
-//! threads write to the database; the index is locked for writing just long enough to add or
-//! remove a row.
+//! Stores: [`SqliteStore`](crate::SqliteStore), one embedded file (the default), and
+//! [`PgStore`](crate::PgStore), one PostgreSQL database that several service replicas share;
+//! a user's own plugs in through [`Gallery::with_store`]. Every enrolment and deletion is one
+//! store transaction, durable when the call returns. Searches take a read lock on the index
+//! only, so they continue while other threads write; the index is locked for writing just long
+//! enough to add or remove rows. A shared store's [`ChangeFeed`] brings the other replicas'
+//! enrolments and deletions into this one's index (a thread per gallery follows it).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
-
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crate::flat::{normalized, FlatIndex, Precision};
 use crate::ivf::{IvfConfig, IvfIndex};
@@ -19,7 +21,7 @@ use crate::topk::Hit;
 use crate::SearchError;
 
 /// The database layout this code writes and reads.
-const FORMAT: &str = "arcface-rs gallery 1";
+pub(crate) const FORMAT: &str = "arcface-rs gallery 1";
 
 /// Which in-memory index serves searches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -73,6 +75,12 @@ struct Label {
     metadata: Option<String>,
 }
 
+impl Label {
+    fn of(identity: String, metadata: Option<String>) -> Self {
+        Self { identity, metadata }
+    }
+}
+
 enum Index {
     Exact(FlatIndex),
     Ivf(IvfIndex),
@@ -99,97 +107,192 @@ impl Index {
     }
 }
 
+/// A face as a store holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFace {
+    /// Its id (the store's, unique for the gallery's life).
+    pub id: i64,
+    /// Whose face it is.
+    pub identity: String,
+    /// What was stored with it.
+    pub metadata: Option<String>,
+    /// The normalized embedding.
+    pub embedding: Vec<f32>,
+}
+
+/// What another writer did to a shared store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A face was enrolled (and still exists).
+    Enrolled(StoredFace),
+    /// A face was deleted.
+    Deleted(i64),
+}
+
+/// The changes of a store shared by several galleries (replicas), in commit order.
+pub trait ChangeFeed: Send {
+    /// Waits up to `wait` for a change, then returns every change since the last call (empty
+    /// when none); after a lost connection, reconnects and returns what it missed.
+    fn next_changes(&mut self, wait: Duration) -> Result<Vec<Change>, SearchError>;
+}
+
+/// Where a gallery's faces live durably: the seam between the in-memory index and a database.
+pub trait GalleryStore: Send {
+    /// Where it is, for messages (a path, or a URL without its password).
+    fn location(&self) -> String;
+    /// Creates the layout for `dim`-value embeddings, or checks the one there.
+    fn prepare(&mut self, dim: usize) -> Result<(), SearchError>;
+    /// Every stored face, each checked; with `follow`, for a store others write to as well, the
+    /// feed of their changes from this snapshot on.
+    #[allow(clippy::type_complexity)]
+    fn load(
+        &mut self,
+        dim: usize,
+        follow: bool,
+    ) -> Result<(Vec<StoredFace>, Option<Box<dyn ChangeFeed>>), SearchError>;
+    /// Stores normalized faces in one transaction and returns their ids in order; durable
+    /// when it returns.
+    fn insert(&mut self, faces: &[(&str, Option<&str>, &[f32])]) -> Result<Vec<i64>, SearchError>;
+    /// Deletes one face; whether there was one.
+    fn delete(&mut self, face_id: i64) -> Result<bool, SearchError>;
+    /// Deletes every face of `identity` in one transaction; their ids.
+    fn delete_identity(&mut self, identity: &str) -> Result<Vec<i64>, SearchError>;
+}
+
+/// An embedding as stored: little-endian f32s.
+pub(crate) fn encode_embedding(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// A stored embedding back, checked (length, finite values).
+pub(crate) fn decode_embedding(bytes: &[u8], dim: usize) -> Result<Vec<f32>, String> {
+    if bytes.len() != dim * 4 {
+        return Err(format!(
+            "embedding of {} bytes, {} expected",
+            bytes.len(),
+            dim * 4
+        ));
+    }
+    let v: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if !v.iter().all(|x| x.is_finite()) {
+        return Err("non-finite embedding value".into());
+    }
+    Ok(v)
+}
+
+/// Checks a store's recorded (format, dim) against this code's and the one asked for.
+pub(crate) fn check_meta(
+    format: &str,
+    stored_dim: &str,
+    dim: usize,
+    location: &str,
+) -> Result<(), SearchError> {
+    if format != FORMAT {
+        return Err(SearchError::Corrupt {
+            path: location.to_string(),
+            reason: format!("format {format:?}, expected {FORMAT:?}"),
+        });
+    }
+    if stored_dim != dim.to_string() {
+        return Err(SearchError::Config(format!(
+            "{location} holds {stored_dim}-dimensional embeddings, {dim} asked for"
+        )));
+    }
+    Ok(())
+}
+
 struct State {
     index: Index,
     labels: HashMap<i64, Label>,
 }
 
+impl State {
+    fn build(config: &GalleryConfig, faces: Vec<StoredFace>) -> Result<Self, SearchError> {
+        let index = build_index(config, &faces)?;
+        let labels = faces
+            .into_iter()
+            .map(|f| (f.id, Label::of(f.identity, f.metadata)))
+            .collect();
+        Ok(Self { index, labels })
+    }
+
+    /// Adds a face unless the index has it (a replica sees its own enrolments come back).
+    fn add(&mut self, id: i64, label: Label, v: &[f32]) -> Result<(), SearchError> {
+        if self.labels.contains_key(&id) {
+            return Ok(());
+        }
+        self.index.add(id, v)?;
+        self.labels.insert(id, label);
+        Ok(())
+    }
+
+    fn remove(&mut self, id: i64) {
+        self.index.remove(id);
+        self.labels.remove(&id);
+    }
+}
+
 /// The gallery. `Sync`: share it between threads (an `Arc`), every method takes `&self`.
 pub struct Gallery {
-    path: PathBuf,
+    location: String,
     config: GalleryConfig,
-    db: Mutex<Connection>,
-    state: RwLock<State>,
+    store: Mutex<Box<dyn GalleryStore>>,
+    state: Arc<RwLock<State>>,
+    follower: Option<Follower>,
 }
 
 impl Gallery {
-    /// Opens the gallery at `path`, creating it if missing, checks the database and every
-    /// stored row, and builds the index.
+    /// Opens the SQLite gallery at `path`, creating it if missing, checks the database and
+    /// every stored row, and builds the index.
     pub fn open(path: impl AsRef<Path>, config: GalleryConfig) -> Result<Self, SearchError> {
-        let path = path.as_ref().to_path_buf();
+        Self::with_store(Box::new(crate::SqliteStore::open(path)?), config)
+    }
+
+    /// Opens `location`: a `postgres://` or `postgresql://` URL (a gallery service replicas
+    /// share, [`PgStore`](crate::PgStore)) or a SQLite file's path.
+    pub fn open_location(location: &str, config: GalleryConfig) -> Result<Self, SearchError> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            return Self::with_store(Box::new(crate::PgStore::connect(location)?), config);
+        }
+        Self::open(location, config)
+    }
+
+    /// A gallery over any store: its layout prepared, every face loaded and checked, the index
+    /// built and, for a shared store, a thread following the other writers' changes.
+    pub fn with_store(
+        mut store: Box<dyn GalleryStore>,
+        config: GalleryConfig,
+    ) -> Result<Self, SearchError> {
         if config.dim == 0 {
             return Err(SearchError::Config("embedding dimension 0".into()));
         }
-        let corrupt = |reason: String| SearchError::Corrupt {
-            path: path.display().to_string(),
-            reason,
-        };
-        let db = Connection::open(&path)?;
-        db.busy_timeout(std::time::Duration::from_secs(10))?;
-        // A 512-d row is a 2 KiB blob: SQLite's default 4 KiB pages hold one row each (half the
-        // file empty, measured: 4.1 GB for a million rows), 16 KiB pages hold seven. Takes
-        // effect when the database is created (before WAL mode is set); a no-op after.
-        db.execute_batch("PRAGMA page_size=16384")?;
-        let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(corrupt(format!("journal mode {mode}, WAL needed")));
-        }
-        db.execute_batch(
-            "PRAGMA synchronous=FULL;
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS faces (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 identity TEXT NOT NULL,
-                 metadata TEXT,
-                 embedding BLOB NOT NULL);
-             CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity);",
-        )?;
-        let check: String = db.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
-        if check != "ok" {
-            return Err(corrupt(format!("integrity check: {check}")));
-        }
-        let meta = |key: &str| -> Result<Option<String>, SearchError> {
-            Ok(db
-                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-                .optional()?)
-        };
-        match (meta("format")?, meta("dim")?) {
-            (None, None) => {
-                db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('format', ?1), ('dim', ?2)",
-                    params![FORMAT, config.dim.to_string()],
-                )?;
-            }
-            (Some(format), Some(dim)) => {
-                if format != FORMAT {
-                    return Err(corrupt(format!("format {format:?}, expected {FORMAT:?}")));
-                }
-                if dim != config.dim.to_string() {
-                    return Err(SearchError::Config(format!(
-                        "{} holds {dim}-dimensional embeddings, {} asked for",
-                        path.display(),
-                        config.dim
-                    )));
-                }
-            }
-            _ => return Err(corrupt("incomplete meta table".into())),
-        }
-        let rows = load_rows(&db, config.dim, &path)?;
-        let count = rows.len();
-        let index = build_index(&config, &rows)?;
-        let labels = rows.into_iter().map(|(id, label, _)| (id, label)).collect();
-        tracing::info!(path = %path.display(), rows = count, "gallery opened");
+        store.prepare(config.dim)?;
+        let (faces, feed) = store.load(config.dim, true)?;
+        let count = faces.len();
+        let state = Arc::new(RwLock::new(State::build(&config, faces)?));
+        let location = store.location();
+        let follower = feed.map(|feed| Follower::start(feed, state.clone(), location.clone()));
+        tracing::info!(gallery = %location, rows = count, "gallery opened");
         Ok(Self {
-            path,
+            location,
             config,
-            db: Mutex::new(db),
-            state: RwLock::new(State { index, labels }),
+            store: Mutex::new(store),
+            state,
+            follower,
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the faces are stored (a path, or a URL without its password).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Whether other replicas' changes are followed (a shared store).
+    pub fn is_shared(&self) -> bool {
+        self.follower.is_some()
     }
 
     /// The settings it runs with.
@@ -205,6 +308,11 @@ impl Gallery {
     /// Whether no face is enrolled.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether the index holds face `face_id` (enrolled here, or followed from a replica).
+    pub fn contains(&self, face_id: i64) -> bool {
+        self.read().labels.contains_key(&face_id)
     }
 
     /// Stores one face and returns its id; durable when this returns.
@@ -232,57 +340,30 @@ impl Gallery {
                 normalized(e, self.config.dim)
             })
             .collect::<Result<_, _>>()?;
-        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut ids = Vec::with_capacity(faces.len());
-        {
-            let mut insert = tx
-                .prepare("INSERT INTO faces (identity, metadata, embedding) VALUES (?1, ?2, ?3)")?;
-            for ((identity, metadata, _), v) in faces.iter().zip(&checked) {
-                let blob: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                insert.execute(params![identity, metadata, blob])?;
-                ids.push(tx.last_insert_rowid());
-            }
-        }
-        tx.commit()?;
+        let rows: Vec<(&str, Option<&str>, &[f32])> = (faces.iter().zip(&checked))
+            .map(|((identity, metadata, _), v)| (*identity, *metadata, v.as_slice()))
+            .collect();
+        let ids = self.store().insert(&rows)?;
         let mut state = self.write();
-        for (((identity, metadata, _), v), id) in faces.iter().zip(&checked).zip(&ids) {
-            state.index.add(*id, v)?;
-            state.labels.insert(
-                *id,
-                Label {
-                    identity: identity.to_string(),
-                    metadata: metadata.map(str::to_string),
-                },
-            );
+        for ((identity, metadata, v), id) in rows.iter().zip(&ids) {
+            state.add(*id, Label::of(identity.to_string(), metadata.map(str::to_string)), v)?;
         }
         Ok(ids)
     }
 
     /// Deletes one face; false if there was none with this id.
     pub fn delete(&self, face_id: i64) -> Result<bool, SearchError> {
-        let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        let n = db.execute("DELETE FROM faces WHERE id = ?1", [face_id])?;
-        let mut state = self.write();
-        state.index.remove(face_id);
-        state.labels.remove(&face_id);
-        Ok(n > 0)
+        let existed = self.store().delete(face_id)?;
+        self.write().remove(face_id);
+        Ok(existed)
     }
 
     /// Deletes every face of `identity` in one transaction; returns how many.
     pub fn delete_identity(&self, identity: &str) -> Result<usize, SearchError> {
-        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let ids: Vec<i64> = tx
-            .prepare("SELECT id FROM faces WHERE identity = ?1")?
-            .query_map([identity], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        tx.execute("DELETE FROM faces WHERE identity = ?1", [identity])?;
-        tx.commit()?;
+        let ids = self.store().delete_identity(identity)?;
         let mut state = self.write();
         for id in &ids {
-            state.index.remove(*id);
-            state.labels.remove(id);
+            state.remove(*id);
         }
         Ok(ids.len())
     }
@@ -317,15 +398,16 @@ impl Gallery {
             .collect())
     }
 
-    /// Rebuilds the in-memory index from the database (after many enrolments, to retrain IVF
+    /// Rebuilds the in-memory index from the store (after many enrolments, to retrain IVF
     /// cells).
     pub fn rebuild_index(&self) -> Result<(), SearchError> {
-        let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        let rows = load_rows(&db, self.config.dim, &self.path)?;
-        let index = build_index(&self.config, &rows)?;
-        let labels = rows.into_iter().map(|(id, l, _)| (id, l)).collect();
-        *self.write() = State { index, labels };
+        let (faces, _) = self.store().load(self.config.dim, false)?;
+        *self.write() = State::build(&self.config, faces)?;
         Ok(())
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Box<dyn GalleryStore>> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -337,50 +419,80 @@ impl Gallery {
     }
 }
 
-type Row = (i64, Label, Vec<f32>);
-
-/// Every stored face, each embedding checked (length, finite values); a damaged row is a
-/// [`SearchError::Corrupt`] naming it.
-fn load_rows(db: &Connection, dim: usize, path: &Path) -> Result<Vec<Row>, SearchError> {
-    let corrupt = |reason: String| SearchError::Corrupt {
-        path: path.display().to_string(),
-        reason,
-    };
-    let mut stmt = db.prepare("SELECT id, identity, metadata, embedding FROM faces ORDER BY id")?;
-    let mut rows = stmt.query([])?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        let id: i64 = row.get(0)?;
-        let blob: Vec<u8> = row.get(3)?;
-        if blob.len() != dim * 4 {
-            return Err(corrupt(format!(
-                "face {id}: embedding of {} bytes, {} expected",
-                blob.len(),
-                dim * 4
-            )));
-        }
-        let v: Vec<f32> = blob
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if !v.iter().all(|x| x.is_finite()) {
-            return Err(corrupt(format!("face {id}: non-finite embedding value")));
-        }
-        let label = Label {
-            identity: row.get(1)?,
-            metadata: row.get(2)?,
-        };
-        out.push((id, label, v));
-    }
-    Ok(out)
+/// The thread that applies a shared store's changes to the index, until the gallery is dropped.
+struct Follower {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-fn build_index(config: &GalleryConfig, rows: &[Row]) -> Result<Index, SearchError> {
+impl Follower {
+    fn start(mut feed: Box<dyn ChangeFeed>, state: Arc<RwLock<State>>, location: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("gallery-follower".into())
+            .spawn(move || {
+                let mut failing = false;
+                while !stopped.load(Ordering::Relaxed) {
+                    match feed.next_changes(Duration::from_millis(250)) {
+                        Ok(changes) => {
+                            if failing {
+                                tracing::info!(gallery = %location, "following changes again");
+                                failing = false;
+                            }
+                            apply(&state, changes);
+                        }
+                        Err(e) => {
+                            if !failing {
+                                tracing::warn!(gallery = %location, "following changes: {e}; retrying");
+                                failing = true;
+                            }
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                }
+            })
+            .expect("a thread for the gallery follower");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn apply(state: &RwLock<State>, changes: Vec<Change>) {
+    if changes.is_empty() {
+        return;
+    }
+    let mut state = state.write().unwrap_or_else(|p| p.into_inner());
+    for change in changes {
+        match change {
+            Change::Enrolled(f) => {
+                let label = Label::of(f.identity, f.metadata);
+                if let Err(e) = state.add(f.id, label, &f.embedding) {
+                    tracing::warn!("a followed enrolment was refused: {e}");
+                }
+            }
+            Change::Deleted(id) => state.remove(id),
+        }
+    }
+}
+
+fn build_index(config: &GalleryConfig, rows: &[StoredFace]) -> Result<Index, SearchError> {
     let mut index = match config.index {
         IndexKind::Ivf(ivf) if rows.len() >= 8 * ivf.nlist => {
             // Train on up to 64 rows per cell, spread over the gallery.
             let step = (rows.len() / (64 * ivf.nlist)).max(1);
-            let sample: Vec<Vec<f32>> = rows.iter().step_by(step).map(|r| r.2.clone()).collect();
+            let sample: Vec<Vec<f32>> = rows.iter().step_by(step).map(|r| r.embedding.clone()).collect();
             Index::Ivf(IvfIndex::train(config.dim, config.precision, &sample, ivf)?)
         }
         IndexKind::Ivf(ivf) => {
@@ -397,8 +509,8 @@ fn build_index(config: &GalleryConfig, rows: &[Row]) -> Result<Index, SearchErro
             Index::Exact(flat)
         }
     };
-    for (id, _, v) in rows {
-        index.add(*id, v)?;
+    for f in rows {
+        index.add(f.id, &f.embedding)?;
     }
     Ok(index)
 }

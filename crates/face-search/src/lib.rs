@@ -5,19 +5,26 @@
 //!   time ([`Kernels`]), rayon threads, batched queries sharing one pass over the gallery as
 //!   matrix products (f32/f16) or register tiles (int8).
 //! - [`IvfIndex`]: approximate search over k-means cells, for galleries past a few million.
-//! - [`Gallery`]: identities and metadata in SQLite, durable enrolment and deletion, the index
-//!   rebuilt at open; concurrent searches during writes.
+//! - [`Gallery`]: identities and metadata in a [`GalleryStore`] (SQLite embedded, or PostgreSQL
+//!   shared by service replicas that follow each other's changes), durable enrolment and
+//!   deletion, the index rebuilt at open; concurrent searches during writes.
 
 mod error;
 pub mod flat;
 pub mod gallery;
 pub mod ivf;
 pub mod kernels;
+pub mod postgres;
+pub mod sqlite;
 pub mod topk;
 
 pub use error::SearchError;
 pub use flat::{normalized, FlatIndex, Precision};
-pub use gallery::{Gallery, GalleryConfig, IndexKind, Match};
+pub use gallery::{
+    Change, ChangeFeed, Gallery, GalleryConfig, GalleryStore, IndexKind, Match, StoredFace,
+};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 pub use ivf::{IvfConfig, IvfIndex};
 pub use kernels::Kernels;
 pub use topk::{Hit, TopK};

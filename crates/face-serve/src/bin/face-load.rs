@@ -23,9 +23,10 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct Load {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    addr: String,
+    /// Server address; several, comma-separated, spread the clients over service replicas
+    /// (client i talks to address i mod N).
+    #[arg(long, default_value = "127.0.0.1:50051", value_delimiter = ',')]
+    addr: Vec<String>,
     /// Concurrent clients, each with its own connection, one request at a time.
     #[arg(long, default_value_t = 4)]
     clients: usize,
@@ -71,8 +72,9 @@ enum Command {
     },
     /// Fill a gallery database with random normalized faces (bulk transactions).
     Populate {
+        /// A SQLite file, or a `postgres://` URL.
         #[arg(long)]
-        gallery: PathBuf,
+        gallery: String,
         #[arg(long, default_value_t = 1_000_000)]
         faces: usize,
         #[arg(long, default_value_t = 512)]
@@ -143,11 +145,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn load(load: Load, call: Call, what: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let url = format!("http://{}", load.addr);
     let until = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let mut tasks = Vec::new();
     for client in 0..load.clients {
-        let (url, call, until, warmup) = (url.clone(), call.clone(), until.clone(), load.warmup);
+        let url = format!("http://{}", load.addr[client % load.addr.len()]);
+        let (call, until, warmup) = (call.clone(), until.clone(), load.warmup);
         let seconds = load.seconds;
         tasks.push(tokio::spawn(async move {
             let mut c = FaceServiceClient::connect(url)
@@ -183,6 +185,7 @@ async fn load(load: Load, call: Call, what: &str) -> Result<(), Box<dyn std::err
     let report = serde_json::json!({
         "rpc": what,
         "clients": load.clients,
+        "replicas": load.addr.len(),
         "seconds": load.seconds,
         "requests": times.len() + errors.len(),
         "errors": errors.len(),
@@ -209,8 +212,8 @@ async fn load(load: Load, call: Call, what: &str) -> Result<(), Box<dyn std::err
     Ok(())
 }
 
-fn populate(gallery: PathBuf, faces: usize, dim: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let g = face_search::Gallery::open(&gallery, face_search::GalleryConfig::new(dim))?;
+fn populate(gallery: String, faces: usize, dim: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let g = face_search::Gallery::open_location(&gallery, face_search::GalleryConfig::new(dim))?;
     let mut rng = Rng(42);
     let t = Instant::now();
     let chunk = 20_000;
@@ -232,7 +235,7 @@ fn populate(gallery: PathBuf, faces: usize, dim: usize) -> Result<(), Box<dyn st
         );
     }
     eprintln!();
-    println!("{}: {} faces", gallery.display(), g.len());
+    println!("{}: {} faces", g.location(), g.len());
     Ok(())
 }
 
