@@ -65,18 +65,26 @@ fn free_port(n: u16) -> u16 {
 
 fn node(rank: usize) {
     let shape = std::env::var("ALLREDUCE_SHAPE").expect("shape");
-    let v: Vec<usize> = shape.split(' ').map(|x| x.parse().expect("number")).collect();
+    let v: Vec<usize> = shape
+        .split(' ')
+        .map(|x| x.parse().expect("number"))
+        .collect();
     let (nodes, floats, runs, port) = (v[0], v[1], v[2], v[3] as u16);
     let coordinator = SocketAddr::from(([127, 0, 0, 1], port));
     let ring = RingCollective::join(&ClusterConfig::local(nodes, rank, coordinator)).expect("join");
     let device = Default::default();
-    let values: Vec<f32> = (0..floats).map(|i| ((i % 1000) as f32) * (rank + 1) as f32).collect();
+    let values: Vec<f32> = (0..floats)
+        .map(|i| ((i % 1000) as f32) * (rank + 1) as f32)
+        .collect();
     let tensor = Tensor::<Flex, 1>::from_floats(values.as_slice(), &device);
     // Warm-up, and a check: node r sends (i % 1000) x (r + 1).
     let sum = Collective::<Flex>::sum(&ring, tensor.clone(), "warm-up").expect("sum");
     let got: Vec<f32> = sum.into_data().to_vec().expect("f32");
     let factor = (nodes * (nodes + 1) / 2) as f32;
-    assert!(got.iter().enumerate().all(|(i, &x)| x == (i % 1000) as f32 * factor));
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, &x)| x == (i % 1000) as f32 * factor));
     let mut ms = Vec::with_capacity(runs);
     for _ in 0..runs {
         let start = Instant::now();

@@ -43,7 +43,12 @@ fn node(args: &[&str], nodes: u16, rank: u16, port: u16, timeout: u32) -> Child 
     Command::new(env!("CARGO_BIN_EXE_arcface"))
         .arg("train")
         .args(args)
-        .args(["--nodes", &nodes.to_string(), "--node-rank", &rank.to_string()])
+        .args([
+            "--nodes",
+            &nodes.to_string(),
+            "--node-rank",
+            &rank.to_string(),
+        ])
         .args(["--coordinator", &format!("127.0.0.1:{port}")])
         .args(["--node-timeout", &timeout.to_string(), "--json"])
         .stdout(Stdio::piped())
@@ -65,7 +70,9 @@ fn finish(child: Child) -> serde_json::Value {
 /// Trains `nodes` processes to the end; their reports.
 fn run_nodes(args: &[&str], nodes: u16) -> Vec<serde_json::Value> {
     let port = free_ports(nodes);
-    let children: Vec<Child> = (0..nodes).map(|r| node(args, nodes, r, port, 120)).collect();
+    let children: Vec<Child> = (0..nodes)
+        .map(|r| node(args, nodes, r, port, 120))
+        .collect();
     children.into_iter().map(finish).collect()
 }
 
@@ -108,7 +115,11 @@ fn two_nodes_train_the_weights_of_one_process_with_two_devices() {
         .args(["--out", one.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let reports = run_nodes(&["--config", config, "--out", two.to_str().unwrap()], 2);
     for report in &reports {
@@ -118,7 +129,10 @@ fn two_nodes_train_the_weights_of_one_process_with_two_devices() {
     let (rank0, rank1) = (weights(&two), weights(&two.join("node-1")));
     assert_eq!(rank0, rank1, "every node holds the same bits");
     let rel = relative_difference(&expected, &rank0);
-    assert!(rel <= 1e-5, "two processes vs one with two devices: {rel:e}");
+    assert!(
+        rel <= 1e-5,
+        "two processes vs one with two devices: {rel:e}"
+    );
     // Not trivially equal: training moved the weights.
     let fresh = tmp.path().join("fresh");
     let zero = self::config(tmp.path(), 0);
@@ -127,7 +141,11 @@ fn two_nodes_train_the_weights_of_one_process_with_two_devices() {
         .args(["--out", fresh.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(relative_difference(&expected, &weights(&fresh)) > 1e-2);
 }
 

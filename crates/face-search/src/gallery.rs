@@ -346,7 +346,11 @@ impl Gallery {
         let ids = self.store().insert(&rows)?;
         let mut state = self.write();
         for ((identity, metadata, v), id) in rows.iter().zip(&ids) {
-            state.add(*id, Label::of(identity.to_string(), metadata.map(str::to_string)), v)?;
+            state.add(
+                *id,
+                Label::of(identity.to_string(), metadata.map(str::to_string)),
+                v,
+            )?;
         }
         Ok(ids)
     }
@@ -492,7 +496,11 @@ fn build_index(config: &GalleryConfig, rows: &[StoredFace]) -> Result<Index, Sea
         IndexKind::Ivf(ivf) if rows.len() >= 8 * ivf.nlist => {
             // Train on up to 64 rows per cell, spread over the gallery.
             let step = (rows.len() / (64 * ivf.nlist)).max(1);
-            let sample: Vec<Vec<f32>> = rows.iter().step_by(step).map(|r| r.embedding.clone()).collect();
+            let sample: Vec<Vec<f32>> = rows
+                .iter()
+                .step_by(step)
+                .map(|r| r.embedding.clone())
+                .collect();
             Index::Ivf(IvfIndex::train(config.dim, config.precision, &sample, ivf)?)
         }
         IndexKind::Ivf(ivf) => {

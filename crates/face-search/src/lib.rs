@@ -23,8 +23,8 @@ pub use flat::{normalized, FlatIndex, Precision};
 pub use gallery::{
     Change, ChangeFeed, Gallery, GalleryConfig, GalleryStore, IndexKind, Match, StoredFace,
 };
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
 pub use ivf::{IvfConfig, IvfIndex};
 pub use kernels::Kernels;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 pub use topk::{Hit, TopK};

@@ -93,10 +93,11 @@ impl GalleryStore for SqliteStore {
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             let blob: Vec<u8> = row.get(3)?;
-            let embedding = decode_embedding(&blob, dim).map_err(|reason| SearchError::Corrupt {
-                path: self.path.display().to_string(),
-                reason: format!("face {id}: {reason}"),
-            })?;
+            let embedding =
+                decode_embedding(&blob, dim).map_err(|reason| SearchError::Corrupt {
+                    path: self.path.display().to_string(),
+                    reason: format!("face {id}: {reason}"),
+                })?;
             out.push(StoredFace {
                 id,
                 identity: row.get(1)?,
@@ -123,7 +124,10 @@ impl GalleryStore for SqliteStore {
     }
 
     fn delete(&mut self, face_id: i64) -> Result<bool, SearchError> {
-        Ok(self.db.execute("DELETE FROM faces WHERE id = ?1", [face_id])? > 0)
+        Ok(self
+            .db
+            .execute("DELETE FROM faces WHERE id = ?1", [face_id])?
+            > 0)
     }
 
     fn delete_identity(&mut self, identity: &str) -> Result<Vec<i64>, SearchError> {

@@ -57,10 +57,13 @@ fn an_enrolment_on_one_replica_is_found_on_the_others_within_a_bounded_delay() {
     for round in 0..60u64 {
         let (writer, reader) = (round as usize % 3, (round as usize + 1) % 3);
         let v = face(round);
-        let id = replicas[writer].enroll(&format!("p{round}"), Some("m"), &v).unwrap();
+        let id = replicas[writer]
+            .enroll(&format!("p{round}"), Some("m"), &v)
+            .unwrap();
         let found = || {
             let best = replicas[reader].search(&v, 1).unwrap();
-            best.first().is_some_and(|m| m.face_id == id && m.identity == format!("p{round}"))
+            best.first()
+                .is_some_and(|m| m.face_id == id && m.identity == format!("p{round}"))
         };
         let delay = within(Duration::from_secs(5), found)
             .unwrap_or_else(|| panic!("face {id} never reached replica {reader}"));
@@ -76,7 +79,10 @@ fn an_enrolment_on_one_replica_is_found_on_the_others_within_a_bounded_delay() {
     delays.sort_by(f64::total_cmp);
     let (p50, max) = (delays[delays.len() / 2], delays[delays.len() - 1]);
     println!("replica-to-replica delay over 60 enrolments: p50 {p50:.1} ms, max {max:.1} ms");
-    assert!(max < 1000.0, "slowest enrolment took {max:.1} ms to reach another replica");
+    assert!(
+        max < 1000.0,
+        "slowest enrolment took {max:.1} ms to reach another replica"
+    );
     for g in &replicas {
         assert_eq!(g.len(), 40);
     }
@@ -116,8 +122,9 @@ fn concurrent_clients_on_three_replicas_converge_and_a_reopened_replica_catches_
     assert_eq!((kept.len(), gone.len()), (120, 40));
     let all: HashSet<i64> = kept.union(&gone).copied().collect();
     for (r, g) in replicas.iter().enumerate() {
-        within(Duration::from_secs(5), || ids(g, &all) == kept)
-            .unwrap_or_else(|| panic!("replica {r} holds {} of {}", ids(g, &all).len(), kept.len()));
+        within(Duration::from_secs(5), || ids(g, &all) == kept).unwrap_or_else(|| {
+            panic!("replica {r} holds {} of {}", ids(g, &all).len(), kept.len())
+        });
         assert_eq!(g.len(), kept.len());
     }
     // Every kept face is its own best match on every replica.
@@ -148,8 +155,12 @@ fn a_database_crash_under_load_loses_no_acknowledged_enrolment() {
     let failed = Arc::new(Mutex::new(vec![]));
     let writers: Vec<_> = (0..3u64)
         .map(|w| {
-            let (replicas, stop, acked, failed) =
-                (replicas.clone(), stop.clone(), acked.clone(), failed.clone());
+            let (replicas, stop, acked, failed) = (
+                replicas.clone(),
+                stop.clone(),
+                acked.clone(),
+                failed.clone(),
+            );
             std::thread::spawn(move || {
                 let mut k = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -183,7 +194,9 @@ fn a_database_crash_under_load_loses_no_acknowledged_enrolment() {
     let failed = failed.lock().unwrap().clone();
     assert!(!failed.is_empty(), "the crash failed no call");
     assert!(
-        failed.iter().all(|e| e.contains("gallery database postgres://arcface@127.0.0.1")),
+        failed
+            .iter()
+            .all(|e| e.contains("gallery database postgres://arcface@127.0.0.1")),
         "{:?}",
         &failed[..3.min(failed.len())]
     );
@@ -193,8 +206,10 @@ fn a_database_crash_under_load_loses_no_acknowledged_enrolment() {
     let missing: Vec<_> = acked.iter().filter(|&&id| !fresh.contains(id)).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
     for (r, g) in replicas.iter().enumerate() {
-        within(Duration::from_secs(10), || acked.iter().all(|&id| g.contains(id)))
-            .unwrap_or_else(|| panic!("replica {r} did not catch up after the restart"));
+        within(Duration::from_secs(10), || {
+            acked.iter().all(|&id| g.contains(id))
+        })
+        .unwrap_or_else(|| panic!("replica {r} did not catch up after the restart"));
     }
     println!(
         "{} enrolments acknowledged, {} calls failed while the server was down",

@@ -27,7 +27,9 @@ impl TempCluster {
             .tempdir()
             .expect("a temporary directory");
         if as_postgres {
-            run(Command::new("chown").args(["postgres:postgres"]).arg(dir.path()));
+            run(Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path()));
         }
         let data = dir.path().join("data");
         let cluster = Self {
@@ -53,7 +55,9 @@ impl TempCluster {
     /// Stops the server abruptly (`-m immediate`: no shutdown checkpoint, as after a crash).
     pub fn crash(&self) {
         let mut stop = self.command("pg_ctl");
-        stop.arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]);
+        stop.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"]);
         run(&mut stop);
     }
 
@@ -65,7 +69,11 @@ impl TempCluster {
             self.data.parent().expect("data dir has a parent").display()
         );
         let mut start = self.command("pg_ctl");
-        start.arg("-D").arg(&self.data).arg("-l").arg(self.data.join("server.log"));
+        start
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.data.join("server.log"));
         start.args(["-w", "-t", "60", "-o", &options, "start"]);
         run(&mut start);
     }
@@ -86,14 +94,17 @@ impl TempCluster {
 impl Drop for TempCluster {
     fn drop(&mut self) {
         let mut stop = self.command("pg_ctl");
-        stop.arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]);
+        stop.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"]);
         let _ = stop.output();
     }
 }
 
 fn bin_dir() -> PathBuf {
     let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).find(|p| p.join("initdb").is_file() && p.join("pg_ctl").is_file())
+        std::env::split_paths(&paths)
+            .find(|p| p.join("initdb").is_file() && p.join("pg_ctl").is_file())
     });
     let packaged = || {
         let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
@@ -124,7 +135,9 @@ fn free_port() -> u16 {
 }
 
 fn run(command: &mut Command) {
-    let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
     assert!(
         out.status.success(),
         "{command:?} failed:\n{}{}",
@@ -137,4 +150,3 @@ fn run(command: &mut Command) {
 pub fn log(cluster: &TempCluster) -> String {
     std::fs::read_to_string(cluster.data.join("server.log")).unwrap_or_default()
 }
-
