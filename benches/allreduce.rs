@@ -14,7 +14,12 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use trainer::{ClusterConfig, Collective, RingCollective};
 
+// As in the `arcface` binary that trains.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
+    iresnet::keep_freed_memory();
     if let Ok(rank) = std::env::var("ALLREDUCE_RANK") {
         return node(rank.parse().expect("rank"));
     }

@@ -22,6 +22,7 @@ use burn::tensor::{backend::Backend, Tensor, TensorData};
 use burn_communication::websocket::{WsClient, WsClientChannel, WsServer};
 use burn_communication::{Address, CommunicationChannel, Message, ProtocolClient, ProtocolServer};
 use face_data::shard_range;
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::TrainError;
@@ -103,7 +104,7 @@ pub struct RingCollective {
 /// The two neighbours, and how many sums this node has made.
 struct Ring {
     next: Option<WsClientChannel>,
-    prev: mpsc::UnboundedReceiver<Result<Vec<u8>, String>>,
+    prev: mpsc::UnboundedReceiver<Result<Bytes, String>>,
     calls: u64,
 }
 
@@ -290,12 +291,12 @@ async fn receive_chunk(
 async fn serve_ring(
     port: u16,
     mut stopped: watch::Receiver<bool>,
-) -> mpsc::UnboundedReceiver<Result<Vec<u8>, String>> {
+) -> mpsc::UnboundedReceiver<Result<Bytes, String>> {
     let (tx, rx) = mpsc::unbounded_channel();
     let server = WsServer::new(port).route("ring", move |mut channel| async move {
         loop {
             let item = match channel.recv().await {
-                Ok(Some(m)) => Ok(m.data.to_vec()),
+                Ok(Some(m)) => Ok(m.data),
                 Ok(None) => Err("the previous node closed the connection".to_string()),
                 Err(e) => Err(format!("the previous node's connection broke ({e:?})")),
             };

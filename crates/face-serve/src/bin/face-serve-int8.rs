@@ -22,9 +22,9 @@ struct Cli {
     /// An int8 model from `arcface quantize`.
     #[arg(long)]
     model: PathBuf,
-    /// Gallery database (SQLite; created when missing).
+    /// Gallery: a SQLite file (created when missing) or a `postgres://` URL shared by replicas.
     #[arg(long)]
-    gallery: PathBuf,
+    gallery: String,
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: SocketAddr,
     /// Cosine similarity at and above which `Verify` says "same person".
@@ -37,10 +37,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = quantize::QuantizedModel::load(&cli.model)?;
     let engine = model.engine()?;
     let dim = face_embed::Embedder::embedding_dim(&engine);
-    let gallery = Gallery::open(&cli.gallery, GalleryConfig::new(dim))?;
+    let gallery = Gallery::open_location(&cli.gallery, GalleryConfig::new(dim))?;
     eprintln!(
         "gallery {}: {} faces; int8 model {} (D={dim}); listening on {}",
-        cli.gallery.display(),
+        gallery.location(),
         gallery.len(),
         cli.model.display(),
         cli.addr
