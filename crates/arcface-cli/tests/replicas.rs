@@ -51,6 +51,8 @@ fn replica(url: &str, addr: SocketAddr, model: &std::path::Path) -> Child {
         }
         said.push(line);
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!(
         "arcface serve on {addr} did not start:\n{}",
         said.join("\n")

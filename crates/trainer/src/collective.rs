@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use burn_communication::websocket::{WsClient, WsClientChannel, WsServer};
 use burn_communication::{Address, CommunicationChannel, Message, ProtocolClient, ProtocolServer};
-use face_data::shard_range;
 use bytes::Bytes;
+use face_data::shard_range;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::TrainError;
@@ -123,6 +123,12 @@ impl RingCollective {
             .enable_all()
             .build()
             .map_err(|e| TrainError::Collective(format!("no runtime: {e}")))?;
+        // burn-communication's servers bind 0.0.0.0 and report a failed bind nowhere: a port in
+        // use is found here, with a message, instead of as a timeout.
+        free_port(cluster.node_address.port(), "--node-address")?;
+        if cluster.rank == 0 {
+            free_port(cluster.coordinator.port(), "--coordinator")?;
+        }
         let (stop, stopped) = watch::channel(false);
         let prev = runtime.block_on(serve_ring(cluster.node_address.port(), stopped.clone()));
         if cluster.rank == 0 {
@@ -414,6 +420,93 @@ async fn join_ring(cluster: &ClusterConfig) -> Result<Option<WsClientChannel>, S
     }
 }
 
+/// Whether this node can serve on `port` (all interfaces, as burn-communication binds).
+fn free_port(port: u16, flag: &str) -> Result<(), TrainError> {
+    std::net::TcpListener::bind(("0.0.0.0", port))
+        .map(drop)
+        .map_err(|e| TrainError::Collective(format!("port {port} ({flag}) cannot be served: {e}")))
+}
+
 fn ws_address(addr: SocketAddr) -> Result<Address, String> {
     Address::from_str(&format!("ws://{addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    fn ports(n: u16) -> u16 {
+        loop {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = probe.local_addr().unwrap().port();
+            drop(probe);
+            if port < 60000
+                && (0..=n).all(|k| std::net::TcpListener::bind(("0.0.0.0", port + k)).is_ok())
+            {
+                return port;
+            }
+        }
+    }
+
+    /// Three nodes (threads here; nothing is global) sum tensors of every length, again and
+    /// again: every node gets the same bits, equal to the sum.
+    #[test]
+    fn three_nodes_sum_repeatedly_to_the_same_bits() {
+        let port = ports(3);
+        let coordinator = SocketAddr::from(([127, 0, 0, 1], port));
+        let lengths = [0usize, 1, 2, 3, 7, 1000, (1 << 20) + 5];
+        let results: Vec<Vec<Vec<f32>>> = std::thread::scope(|s| {
+            let nodes: Vec<_> = (0..3)
+                .map(|rank| {
+                    s.spawn(move || {
+                        let mut cluster = ClusterConfig::local(3, rank, coordinator);
+                        cluster.timeout = Duration::from_secs(60);
+                        let ring = RingCollective::join(&cluster).unwrap();
+                        let device = Default::default();
+                        lengths
+                            .iter()
+                            .map(|&n| {
+                                let v: Vec<f32> = (0..n)
+                                    .map(|i| (i as f32 + 0.25) * (rank + 1) as f32)
+                                    .collect();
+                                let t = Tensor::<Flex, 1>::from_floats(v.as_slice(), &device);
+                                let sum = Collective::<Flex>::sum(&ring, t, "test").unwrap();
+                                sum.into_data().to_vec::<f32>().unwrap()
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            nodes.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(results[0], results[1]);
+        assert_eq!(results[0], results[2]);
+        for (sums, &n) in results[0].iter().zip(&lengths) {
+            assert_eq!(sums.len(), n);
+            for (i, &x) in sums.iter().enumerate() {
+                let expected = (i as f32 + 0.25) * 6.0;
+                assert!(
+                    (x - expected).abs() <= 1e-6 * expected,
+                    "{n}: [{i}] {x} vs {expected}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_port_in_use_is_an_error_that_names_it() {
+        let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let mut cluster = ClusterConfig::local(2, 1, SocketAddr::from(([127, 0, 0, 1], 1)));
+        cluster.node_address = SocketAddr::from(([127, 0, 0, 1], port));
+        let err = RingCollective::join(&cluster)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains(&format!("port {port} (--node-address)")),
+            "{err}"
+        );
+    }
 }
