@@ -30,7 +30,7 @@ fn main() {
         Some(n) => n.parse().expect("FLOATS: a count or r50"),
     };
     let runs: usize = args.get(2).map_or(10, |a| a.parse().expect("RUNS"));
-    let port = free_port(nodes as u16);
+    let port = test_support::net::free_ports(nodes as u16);
     let exe = std::env::current_exe().expect("own path");
     let children: Vec<_> = (0..nodes)
         .map(|rank| {
@@ -53,19 +53,6 @@ fn r50_parameters() -> usize {
         .init::<Flex>(&Default::default())
         .expect("IResNet-50")
         .num_params()
-}
-
-fn free_port(n: u16) -> u16 {
-    loop {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-        let port = probe.local_addr().expect("port").port();
-        drop(probe);
-        if port < 60000
-            && (1..=n).all(|k| std::net::TcpListener::bind(("127.0.0.1", port + k)).is_ok())
-        {
-            return port;
-        }
-    }
 }
 
 fn node(rank: usize) {

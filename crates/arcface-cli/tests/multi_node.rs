@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use iresnet::burn::backend::{Autodiff, Flex};
 use iresnet::burn::module::{Module, ModuleVisitor, Param};
 use iresnet::burn::tensor::{backend::Backend, Tensor};
+use test_support::net::free_ports;
 use test_support::tiny_training;
 
 type Ad = Autodiff<Flex>;
@@ -22,20 +23,6 @@ fn config(dir: &Path, steps: u32) -> PathBuf {
     let path = dir.join(format!("tiny-{steps}.toml"));
     std::fs::write(&path, config.to_toml()).unwrap();
     path
-}
-
-/// A port for the coordinator with the next `n` free as well (node r serves on port + 1 + r).
-fn free_ports(n: u16) -> u16 {
-    loop {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = probe.local_addr().unwrap().port();
-        drop(probe);
-        if port < 60000
-            && (1..=n).all(|k| std::net::TcpListener::bind(("127.0.0.1", port + k)).is_ok())
-        {
-            return port;
-        }
-    }
 }
 
 /// Node `rank` of `nodes`, training per `args` (`--config ...` or `--resume ...`).
@@ -104,22 +91,31 @@ fn relative_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
     diff / scale
 }
 
+/// One process training per `args`, to the end.
+fn train_alone(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_arcface"))
+        .arg("train")
+        .args(args)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "arcface train {args:?}: {said}");
+}
+
 #[test]
 fn two_nodes_train_the_weights_of_one_process_with_two_devices() {
     let tmp = tempfile::tempdir().unwrap();
     let config = config(tmp.path(), 8);
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
     let config = config.to_str().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_arcface"))
-        .args(["train", "--config", config, "--devices", "2", "--json"])
-        .args(["--out", one.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    train_alone(&[
+        "--config",
+        config,
+        "--devices",
+        "2",
+        "--out",
+        one.to_str().unwrap(),
+    ]);
 
     let reports = run_nodes(&["--config", config, "--out", two.to_str().unwrap()], 2);
     for report in &reports {
@@ -136,16 +132,12 @@ fn two_nodes_train_the_weights_of_one_process_with_two_devices() {
     // Not trivially equal: training moved the weights.
     let fresh = tmp.path().join("fresh");
     let zero = self::config(tmp.path(), 0);
-    let out = Command::new(env!("CARGO_BIN_EXE_arcface"))
-        .args(["train", "--config", zero.to_str().unwrap(), "--json"])
-        .args(["--out", fresh.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    train_alone(&[
+        "--config",
+        zero.to_str().unwrap(),
+        "--out",
+        fresh.to_str().unwrap(),
+    ]);
     assert!(relative_difference(&expected, &weights(&fresh)) > 1e-2);
 }
 

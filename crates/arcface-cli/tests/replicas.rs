@@ -65,17 +65,7 @@ fn free_addr() -> SocketAddr {
 }
 
 fn unit(seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..512)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-    v.iter().map(|a| a / n).collect()
+    test_support::net::unit_vector(seed, 512)
 }
 
 fn input(values: Vec<f32>) -> Option<proto::FaceInput> {

@@ -19,17 +19,7 @@ fn replica(cluster: &TempCluster) -> Gallery {
 
 /// A unit vector only `seed` gives.
 fn face(seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..DIM)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-    v.iter().map(|a| a / n).collect()
+    test_support::net::unit_vector(seed, DIM)
 }
 
 /// Waits until `done` holds, up to `limit`; how long it took.

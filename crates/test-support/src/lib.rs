@@ -3,6 +3,7 @@
 //! ([`real_faces`], feature `real-faces`) and the smallest training run ([`tiny_training`],
 //! feature `training`) and a throwaway PostgreSQL server ([`postgres`], feature `postgres`).
 
+pub mod net;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod real_data;

@@ -35,7 +35,7 @@ impl TempCluster {
         let cluster = Self {
             data,
             bin,
-            port: free_port(),
+            port: crate::net::free_ports(0),
             as_postgres,
             _dir: dir,
         };
@@ -127,11 +127,6 @@ fn bin_dir() -> PathBuf {
 fn is_root() -> bool {
     let out = Command::new("id").arg("-u").output().expect("id -u");
     String::from_utf8_lossy(&out.stdout).trim() == "0"
-}
-
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    probe.local_addr().expect("its address").port()
 }
 
 fn run(command: &mut Command) {

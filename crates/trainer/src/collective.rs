@@ -436,24 +436,11 @@ mod tests {
     use super::*;
     use burn::backend::Flex;
 
-    fn ports(n: u16) -> u16 {
-        loop {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = probe.local_addr().unwrap().port();
-            drop(probe);
-            if port < 60000
-                && (0..=n).all(|k| std::net::TcpListener::bind(("0.0.0.0", port + k)).is_ok())
-            {
-                return port;
-            }
-        }
-    }
-
     /// Three nodes (threads here; nothing is global) sum tensors of every length, again and
     /// again: every node gets the same bits, equal to the sum.
     #[test]
     fn three_nodes_sum_repeatedly_to_the_same_bits() {
-        let port = ports(3);
+        let port = test_support::net::free_ports(3);
         let coordinator = SocketAddr::from(([127, 0, 0, 1], port));
         let lengths = [0usize, 1, 2, 3, 7, 1000, (1 << 20) + 5];
         let results: Vec<Vec<Vec<f32>>> = std::thread::scope(|s| {
