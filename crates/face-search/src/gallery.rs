@@ -142,14 +142,15 @@ pub trait GalleryStore: Send {
     fn location(&self) -> String;
     /// Creates the layout for `dim`-value embeddings, or checks the one there.
     fn prepare(&mut self, dim: usize) -> Result<(), SearchError>;
-    /// Every stored face, each checked; with `follow`, for a store others write to as well, the
-    /// feed of their changes from this snapshot on.
-    #[allow(clippy::type_complexity)]
+    /// Every stored face, each checked, into `sink` one at a time (a gallery builds its index as
+    /// they come, without holding them all); with `follow`, for a store others write to as well,
+    /// the feed of their changes from this snapshot on.
     fn load(
         &mut self,
         dim: usize,
         follow: bool,
-    ) -> Result<(Vec<StoredFace>, Option<Box<dyn ChangeFeed>>), SearchError>;
+        sink: &mut dyn FaceSink,
+    ) -> Result<Option<Box<dyn ChangeFeed>>, SearchError>;
     /// Stores normalized faces in one transaction and returns their ids in order; durable
     /// when it returns.
     fn insert(&mut self, faces: &[(&str, Option<&str>, &[f32])]) -> Result<Vec<i64>, SearchError>;
@@ -157,6 +158,25 @@ pub trait GalleryStore: Send {
     fn delete(&mut self, face_id: i64) -> Result<bool, SearchError>;
     /// Deletes every face of `identity` in one transaction; their ids.
     fn delete_identity(&mut self, identity: &str) -> Result<Vec<i64>, SearchError>;
+}
+
+/// What a store's [`GalleryStore::load`] fills: told how many faces to expect, then each face.
+pub trait FaceSink {
+    /// About how many faces follow (to reserve room once).
+    fn expect(&mut self, faces: usize);
+    /// One stored face.
+    fn push(&mut self, face: StoredFace) -> Result<(), SearchError>;
+}
+
+impl FaceSink for Vec<StoredFace> {
+    fn expect(&mut self, faces: usize) {
+        self.reserve(faces);
+    }
+
+    fn push(&mut self, face: StoredFace) -> Result<(), SearchError> {
+        Vec::push(self, face);
+        Ok(())
+    }
 }
 
 /// An embedding as stored: little-endian f32s.
@@ -209,14 +229,47 @@ struct State {
     labels: HashMap<i64, Label>,
 }
 
+impl FaceSink for State {
+    fn expect(&mut self, faces: usize) {
+        if let Index::Exact(flat) = &mut self.index {
+            flat.reserve(faces);
+        }
+        self.labels.reserve(faces);
+    }
+
+    fn push(&mut self, face: StoredFace) -> Result<(), SearchError> {
+        self.add(
+            face.id,
+            Label::of(face.identity, face.metadata),
+            &face.embedding,
+        )
+    }
+}
+
 impl State {
-    fn build(config: &GalleryConfig, faces: Vec<StoredFace>) -> Result<Self, SearchError> {
+    /// Loads every face of `store` into a new index: exact indexes are filled as the faces
+    /// arrive; IVF cells are trained on a sample, so the faces are held until then.
+    fn load(
+        store: &mut dyn GalleryStore,
+        config: &GalleryConfig,
+        follow: bool,
+    ) -> Result<(Self, Option<Box<dyn ChangeFeed>>), SearchError> {
+        if let IndexKind::Exact = config.index {
+            let mut state = Self {
+                index: Index::Exact(FlatIndex::new(config.dim, config.precision)),
+                labels: HashMap::new(),
+            };
+            let feed = store.load(config.dim, follow, &mut state)?;
+            return Ok((state, feed));
+        }
+        let mut faces: Vec<StoredFace> = vec![];
+        let feed = store.load(config.dim, follow, &mut faces)?;
         let index = build_index(config, &faces)?;
         let labels = faces
             .into_iter()
             .map(|f| (f.id, Label::of(f.identity, f.metadata)))
             .collect();
-        Ok(Self { index, labels })
+        Ok((Self { index, labels }, feed))
     }
 
     /// Adds a face unless the index has it (a replica sees its own enrolments come back).
@@ -270,9 +323,9 @@ impl Gallery {
             return Err(SearchError::Config("embedding dimension 0".into()));
         }
         store.prepare(config.dim)?;
-        let (faces, feed) = store.load(config.dim, true)?;
-        let count = faces.len();
-        let state = Arc::new(RwLock::new(State::build(&config, faces)?));
+        let (state, feed) = State::load(store.as_mut(), &config, true)?;
+        let count = state.labels.len();
+        let state = Arc::new(RwLock::new(state));
         let location = store.location();
         let follower = feed.map(|feed| Follower::start(feed, state.clone(), location.clone()));
         tracing::info!(gallery = %location, rows = count, "gallery opened");
@@ -405,8 +458,8 @@ impl Gallery {
     /// Rebuilds the in-memory index from the store (after many enrolments, to retrain IVF
     /// cells).
     pub fn rebuild_index(&self) -> Result<(), SearchError> {
-        let (faces, _) = self.store().load(self.config.dim, false)?;
-        *self.write() = State::build(&self.config, faces)?;
+        let (state, _) = State::load(self.store().as_mut(), &self.config, false)?;
+        *self.write() = state;
         Ok(())
     }
 

@@ -21,7 +21,8 @@ pub mod topk;
 pub use error::SearchError;
 pub use flat::{normalized, FlatIndex, Precision};
 pub use gallery::{
-    Change, ChangeFeed, Gallery, GalleryConfig, GalleryStore, IndexKind, Match, StoredFace,
+    Change, ChangeFeed, FaceSink, Gallery, GalleryConfig, GalleryStore, IndexKind, Match,
+    StoredFace,
 };
 pub use ivf::{IvfConfig, IvfIndex};
 pub use kernels::Kernels;

@@ -12,8 +12,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, IsolationLevel, NoTls};
 
 use crate::gallery::{
-    check_meta, decode_embedding, encode_embedding, Change, ChangeFeed, GalleryStore, StoredFace,
-    FORMAT,
+    check_meta, decode_embedding, encode_embedding, Change, ChangeFeed, FaceSink, GalleryStore,
+    StoredFace, FORMAT,
 };
 use crate::SearchError;
 
@@ -120,7 +120,8 @@ impl GalleryStore for PgStore {
         &mut self,
         dim: usize,
         follow: bool,
-    ) -> Result<(Vec<StoredFace>, Option<Box<dyn ChangeFeed>>), SearchError> {
+        sink: &mut dyn FaceSink,
+    ) -> Result<Option<Box<dyn ChangeFeed>>, SearchError> {
         // The feed listens before the snapshot is taken.
         let mut feed = match follow {
             true => Some(PgFeed::connect(&self.url, &self.shown, dim)?),
@@ -128,31 +129,38 @@ impl GalleryStore for PgStore {
         };
         let shown = self.shown.clone();
         let client = self.client()?;
-        let (seq, rows) = (|| {
-            let mut tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
-            let seq: i64 = tx
-                .query_one("SELECT COALESCE(MAX(seq), 0) FROM arcface_changes", &[])?
-                .get(0);
-            let rows = tx.query(
-                "SELECT id, identity, metadata, embedding FROM arcface_faces ORDER BY id",
+        let pg = |e| pg_error(&shown, e);
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(pg)?;
+        let counts = tx
+            .query_one(
+                "SELECT COALESCE((SELECT MAX(seq) FROM arcface_changes), 0), (SELECT COUNT(*) FROM arcface_faces)",
                 &[],
-            )?;
-            tx.commit()?;
-            Ok((seq, rows))
-        })()
-        .map_err(|e| pg_error(&shown, e))?;
-        let faces = rows
-            .iter()
-            .map(|row| face(row, dim, &shown))
-            .collect::<Result<Vec<_>, _>>()?;
+            )
+            .map_err(pg)?;
+        let (seq, count): (i64, i64) = (counts.get(0), counts.get(1));
+        sink.expect(count.max(0) as usize);
+        // Streamed: rows are decoded into the sink as they arrive, never all held.
+        let no_params: [&(dyn postgres::types::ToSql + Sync); 0] = [];
+        let mut rows = tx
+            .query_raw(
+                "SELECT id, identity, metadata, embedding FROM arcface_faces ORDER BY id",
+                no_params,
+            )
+            .map_err(pg)?;
+        while let Some(row) = rows.next().map_err(pg)? {
+            sink.push(face(&row, dim, &shown)?)?;
+        }
+        drop(rows);
+        tx.commit().map_err(pg)?;
         if let Some(feed) = feed.as_mut() {
             feed.seq = seq;
         }
-        Ok((faces, feed.map(|f| Box::new(f) as Box<dyn ChangeFeed>)))
+        Ok(feed.map(|f| Box::new(f) as Box<dyn ChangeFeed>))
     }
 
     fn insert(&mut self, faces: &[(&str, Option<&str>, &[f32])]) -> Result<Vec<i64>, SearchError> {

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::gallery::{
-    check_meta, decode_embedding, encode_embedding, ChangeFeed, GalleryStore, StoredFace, FORMAT,
+    check_meta, decode_embedding, encode_embedding, ChangeFeed, FaceSink, GalleryStore, StoredFace,
+    FORMAT,
 };
 use crate::SearchError;
 
@@ -85,11 +86,15 @@ impl GalleryStore for SqliteStore {
         &mut self,
         dim: usize,
         _follow: bool,
-    ) -> Result<(Vec<StoredFace>, Option<Box<dyn ChangeFeed>>), SearchError> {
+        sink: &mut dyn FaceSink,
+    ) -> Result<Option<Box<dyn ChangeFeed>>, SearchError> {
+        let count: i64 = self
+            .db
+            .query_row("SELECT COUNT(*) FROM faces", [], |r| r.get(0))?;
+        sink.expect(count.max(0) as usize);
         let mut stmt =
             (self.db).prepare("SELECT id, identity, metadata, embedding FROM faces ORDER BY id")?;
         let mut rows = stmt.query([])?;
-        let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             let blob: Vec<u8> = row.get(3)?;
@@ -98,14 +103,14 @@ impl GalleryStore for SqliteStore {
                     path: self.path.display().to_string(),
                     reason: format!("face {id}: {reason}"),
                 })?;
-            out.push(StoredFace {
+            sink.push(StoredFace {
                 id,
                 identity: row.get(1)?,
                 metadata: row.get(2)?,
                 embedding,
-            });
+            })?;
         }
-        Ok((out, None))
+        Ok(None)
     }
 
     fn insert(&mut self, faces: &[(&str, Option<&str>, &[f32])]) -> Result<Vec<i64>, SearchError> {

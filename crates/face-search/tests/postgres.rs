@@ -73,8 +73,9 @@ fn an_enrolment_on_one_replica_is_found_on_the_others_within_a_bounded_delay() {
         max < 1000.0,
         "slowest enrolment took {max:.1} ms to reach another replica"
     );
+    // The last enrolments may still be on their way to the third replica.
     for g in &replicas {
-        assert_eq!(g.len(), 40);
+        within(Duration::from_secs(5), || g.len() == 40).expect("40 faces everywhere");
     }
 }
 
