@@ -1,12 +1,12 @@
 //! Training face recognisers: any backbone, any margin head, any dataset, on any Burn autodiff
-//! backend and one or several devices; schedules stepped per iteration, global-norm clipping,
-//! gradient accumulation, a NaN guard, verification with a feature-collapse check, early
-//! stopping, resumable checkpoints.
+//! backend and one or several devices, on one machine or several ([`Collective`]); schedules
+//! stepped per iteration, global-norm clipping, gradient accumulation, a NaN guard, verification
+//! with a feature-collapse check, early stopping, resumable checkpoints.
 //!
 //! Two ways in: [`Learner`], the library API (bring your own [`iresnet::Backbone`],
 //! [`arcface_loss::MarginHead`] and [`face_data::FaceDataset`]; add [`LossTerm`]s, parameter
-//! groups, a [`HeadUpdate`]), and [`train`]/[`resume`], which run what a [`TrainConfig`] (the
-//! TOML file of `arcface train`) describes through it.
+//! groups, a [`HeadUpdate`]), and [`train`]/[`resume`]/[`train_nodes`], which run what a
+//! [`TrainConfig`] (the TOML file of `arcface train`) describes through it.
 
 pub mod checkpoint;
 pub mod clip;
