@@ -267,6 +267,12 @@ async fn receive_chunk(
             Some(Err(e)) => return Err(e),
             None => return Err("the ring's server stopped".into()),
         };
+        if bytes.len() < HEADER {
+            return Err(format!(
+                "the previous node sent {} bytes, not a ring message",
+                bytes.len()
+            ));
+        }
         let (call, at, index) = (
             u64::from_le_bytes(bytes[0..8].try_into().unwrap_or_default()),
             u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default()),
