@@ -215,3 +215,19 @@ fn a_lost_node_stops_the_others_and_all_resume_from_their_last_common_checkpoint
     );
     assert!(said.contains("did not answer within 8 s"), "{said}");
 }
+
+#[test]
+fn nodes_with_several_devices_each_stay_in_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(tmp.path(), 6);
+    let run = tmp.path().join("two-by-two");
+    let args = ["--config", config.to_str().unwrap(), "--devices", "2"];
+    let reports = run_nodes(&[&args[..], &["--out", run.to_str().unwrap()]].concat(), 2);
+    for report in &reports {
+        assert_eq!(
+            (report["steps"].as_u64(), report["devices"].as_u64()),
+            (Some(6), Some(2))
+        );
+    }
+    assert_eq!(weights(&run), weights(&run.join("node-1")));
+}
