@@ -30,15 +30,15 @@ pub struct TrainArgs {
     /// Train across N processes (on this host or several; docs/training.md "Several
     /// machines"): every process runs this command with the same config, --nodes and
     /// --coordinator, and its own --node-rank. Each trains on its part of every batch and the
-    /// gradients are summed over all of them after each backward pass (burn-collective), so
-    /// the batch and learning rate stay the config's. tools/launch_nodes.sh starts N on one host.
+    /// gradients are summed over all of them after each backward pass (a ring all-reduce over
+    /// Burn's WebSocket transport), so the batch and learning rate stay the config's. tools/launch_nodes.sh starts N on one host.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     nodes: u16,
-    /// This process's rank, 0..N-1. Rank 0 runs the orchestrator at --coordinator and writes
+    /// This process's rank, 0..N-1. Rank 0 runs the rendezvous at --coordinator and writes
     /// into --out; rank R > 0 writes into OUT/node-R (its checkpoints, metrics and report).
     #[arg(long, default_value_t = 0, requires = "coordinator")]
     node_rank: u16,
-    /// HOST:PORT of rank 0's orchestrator, which every node connects to (e.g. 10.0.0.1:29500).
+    /// HOST:PORT of rank 0's rendezvous, which every node connects to (e.g. 10.0.0.1:29500).
     #[arg(long, value_name = "HOST:PORT")]
     coordinator: Option<String>,
     /// HOST:PORT where this node serves its tensors to the others (default: the coordinator's

@@ -43,9 +43,9 @@ pub trait Collective<B: Backend> {
 pub struct ClusterConfig {
     /// Processes in the run (each with its own devices).
     pub nodes: usize,
-    /// This process's rank; rank 0 also runs the orchestrator.
+    /// This process's rank; rank 0 also serves the rendezvous.
     pub rank: usize,
-    /// The orchestrator's address (rank 0's host and a free port): every node connects to it.
+    /// The rendezvous address (rank 0's host and a free port): every node connects to it.
     pub coordinator: SocketAddr,
     /// Where this node serves its tensors to the others (its own host, a free port).
     pub node_address: SocketAddr,
