@@ -19,6 +19,8 @@ mod error;
 mod geometry;
 pub mod quality;
 mod similarity;
+#[cfg(target_arch = "x86_64")]
+pub mod taps;
 mod template;
 mod warp;
 

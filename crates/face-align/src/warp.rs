@@ -111,23 +111,15 @@ impl Sampler<'_> {
     #[target_feature(enable = "avx2")]
     unsafe fn bilinear_row_avx2(&self, row: &mut [u8], x0: f64, dx: f64, y0: f64, dy: f64) {
         use std::arch::x86_64::*;
-        let stride = (self.width * 3) as usize;
-        // Byte offsets are i32 lanes: larger images take the SSE2 path throughout.
-        if self.data.len() > i32::MAX as usize - 8 {
+        // Byte offsets are i32 lanes: images the gathers cannot serve take the SSE2 path.
+        let Some(source) =
+            crate::taps::RgbSource::new(self.data, self.width as usize, self.height as usize)
+        else {
             // SAFETY: SSE2 is part of the x86-64 baseline.
             return unsafe { self.bilinear_row_sse2(row, 0, x0, dx, y0, dy) };
-        }
+        };
         let pixels = row.len() / 3;
-        let (one, zero, top) = (
-            _mm256_set1_ps(1.0),
-            _mm256_setzero_ps(),
-            _mm256_set1_ps(255.0),
-        );
-        let last_block = _mm256_set1_epi32((self.data.len() - stride - 7) as i32);
-        let (max_x, max_y) = (
-            _mm256_set1_epi32(self.width as i32 - 2),
-            _mm256_set1_epi32(self.height as i32 - 2),
-        );
+        let (zero, top) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
         let mut first = 0;
         while first + 8 <= pixels {
             let index = |k: i32| {
@@ -144,33 +136,10 @@ impl Sampler<'_> {
                 let hi = _mm256_cvtpd_ps(_mm256_add_pd(b, _mm256_mul_pd(s, index(4))));
                 _mm256_set_m128(hi, lo)
             };
-            let (sx, sy) = (coords(x0, dx), coords(y0, dy));
-            let floor = |p: __m256| {
-                let trunc = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(p));
-                _mm256_sub_ps(
-                    trunc,
-                    _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(trunc, p), one),
-                )
-            };
-            let (fx, fy) = (floor(sx), floor(sy));
-            let (ix, iy) = (_mm256_cvttps_epi32(fx), _mm256_cvttps_epi32(fy));
-            let offset = _mm256_add_epi32(
-                _mm256_mullo_epi32(iy, _mm256_set1_epi32(stride as i32)),
-                _mm256_mullo_epi32(ix, _mm256_set1_epi32(3)),
-            );
-            // Inside: 0 <= ix <= width - 2, 0 <= iy <= height - 2, and the last tap's 4-byte
-            // load in bounds. Non-finite positions convert to i32::MIN and fail the first test.
-            let outside = _mm256_or_si256(
-                _mm256_or_si256(
-                    _mm256_cmpgt_epi32(_mm256_setzero_si256(), ix),
-                    _mm256_cmpgt_epi32(_mm256_setzero_si256(), iy),
-                ),
-                _mm256_or_si256(
-                    _mm256_or_si256(_mm256_cmpgt_epi32(ix, max_x), _mm256_cmpgt_epi32(iy, max_y)),
-                    _mm256_cmpgt_epi32(offset, last_block),
-                ),
-            );
-            if _mm256_testz_si256(outside, outside) == 0 {
+            // SAFETY: AVX2 is present (this function's contract).
+            let taps =
+                unsafe { crate::taps::bilinear_taps8(source, coords(x0, dx), coords(y0, dy)) };
+            let Some(taps) = taps else {
                 // SAFETY: SSE2 is part of the x86-64 baseline.
                 unsafe {
                     self.bilinear_row_sse2(
@@ -184,62 +153,21 @@ impl Sampler<'_> {
                 };
                 first += 8;
                 continue;
-            }
-            let (a, b) = (_mm256_sub_ps(sx, fx), _mm256_sub_ps(sy, fy));
-            let (na, nb) = (_mm256_sub_ps(one, a), _mm256_sub_ps(one, b));
-            let w = [
-                _mm256_mul_ps(na, nb),
-                _mm256_mul_ps(a, nb),
-                _mm256_mul_ps(na, b),
-                _mm256_mul_ps(a, b),
-            ];
-            let base = self.data.as_ptr().cast::<i32>();
-            // SAFETY: every offset passed the bounds test above: offset + stride + 7 <= len.
-            let taps = unsafe {
-                [
-                    _mm256_i32gather_epi32::<1>(base, offset),
-                    _mm256_i32gather_epi32::<1>(
-                        base,
-                        _mm256_add_epi32(offset, _mm256_set1_epi32(3)),
-                    ),
-                    _mm256_i32gather_epi32::<1>(
-                        base,
-                        _mm256_add_epi32(offset, _mm256_set1_epi32(stride as i32)),
-                    ),
-                    _mm256_i32gather_epi32::<1>(
-                        base,
-                        _mm256_add_epi32(offset, _mm256_set1_epi32(stride as i32 + 3)),
-                    ),
-                ]
             };
-            let mask = _mm256_set1_epi32(0xFF);
-            let mut packed = _mm256_setzero_si256();
-            for (c, shift) in [(0, 0), (1, 8), (2, 16)] {
-                let channel = |t: __m256i| {
-                    let v = match c {
-                        0 => t,
-                        1 => _mm256_srli_epi32::<8>(t),
-                        _ => _mm256_srli_epi32::<16>(t),
-                    };
-                    _mm256_cvtepi32_ps(_mm256_and_si256(v, mask))
-                };
-                let mut acc = _mm256_mul_ps(w[0], channel(taps[0]));
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(w[1], channel(taps[1])));
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(w[2], channel(taps[2])));
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(w[3], channel(taps[3])));
+            let mut ints = [_mm256_setzero_si256(); 3];
+            for (c, out) in ints.iter_mut().enumerate() {
+                // SAFETY: AVX2 is present.
+                let ch = unsafe { taps.channel(c as i32) };
+                let w = &taps.weights;
+                let mut acc = _mm256_mul_ps(w[0], ch[0]);
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(w[1], ch[1]));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(w[2], ch[2]));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(w[3], ch[3]));
                 let clamped = _mm256_min_ps(_mm256_max_ps(acc, zero), top);
-                let ints = _mm256_cvttps_epi32(_mm256_add_ps(clamped, _mm256_set1_ps(0.5)));
-                packed = _mm256_or_si256(packed, _mm256_sllv_epi32(ints, _mm256_set1_epi32(shift)));
+                *out = _mm256_cvttps_epi32(_mm256_add_ps(clamped, _mm256_set1_ps(0.5)));
             }
-            let mut words = [0u32; 8];
-            // SAFETY: 8 u32 are 32 bytes.
-            unsafe { _mm256_storeu_si256(words.as_mut_ptr().cast(), packed) };
-            for (px, word) in row[first * 3..(first + 8) * 3]
-                .chunks_exact_mut(3)
-                .zip(words)
-            {
-                px.copy_from_slice(&word.to_le_bytes()[..3]);
-            }
+            // SAFETY: AVX2 is present.
+            unsafe { crate::taps::store_rgb8(ints, &mut row[first * 3..(first + 8) * 3]) };
             first += 8;
         }
         // SAFETY: SSE2 is part of the x86-64 baseline.

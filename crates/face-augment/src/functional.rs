@@ -313,17 +313,12 @@ unsafe fn rotate_row_avx2(src: &[u8], geo: &Rotation, row: &mut [u8], yc: f32) {
         cy,
         w,
         h,
-        stride,
+        ..
     } = geo;
-    if src.len() > i32::MAX as usize - 8 || src.len() < stride + 8 {
+    let Some(source) = face_align::taps::RgbSource::new(src, w, h) else {
         return rotate_pixels(src, geo, row, 0, yc);
-    }
+    };
     let one = _mm256_set1_ps(1.0);
-    let last_block = _mm256_set1_epi32((src.len() - stride - 7) as i32);
-    let (max_x, max_y) = (
-        _mm256_set1_epi32(w as i32 - 2),
-        _mm256_set1_epi32(h as i32 - 2),
-    );
     let (vcos, vsin, vcx, vcy, vyc) = (
         _mm256_set1_ps(cos),
         _mm256_set1_ps(sin),
@@ -348,89 +343,36 @@ unsafe fn rotate_row_avx2(src: &[u8], geo: &Rotation, row: &mut [u8], yc: f32) {
             _mm256_add_ps(_mm256_mul_ps(vsin, xc), _mm256_mul_ps(vcos, vyc)),
             vcy,
         );
-        let floor = |p: __m256| {
-            let trunc = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(p));
-            _mm256_sub_ps(
-                trunc,
-                _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(trunc, p), one),
-            )
-        };
-        let (fx0, fy0) = (floor(sx), floor(sy));
-        let (ix, iy) = (_mm256_cvttps_epi32(fx0), _mm256_cvttps_epi32(fy0));
-        let offset = _mm256_add_epi32(
-            _mm256_mullo_epi32(iy, _mm256_set1_epi32(stride as i32)),
-            _mm256_mullo_epi32(ix, _mm256_set1_epi32(3)),
-        );
-        // All four taps inside: 0 <= ix <= w - 2, 0 <= iy <= h - 2, the last 4-byte load in
-        // bounds (as the scalar path's SSE2 test).
-        let zero_i = _mm256_setzero_si256();
-        let outside = _mm256_or_si256(
-            _mm256_or_si256(
-                _mm256_cmpgt_epi32(zero_i, ix),
-                _mm256_cmpgt_epi32(zero_i, iy),
-            ),
-            _mm256_or_si256(
-                _mm256_or_si256(_mm256_cmpgt_epi32(ix, max_x), _mm256_cmpgt_epi32(iy, max_y)),
-                _mm256_cmpgt_epi32(offset, last_block),
-            ),
-        );
-        if _mm256_testz_si256(outside, outside) == 0 {
+        // All four taps inside (as the scalar path's SSE2 test), or the pixel path.
+        // SAFETY: AVX2 is present (this function's contract).
+        let Some(taps) = (unsafe { face_align::taps::bilinear_taps8(source, sx, sy) }) else {
             rotate_pixels(src, geo, &mut row[..(first + 8) * 3], first, yc);
             first += 8;
             continue;
-        }
-        let (fx, fy) = (_mm256_sub_ps(sx, fx0), _mm256_sub_ps(sy, fy0));
-        let (nfx, nfy) = (_mm256_sub_ps(one, fx), _mm256_sub_ps(one, fy));
-        let wt = [
-            _mm256_mul_ps(nfx, nfy),
-            _mm256_mul_ps(fx, nfy),
-            _mm256_mul_ps(nfx, fy),
-            _mm256_mul_ps(fx, fy),
-        ];
-        let base = src.as_ptr().cast::<i32>();
-        let at = |extra: usize| _mm256_add_epi32(offset, _mm256_set1_epi32(extra as i32));
-        // SAFETY: every offset passed the bounds test: offset + stride + 7 <= len.
-        let taps = unsafe {
-            [
-                _mm256_i32gather_epi32::<1>(base, offset),
-                _mm256_i32gather_epi32::<1>(base, at(3)),
-                _mm256_i32gather_epi32::<1>(base, at(stride)),
-                _mm256_i32gather_epi32::<1>(base, at(stride + 3)),
-            ]
         };
+        let wt = &taps.weights;
         // The mask: each tap's weight times 1, summed in the taps' order.
         let mut mask = _mm256_mul_ps(wt[0], one);
         for t in &wt[1..] {
             mask = _mm256_add_ps(mask, _mm256_mul_ps(*t, one));
         }
-        let byte = _mm256_set1_epi32(0xFF);
-        let mut packed = _mm256_setzero_si256();
-        for shift in [0, 8, 16] {
-            let channel = |t: __m256i| {
-                let v = _mm256_srlv_epi32(t, _mm256_set1_epi32(shift));
-                _mm256_cvtepi32_ps(_mm256_and_si256(v, byte))
-            };
-            let mut acc = _mm256_mul_ps(wt[0], channel(taps[0]));
-            for (t, tap) in wt[1..].iter().zip(&taps[1..]) {
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(*t, channel(*tap)));
+        let mut ints = [_mm256_setzero_si256(); 3];
+        for (c, out) in ints.iter_mut().enumerate() {
+            // SAFETY: AVX2 is present.
+            let ch = unsafe { taps.channel(c as i32) };
+            let mut acc = _mm256_mul_ps(wt[0], ch[0]);
+            for (t, tap) in wt[1..].iter().zip(&ch[1..]) {
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(*t, *tap));
             }
             let v = _mm256_min_ps(
                 _mm256_max_ps(_mm256_mul_ps(acc, mask), _mm256_setzero_ps()),
                 _mm256_set1_ps(255.0),
             );
             // Round half to even: the conversion's default rounding mode.
-            let ints = _mm256_cvtps_epi32(v);
-            packed = _mm256_or_si256(packed, _mm256_sllv_epi32(ints, _mm256_set1_epi32(shift)));
+            *out = _mm256_cvtps_epi32(v);
         }
-        let mut words = [0u32; 8];
-        // SAFETY: 8 u32 are 32 bytes.
-        unsafe { _mm256_storeu_si256(words.as_mut_ptr().cast(), packed) };
-        for (px, word) in row[first * 3..(first + 8) * 3]
-            .chunks_exact_mut(3)
-            .zip(words)
-        {
-            px.copy_from_slice(&word.to_le_bytes()[..3]);
-        }
+        // SAFETY: AVX2 is present.
+        unsafe { face_align::taps::store_rgb8(ints, &mut row[first * 3..(first + 8) * 3]) };
         first += 8;
     }
     rotate_pixels(src, geo, row, first, yc);
