@@ -159,6 +159,19 @@ fn failed_within(rank0: Child, since: Instant) -> (Duration, String) {
     (elapsed, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Two nodes training into `out` (node timeout `timeout` s), once node 1 has checkpointed `step`.
+fn two_nodes_past(config: &str, out: &Path, step: u32, timeout: u32) -> (Child, Child) {
+    let args = ["--config", config, "--out", out.to_str().unwrap()];
+    let port = free_ports(2);
+    let rank0 = node(&args, 2, 0, port, timeout);
+    let mut rank1 = node(&args, 2, 1, port, timeout);
+    wait_for(
+        &out.join(format!("node-1/checkpoints/step-{step:06}")),
+        &mut rank1,
+    );
+    (rank0, rank1)
+}
+
 #[test]
 fn a_lost_node_stops_the_others_and_all_resume_from_their_last_common_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
@@ -169,15 +182,12 @@ fn a_lost_node_stops_the_others_and_all_resume_from_their_last_common_checkpoint
 
     // Killed: its connection closes, and rank 0 stops at its next exchange.
     let cut = tmp.path().join("cut");
-    let args = ["--config", config, "--out", cut.to_str().unwrap()];
-    let port = free_ports(2);
-    let rank0 = node(&args, 2, 0, port, 60);
-    let mut rank1 = node(&args, 2, 1, port, 60);
-    wait_for(&cut.join("node-1/checkpoints/step-000020"), &mut rank1);
+    let (rank0, mut rank1) = two_nodes_past(config, &cut, 20, 60);
     rank1.kill().unwrap();
     let killed = Instant::now();
     rank1.wait().unwrap();
     let (elapsed, said) = failed_within(rank0, killed);
+    println!("rank 0 stopped {elapsed:?} after its peer was killed");
     assert!(elapsed < Duration::from_secs(10), "rank 0 took {elapsed:?}");
     assert!(
         said.contains("multi-node run") && said.contains("--resume"),
@@ -195,11 +205,7 @@ fn a_lost_node_stops_the_others_and_all_resume_from_their_last_common_checkpoint
 
     // Frozen (SIGSTOP): its connection stays open, and rank 0 gives up after the timeout.
     let frozen = tmp.path().join("frozen");
-    let args = ["--config", config, "--out", frozen.to_str().unwrap()];
-    let port = free_ports(2);
-    let rank0 = node(&args, 2, 0, port, 8);
-    let mut rank1 = node(&args, 2, 1, port, 8);
-    wait_for(&frozen.join("node-1/checkpoints/step-000005"), &mut rank1);
+    let (rank0, mut rank1) = two_nodes_past(config, &frozen, 5, 8);
     let stop = Command::new("kill")
         .args(["-STOP", &rank1.id().to_string()])
         .status()
@@ -207,6 +213,7 @@ fn a_lost_node_stops_the_others_and_all_resume_from_their_last_common_checkpoint
     assert!(stop.success());
     let stopped = Instant::now();
     let (elapsed, said) = failed_within(rank0, stopped);
+    println!("rank 0 stopped {elapsed:?} after its peer froze (timeout 8 s)");
     rank1.kill().unwrap();
     rank1.wait().unwrap();
     assert!(

@@ -153,7 +153,7 @@ impl GalleryStore for PgStore {
             )
             .map_err(pg)?;
         while let Some(row) = rows.next().map_err(pg)? {
-            sink.push(face(&row, dim, &shown)?)?;
+            sink.push(face(&row, 0, dim, &shown)?)?;
         }
         drop(rows);
         tx.commit().map_err(pg)?;
@@ -258,7 +258,7 @@ impl PgFeed {
         let mut changes = vec![];
         loop {
             let rows = client.query(
-                "SELECT c.seq, c.face_id, c.enrolled, f.identity, f.metadata, f.embedding
+                "SELECT c.seq, c.enrolled, c.face_id, f.identity, f.metadata, f.embedding
                  FROM arcface_changes c
                  LEFT JOIN arcface_faces f ON c.enrolled AND f.id = c.face_id
                  WHERE c.seq > $1 ORDER BY c.seq LIMIT $2",
@@ -266,26 +266,16 @@ impl PgFeed {
             )?;
             for row in &rows {
                 self.seq = row.get(0);
-                let (id, enrolled): (i64, bool) = (row.get(1), row.get(2));
-                let identity: Option<String> = row.get(3);
+                let (enrolled, id): (bool, i64) = (row.get(1), row.get(2));
+                let identity: Option<&str> = row.get(3);
                 match (enrolled, identity) {
                     (false, _) => changes.push(Change::Deleted(id)),
                     // Enrolled, then deleted since: its deletion follows in the log.
                     (true, None) => {}
-                    (true, Some(identity)) => {
-                        let bytes: Vec<u8> = row.get(5);
-                        match decode_embedding(&bytes, dim) {
-                            Ok(embedding) => changes.push(Change::Enrolled(StoredFace {
-                                id,
-                                identity,
-                                metadata: row.get(4),
-                                embedding,
-                            })),
-                            Err(reason) => {
-                                tracing::warn!(gallery = %shown, "face {id} skipped: {reason}")
-                            }
-                        }
-                    }
+                    (true, Some(_)) => match face(row, 2, dim, &shown) {
+                        Ok(face) => changes.push(Change::Enrolled(face)),
+                        Err(e) => tracing::warn!(gallery = %shown, "skipped: {e}"),
+                    },
                 }
             }
             if (rows.len() as i64) < BATCH {
@@ -305,17 +295,23 @@ impl ChangeFeed for PgFeed {
     }
 }
 
-fn face(row: &postgres::Row, dim: usize, shown: &str) -> Result<StoredFace, SearchError> {
-    let id: i64 = row.get(0);
-    let bytes: Vec<u8> = row.get(3);
-    let embedding = decode_embedding(&bytes, dim).map_err(|reason| SearchError::Corrupt {
+/// A face from the row's columns `at..at + 4`: id, identity, metadata, embedding.
+fn face(
+    row: &postgres::Row,
+    at: usize,
+    dim: usize,
+    shown: &str,
+) -> Result<StoredFace, SearchError> {
+    let id: i64 = row.get(at);
+    let bytes: &[u8] = row.get(at + 3);
+    let embedding = decode_embedding(bytes, dim).map_err(|reason| SearchError::Corrupt {
         path: shown.to_string(),
         reason: format!("face {id}: {reason}"),
     })?;
     Ok(StoredFace {
         id,
-        identity: row.get(1),
-        metadata: row.get(2),
+        identity: row.get(at + 1),
+        metadata: row.get(at + 2),
         embedding,
     })
 }

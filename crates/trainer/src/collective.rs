@@ -183,7 +183,7 @@ impl<B: Backend> Collective<B> for RingCollective {
             return Ok(tensor);
         }
         let device = tensor.device();
-        let mut data: Vec<f32> = (tensor.into_data().convert::<f32>().to_vec())
+        let mut data: Vec<f32> = (tensor.into_data().convert::<f32>().into_vec())
             .map_err(|e| TrainError::Collective(format!("{what}: not f32 data: {e:?}")))?;
         let mut ring = self
             .ring

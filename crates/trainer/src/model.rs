@@ -29,6 +29,19 @@ impl<B: Backend, M: Module<B>, H: Module<B>> Model<B, M, H> {
     }
 }
 
+/// Merges the BatchNorm running statistics that replica threads updated into their shared value.
+/// Burn's `RunningState` keeps each thread's update apart and merges them (their mean) only when
+/// asked (`valid()`, `into_record()`); a replica thread of the next step, or a visitor reading the
+/// value, would otherwise see the statistics of the last merge.
+pub(crate) fn merge_running_statistics<
+    B: burn::tensor::backend::AutodiffBackend,
+    M: burn::module::AutodiffModule<B>,
+>(
+    module: &M,
+) {
+    let _ = module.valid();
+}
+
 /// Initialises every lazily initialised parameter now. Burn draws a parameter's initial value
 /// at its first use, and a clone made before that draws its own: data-parallel replicas of a
 /// fresh model would each start from different weights.

@@ -232,10 +232,8 @@ where
         grads.accumulate(model, shard.grads);
     }
     sum.grads = grads.grads();
-    // Each replica's BatchNorm updated the shared running statistics from its own thread; Burn
-    // merges them (their mean) only when asked, and a replica thread of the next step would
-    // otherwise start from the statistics of the last merge.
-    let _ = model.valid();
+    // Each replica's BatchNorm updated the shared running statistics from its own thread.
+    crate::model::merge_running_statistics(model);
     Ok(sum)
 }
 

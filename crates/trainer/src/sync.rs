@@ -182,8 +182,8 @@ fn exchange<B: AutodiffBackend, Mo: AutodiffModule<B>>(
     device: &B::Device,
     what: &str,
 ) -> Result<Mo, TrainError> {
-    // Running statistics updated by replica threads are merged into their value first.
-    let _ = model.valid();
+    // The visitor reads the running statistics' merged value.
+    crate::model::merge_running_statistics(&model);
     let mut pack = Pack::<B> {
         grads,
         mode,
